@@ -1,0 +1,3 @@
+"""histocluster"""
+
+__version__ = "0.1"

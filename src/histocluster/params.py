@@ -1,0 +1,145 @@
+"""Validated parameter models, one per pipeline (``conf/base/parameters_<name>.yml``).
+
+Every model forbids unknown keys, so a typo such as ``tile_sise`` is an error that
+names the key instead of a silently ignored setting. :func:`validate_parameters` checks
+them all before a run starts (see :mod:`histocluster.hooks`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from histocluster.errors import UserInputError
+from histocluster.quality import QualityThresholds
+from histocluster.tissue import TissueSettings
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TissueParams(_Strict):
+    """Tissue detection on the slide thumbnail (see :mod:`histocluster.tissue`)."""
+
+    thumbnail_mpp: float = Field(4.0, gt=0, description="µm/px of the thumbnail and mask")
+    thumbnail_max_side: int = Field(4096, ge=64, description="cap on the thumbnail's longer side")
+    min_saturation: float = Field(0.07, ge=0, le=1)
+    min_optical_density: float = Field(0.15, ge=0)
+    closing_um: float = Field(16.0, ge=0)
+    min_object_um2: float = Field(10_000.0, ge=0)
+    max_hole_um2: float = Field(5_000.0, ge=0)
+
+    def settings(self) -> TissueSettings:
+        return TissueSettings(
+            min_saturation=self.min_saturation,
+            min_optical_density=self.min_optical_density,
+            closing_um=self.closing_um,
+            min_object_um2=self.min_object_um2,
+            max_hole_um2=self.max_hole_um2,
+        )
+
+
+class TilingParams(_Strict):
+    """Parameters of the ``tiling`` pipeline."""
+
+    target_mpp: list[float] = Field([0.5], min_length=1, description="tile resolutions, µm/px")
+    tile_size: int = Field(512, gt=0, description="tile side in output pixels")
+    overlap: int = Field(64, ge=0, description="overlap of neighbouring tiles, output pixels")
+    default_mpp: float = Field(0.5, gt=0, description="µm/px for slides without metadata")
+    min_tissue_fraction: float = Field(0.1, ge=0, le=1)
+    max_tiles: int | None = Field(None, gt=0, description="per slide and resolution")
+    use_regions: bool = True
+    write_tile_images: bool = False
+    tissue: TissueParams = TissueParams()
+
+    @model_validator(mode="after")
+    def _overlap_below_tile(self) -> TilingParams:
+        if self.overlap >= self.tile_size:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than tile_size ({self.tile_size})")
+        if any(m <= 0 for m in self.target_mpp):
+            raise ValueError(f"target_mpp values must be positive, got {self.target_mpp}")
+        return self
+
+
+class ThresholdParams(_Strict):
+    """Quality limits of a kept tile (upstream defaults)."""
+
+    min_edge_density: float = 0.02
+    max_bright_ratio: float = 0.8
+    max_dark_ratio: float = 0.8
+    min_intensity_std: float = 10.0
+    min_laplacian_var: float = 50.0
+    min_color_variance: float = 5.0
+    min_tissue_fraction: float = 0.1
+    bright_level: int = Field(220, ge=0, le=255)
+    dark_level: int = Field(50, ge=0, le=255)
+    canny_low: int = Field(50, ge=0)
+    canny_high: int = Field(150, ge=0)
+
+    def thresholds(self) -> QualityThresholds:
+        return QualityThresholds(**self.model_dump())
+
+
+class ContactSheetParams(_Strict):
+    max_tiles: int = Field(24, ge=0, description="kept and rejected tiles shown, each")
+    thumb_size: int = Field(160, ge=16)
+
+
+class FilteringParams(_Strict):
+    """Parameters of the ``filtering`` pipeline."""
+
+    enabled: bool = True
+    thresholds: ThresholdParams = ThresholdParams()
+    contact_sheet: ContactSheetParams = ContactSheetParams()
+
+
+#: Top-level parameter key → model. A new pipeline adds its model here.
+PARAMETER_MODELS: dict[str, type[_Strict]] = {
+    "tiling": TilingParams,
+    "filtering": FilteringParams,
+}
+
+
+class ParameterError(UserInputError, ValueError):
+    """Parameters do not fit their model; the message lists every problem."""
+
+
+def _describe(error: ValidationError, section: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in (section, *item["loc"]))
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown parameter (typo?)")
+        else:
+            lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse(section: str, values: Any) -> _Strict:
+    """Validate one section; raises :class:`ParameterError` naming every bad key."""
+    model = PARAMETER_MODELS[section]
+    try:
+        return model.model_validate(values if values is not None else {})
+    except ValidationError as exc:
+        raise ParameterError(
+            f"Invalid parameters in '{section}' (conf/*/parameters_{section}.yml or --params):\n"
+            + _describe(exc, section)
+        ) from None
+
+
+def validate_parameters(params: dict[str, Any]) -> dict[str, _Strict]:
+    """Validate every known section of the run's parameters, all problems at once."""
+    problems, parsed = [], {}
+    for section in PARAMETER_MODELS:
+        if section not in params:
+            problems.append(f"Missing parameters '{section}' (conf/base/parameters_{section}.yml)")
+            continue
+        try:
+            parsed[section] = parse(section, params[section])
+        except ParameterError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ParameterError("\n".join(problems))
+    return parsed

@@ -1,0 +1,222 @@
+"""Nodes of the ``tiling`` pipeline: slide table, thumbnails, tissue masks, tile grid."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from histocluster.drawing import tiling_overview
+from histocluster.errors import UserInputError
+from histocluster.params import TilingParams
+from histocluster.regions import assign_regions, load_regions, rasterize
+from histocluster.slides import (
+    SLIDE_COLUMNS,
+    SlideSource,
+    best_level,
+    describe_slide,
+    failed_slide_row,
+    open_slide,
+)
+from histocluster.tiling import TILE_COLUMNS, GridSpec, mask_fraction, plan_grid, read_tile, sample_uniform
+from histocluster.tissue import detect_tissue
+
+logger = logging.getLogger(__name__)
+
+
+class NoSlidesError(UserInputError):
+    """The slide folder holds no slide."""
+
+
+class NoReadableSlidesError(UserInputError):
+    """Every slide in the folder failed to open; the message lists each error."""
+
+
+def _thumbnail_downsample(row: dict, params: TilingParams) -> float:
+    by_resolution = params.tissue.thumbnail_mpp / row["mpp_x"]
+    by_size = max(row["width"], row["height"]) / params.tissue.thumbnail_max_side
+    return max(1.0, by_resolution, by_size)
+
+
+def describe_slides(
+    sources: list[SlideSource], params: TilingParams
+) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
+    """Open every slide: its slide-table row and an RGB thumbnail.
+
+    A slide that cannot be opened or read (corrupt file, not a slide, broken region
+    file) gets ``status='error'`` and its error in the table, and is skipped by every
+    later step; the other slides go on.
+    """
+    if not sources:
+        raise NoSlidesError(
+            "No slides found: put slide files (.svs, .ndpi, .tiff, .mrxs, .scn, .png, .jpg, ...) "
+            "in data/01_raw/slides/ (or run `make sample` for the CC0 sample slide)."
+        )
+    rows, thumbnails = [], {}
+    for source in tqdm(sources, desc="Reading slides", unit="slide"):
+        try:
+            with open_slide(source.path) as reader:
+                row = describe_slide(reader, source, params.default_mpp)
+                regions = load_regions(source.path) if params.use_regions else []
+                row["regions"] = sorted({r.name for r in regions})
+                thumbnails[source.slide_id] = Image.fromarray(
+                    reader.thumbnail(_thumbnail_downsample(row, params))
+                )
+        except Exception as exc:  # one bad slide must not cost the others
+            logger.error("Skipping slide %s: %s", source.path, exc)
+            row = failed_slide_row(source, f"{type(exc).__name__}: {exc}")
+            row["regions"] = []
+        else:
+            if row["mpp_source"] == "parameter":
+                logger.warning(
+                    "Slide %s has no µm/px in its metadata; using tiling.default_mpp = %g",
+                    source.path,
+                    params.default_mpp,
+                )
+            logger.info(
+                "Slide %s: %d×%d px, %.3f µm/px (%s), %d level(s), reader %s",
+                source.slide_id,
+                row["width"],
+                row["height"],
+                row["mpp_x"],
+                row["mpp_source"],
+                row["levels"],
+                row["reader"],
+            )
+        rows.append(row)
+    slides = pd.DataFrame(rows, columns=[*SLIDE_COLUMNS, "regions"])
+    failed = int((slides["status"] != "ok").sum())
+    if failed == len(slides):
+        errors = "\n".join(f"  {r.path}: {r.error}" for r in slides.itertuples())
+        raise NoReadableSlidesError(f"None of the {len(slides)} slide(s) could be read:\n{errors}")
+    if failed:
+        logger.warning(
+            "%d of %d slide(s) could not be read; see the slide table's error column", failed, len(slides)
+        )
+    return slides, thumbnails
+
+
+def _ok_slides(slides: pd.DataFrame) -> pd.DataFrame:
+    return slides[slides["status"] == "ok"]
+
+
+def _load(partitions: dict[str, Callable[[], Image.Image] | Image.Image], key: str) -> Image.Image:
+    item = partitions[key]
+    return item() if callable(item) else item
+
+
+def _scale(row, image_shape: tuple[int, ...]) -> tuple[float, float]:
+    """Level-0 pixels per thumbnail pixel, from the slide size and the image size."""
+    return row["width"] / image_shape[1], row["height"] / image_shape[0]
+
+
+def detect_tissue_masks(
+    slides: pd.DataFrame, thumbnails: dict, params: TilingParams
+) -> dict[str, Image.Image]:
+    """Tissue mask (8-bit, 255 = tissue) of every readable slide, at thumbnail scale."""
+    masks = {}
+    for row in tqdm(_ok_slides(slides).to_dict("records"), desc="Tissue detection", unit="slide"):
+        rgb = np.asarray(_load(thumbnails, row["slide_id"]).convert("RGB"))
+        scale_x, _ = _scale(row, rgb.shape)
+        mask = detect_tissue(rgb, row["mpp_x"] * scale_x, params.tissue.settings())
+        masks[row["slide_id"]] = Image.fromarray((mask * 255).astype(np.uint8))
+        logger.info("Slide %s: tissue covers %.1f%% of the slide", row["slide_id"], 100 * mask.mean())
+    return masks
+
+
+def _slide_tiles(row: dict, mask: np.ndarray, params: TilingParams) -> pd.DataFrame:
+    scale = _scale(row, mask.shape)
+    regions = load_regions(row["path"]) if params.use_regions and len(row["regions"]) else []
+    if regions:
+        mask = mask & rasterize(regions, mask.shape, scale)
+    downsamples = list(row["level_downsamples"]) or [1.0]
+    frames = []
+    for target in params.target_mpp:
+        grid = plan_grid(
+            row["slide_id"],
+            row["width"],
+            row["height"],
+            (row["mpp_x"], row["mpp_y"]),
+            GridSpec(target_mpp=target, tile_size=params.tile_size, overlap=params.overlap),
+        )
+        boxes = grid[["x", "y", "w", "h"]].to_numpy()
+        grid["tissue_fraction"] = mask_fraction(mask, scale, boxes)
+        grid["read_level"] = np.int32(best_level(downsamples, grid["w"].iloc[0] / params.tile_size))
+        on_tissue = grid[grid["tissue_fraction"] >= params.min_tissue_fraction]
+        if regions:
+            on_tissue = on_tissue.assign(
+                region=assign_regions(regions, on_tissue[["x", "y", "w", "h"]].to_numpy())
+            )
+            on_tissue = on_tissue[on_tissue["region"].notna()]
+        kept = on_tissue
+        if params.max_tiles is not None and len(on_tissue) > params.max_tiles:
+            centres = on_tissue[["x", "y"]].to_numpy() + on_tissue[["w", "h"]].to_numpy() / 2
+            kept = on_tissue.iloc[sample_uniform(centres, params.max_tiles)]
+        logger.info(
+            "Slide %s at %g µm/px: %d grid tiles, %d on tissue, %d kept",
+            row["slide_id"],
+            target,
+            len(grid),
+            len(on_tissue),
+            len(kept),
+        )
+        if kept.empty:
+            logger.warning(
+                "Slide %s at %g µm/px: no tile has tissue fraction ≥ %g%s; it yields no tiles",
+                row["slide_id"],
+                target,
+                params.min_tissue_fraction,
+                " inside its regions" if regions else "",
+            )
+        frames.append(kept)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TILE_COLUMNS)
+
+
+def plan_tiles(slides: pd.DataFrame, tissue_masks: dict, params: TilingParams) -> pd.DataFrame:
+    """The tile table: every kept tile of every readable slide at every resolution."""
+    frames = [pd.DataFrame(columns=TILE_COLUMNS)]
+    for row in tqdm(_ok_slides(slides).to_dict("records"), desc="Planning tiles", unit="slide"):
+        mask = np.asarray(_load(tissue_masks, row["slide_id"])) > 0
+        frames.append(_slide_tiles(row, mask, params))
+    tiles = pd.concat([f for f in frames if not f.empty] or frames, ignore_index=True)
+    return tiles[TILE_COLUMNS].astype({"region": "object"})
+
+
+def draw_tiling_overviews(
+    slides: pd.DataFrame, thumbnails: dict, tissue_masks: dict, tiles: pd.DataFrame
+) -> dict[str, Image.Image]:
+    """One PNG per slide: thumbnail, tissue outline and the kept tiles' footprints."""
+    overviews = {}
+    for row in _ok_slides(slides).to_dict("records"):
+        slide_id = row["slide_id"]
+        rgb = np.asarray(_load(thumbnails, slide_id).convert("RGB"))
+        mask = np.asarray(_load(tissue_masks, slide_id)) > 0
+        slide_tiles = tiles[tiles["slide_id"] == slide_id]
+        title = f"{slide_id}: {len(slide_tiles)} tiles, tissue {100 * mask.mean():.0f}%"
+        overviews[slide_id] = tiling_overview(rgb, mask, slide_tiles, _scale(row, rgb.shape), title)
+    return overviews
+
+
+def _tile_writer(path: str, tile: dict) -> Callable[[], Image.Image]:
+    def write() -> Image.Image:
+        with open_slide(path) as reader:
+            return Image.fromarray(read_tile(reader, tile))
+
+    return write
+
+
+def export_tile_images(slides: pd.DataFrame, tiles: pd.DataFrame, params: TilingParams) -> dict:
+    """Tile PNGs as lazy partitions ``<slide_id>/<tile_id>`` when
+    ``tiling.write_tile_images`` is on; nothing otherwise (later stages read tiles
+    from the slides)."""
+    if not params.write_tile_images:
+        return {}
+    paths = dict(zip(slides["slide_id"], slides["path"], strict=True))
+    return {
+        f"{tile['slide_id']}/{tile['tile_id']}": _tile_writer(paths[tile["slide_id"]], tile)
+        for tile in tiles.to_dict("records")
+    }

@@ -1,0 +1,408 @@
+"""Reading whole-slide images and plain images through one interface.
+
+Two readers share the :class:`SlideReader` interface:
+
+* :class:`OpenSlideReader` for every format OpenSlide reads (Aperio .svs, Hamamatsu
+  .ndpi/.vms, generic and Philips .tif/.tiff, MIRAX .mrxs, Leica .scn, Ventana .bif,
+  DICOM folders, ...).
+* :class:`ImageReader`, the fallback for plain RGB images (.png, .jpg, .tif) that
+  OpenSlide rejects. It presents the image as a one-level pyramid.
+
+Coordinates passed to :meth:`SlideReader.read_region` are level-0 pixels, as in
+OpenSlide. Regions are returned as RGB ``uint8`` arrays with transparent areas
+(outside the scanned region or outside the image) composited on white.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+#: File suffixes OpenSlide may read (DICOM folders are recognised separately).
+OPENSLIDE_SUFFIXES = frozenset(
+    {".svs", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".tif", ".tiff", ".svslide", ".bif", ".dcm"}
+)
+#: File suffixes the plain-image fallback reads.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
+#: Every suffix that makes a file a slide candidate.
+SLIDE_SUFFIXES = OPENSLIDE_SUFFIXES | IMAGE_SUFFIXES
+
+WHITE = 255
+
+
+class SlideReadError(RuntimeError):
+    """A slide could not be opened or read; the message names the file and the cause."""
+
+
+@dataclass(frozen=True)
+class SlideSource:
+    """A slide found on disk: a stable, readable id and the path to open."""
+
+    slide_id: str
+    path: str
+
+
+def best_level(level_downsamples: Sequence[float], downsample: float) -> int:
+    """Index of the coarsest pyramid level whose downsample does not exceed
+    ``downsample`` (level 0 when none does), so reading there and resampling never
+    upsamples."""
+    best = 0
+    for level, ds in enumerate(level_downsamples):
+        if ds <= downsample * (1 + 1e-6):
+            best = level
+    return best
+
+
+class SlideReader:
+    """Interface shared by the OpenSlide reader and the plain-image fallback."""
+
+    reader_name: str = "abstract"
+    path: Path
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    mpp: tuple[float, float] | None
+    objective_power: float | None
+    vendor: str | None
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 (width, height)."""
+        return self.level_dimensions[0]
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """The coarsest level whose downsample is not larger than ``downsample``."""
+        return best_level(self.level_downsamples, downsample)
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB uint8 array of ``size`` (w, h) at ``level``, top-left at level-0 ``location``."""
+        raise NotImplementedError
+
+    def read_scaled(self, box: tuple[int, int, int, int], out_size: tuple[int, int]) -> np.ndarray:
+        """Read level-0 ``box`` (x, y, w, h) and resample it to ``out_size`` (w, h).
+
+        Uses the coarsest pyramid level that is still at least as fine as the output,
+        so a 0.5 µm/px tile from a 0.25 µm/px slide reads level 0 and a thumbnail reads
+        the smallest level that suffices.
+        """
+        x, y, w, h = box
+        downsample = min(w / out_size[0], h / out_size[1])
+        level = self.best_level_for_downsample(downsample)
+        ds = self.level_downsamples[level]
+        read_w = max(1, int(np.ceil(w / ds)))
+        read_h = max(1, int(np.ceil(h / ds)))
+        region = self.read_region((x, y), level, (read_w, read_h))
+        if (read_w, read_h) == tuple(out_size):
+            return region
+        image = Image.fromarray(region).resize(tuple(out_size), Image.Resampling.LANCZOS)
+        return np.asarray(image)
+
+    def thumbnail(self, downsample: float, block: int = 1024) -> np.ndarray:
+        """The whole slide at ``downsample`` (level-0 pixels per thumbnail pixel).
+
+        Read in blocks of ``block`` thumbnail pixels, so a slide with no small pyramid
+        level never has to sit in memory at full resolution.
+        """
+        width, height = self.dimensions
+        out_w, out_h = max(1, round(width / downsample)), max(1, round(height / downsample))
+        scale_x, scale_y = width / out_w, height / out_h
+        thumb = np.empty((out_h, out_w, 3), dtype=np.uint8)
+        for oy in range(0, out_h, block):
+            for ox in range(0, out_w, block):
+                bw, bh = min(block, out_w - ox), min(block, out_h - oy)
+                x0, y0 = round(ox * scale_x), round(oy * scale_y)
+                x1, y1 = round((ox + bw) * scale_x), round((oy + bh) * scale_y)
+                box = (x0, y0, max(1, x1 - x0), max(1, y1 - y0))
+                thumb[oy : oy + bh, ox : ox + bw] = self.read_scaled(box, (bw, bh))
+        return thumb
+
+    def close(self) -> None:
+        """Release the file handle."""
+
+    def __enter__(self) -> SlideReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
+    """Composite an RGBA array on white (OpenSlide returns premultiplied-free RGBA)."""
+    rgb = rgba[..., :3].astype(np.float32)
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    return np.round(rgb * alpha + WHITE * (1.0 - alpha)).astype(np.uint8)
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) and out > 0 else None
+
+
+class OpenSlideReader(SlideReader):
+    """A slide read by OpenSlide."""
+
+    reader_name = "openslide"
+
+    def __init__(self, path: str | Path) -> None:
+        import openslide
+
+        self.path = Path(path)
+        try:
+            self._slide = openslide.OpenSlide(str(self.path))
+        except openslide.OpenSlideError as exc:  # includes unsupported format
+            raise SlideReadError(f"{self.path}: OpenSlide cannot open it ({exc})") from exc
+        props = self._slide.properties
+        self.level_dimensions = tuple(tuple(int(v) for v in d) for d in self._slide.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in self._slide.level_downsamples)
+        mpp_x = _float_or_none(props.get(openslide.PROPERTY_NAME_MPP_X))
+        mpp_y = _float_or_none(props.get(openslide.PROPERTY_NAME_MPP_Y))
+        self.mpp = (mpp_x, mpp_y or mpp_x) if mpp_x else None
+        self.objective_power = _float_or_none(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER))
+        self.vendor = props.get(openslide.PROPERTY_NAME_VENDOR)
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        import openslide
+
+        try:
+            region = self._slide.read_region(tuple(int(v) for v in location), level, tuple(size))
+        except openslide.OpenSlideError as exc:
+            raise SlideReadError(
+                f"{self.path}: reading {size} at {location} level {level} failed ({exc})"
+            ) from exc
+        return _rgba_to_rgb(np.asarray(region))
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+# Plain TIFF/PNG resolution units: 2 = inch, 3 = centimetre.
+_UM_PER_UNIT = {2: 25_400.0, 3: 10_000.0}
+# A resolution tag outside this range is a placeholder (72 dpi, 1 dpi), not a scan.
+_PLAUSIBLE_MPP = (0.05, 20.0)
+
+
+class ImageReader(SlideReader):
+    """A plain RGB image (.png, .jpg, .tif) presented as a one-level slide.
+
+    The image is decoded on first read and kept while the reader is open; plain images
+    are small next to whole-slide images. µm/px comes from the TIFF resolution tags
+    when they hold a plausible scanning resolution, otherwise it is unknown.
+    """
+
+    reader_name = "image"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            with Image.open(self.path) as image:
+                image.verify()
+            self._image = Image.open(self.path)
+        except Exception as exc:  # PIL raises many types for broken files
+            raise SlideReadError(f"{self.path}: not a readable image ({exc})") from exc
+        width, height = self._image.size
+        self.level_dimensions = ((width, height),)
+        self.level_downsamples = (1.0,)
+        self.mpp = self._mpp_from_tags(self._image)
+        self.objective_power = None
+        self.vendor = None
+        self._pixels: np.ndarray | None = None
+
+    @staticmethod
+    def _mpp_from_tags(image: Image.Image) -> tuple[float, float] | None:
+        tags = getattr(image, "tag_v2", None)
+        if not tags:
+            return None
+        unit = tags.get(296, 2)
+        xres, yres = _float_or_none(tags.get(282)), _float_or_none(tags.get(283))
+        if unit not in _UM_PER_UNIT or not xres:
+            return None
+        mpp_x = _UM_PER_UNIT[unit] / xres
+        mpp_y = _UM_PER_UNIT[unit] / (yres or xres)
+        low, high = _PLAUSIBLE_MPP
+        if not (low <= mpp_x <= high and low <= mpp_y <= high):
+            return None
+        return (mpp_x, mpp_y)
+
+    def _array(self) -> np.ndarray:
+        if self._pixels is None:
+            try:
+                image = self._image
+                if image.mode in ("RGBA", "LA", "P"):
+                    rgba = np.asarray(image.convert("RGBA"))
+                    self._pixels = _rgba_to_rgb(rgba)
+                else:
+                    self._pixels = np.asarray(image.convert("RGB"))
+            except Exception as exc:
+                raise SlideReadError(f"{self.path}: decoding the image failed ({exc})") from exc
+        return self._pixels
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        if level != 0:
+            raise ValueError(f"{self.path}: plain images have one level, asked for level {level}")
+        pixels = self._array()
+        height, width = pixels.shape[:2]
+        x, y = (int(v) for v in location)
+        w, h = (int(v) for v in size)
+        out = np.full((h, w, 3), WHITE, dtype=np.uint8)
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + w, width), min(y + h, height)
+        if x1 > x0 and y1 > y0:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = pixels[y0:y1, x0:x1]
+        return out
+
+    def close(self) -> None:
+        self._image.close()
+        self._pixels = None
+
+
+def open_slide(path: str | Path) -> SlideReader:
+    """Open ``path`` with OpenSlide, or with the plain-image reader when OpenSlide cannot.
+
+    Raises:
+        SlideReadError: neither reader can open the file; the message names the file
+            and what each reader said.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SlideReadError(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    errors = []
+    if suffix in OPENSLIDE_SUFFIXES or path.is_dir():
+        try:
+            return OpenSlideReader(path)
+        except SlideReadError as exc:
+            errors.append(str(exc))
+    if suffix in IMAGE_SUFFIXES:
+        try:
+            return ImageReader(path)
+        except SlideReadError as exc:
+            errors.append(str(exc))
+    if not errors:
+        raise SlideReadError(f"{path}: unsupported file type {suffix or '(none)'}")
+    raise SlideReadError("; ".join(errors))
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    return path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir())
+
+
+def slugify(name: str) -> str:
+    """A readable, filesystem-safe id: lower case, runs of other characters become '-'."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")
+    return slug or "slide"
+
+
+def discover_slides(folder: str | Path) -> list[SlideSource]:
+    """Every slide candidate in ``folder`` (not recursive), with unique, stable ids.
+
+    A slide's id is its file name without the suffix, slugified
+    (``CMU-1-Small-Region.svs`` → ``cmu-1-small-region``). When two files share a stem
+    (``a.svs`` and ``a.tif``), both ids keep their suffix (``a-svs``, ``a-tif``), so an
+    id never depends on the order in which files are listed. MIRAX data folders (the
+    folder beside an .mrxs file) are not slides of their own; DICOM folders are.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"slide folder {folder} does not exist")
+    mrxs_stems = {p.stem for p in folder.glob("*.mrxs")}
+    candidates = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            if path.name not in mrxs_stems and _is_dicom_folder(path):
+                candidates.append(path)
+        elif path.suffix.lower() in SLIDE_SUFFIXES:
+            candidates.append(path)
+        else:
+            logger.info("Ignoring %s: not a slide or image file type", path)
+    stems = Counter(slugify(p.stem if p.is_file() else p.name) for p in candidates)
+    sources = []
+    for path in candidates:
+        stem = slugify(path.stem if path.is_file() else path.name)
+        slide_id = stem if stems[stem] == 1 else f"{stem}-{path.suffix.lstrip('.').lower()}"
+        sources.append(SlideSource(slide_id=slide_id, path=_portable(path)))
+    return sources
+
+
+def _portable(path: Path) -> str:
+    """``path`` relative to the working directory (the Kedro project root) when it lies
+    inside it, so tables that record it stay valid on another machine or checkout."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+#: Columns of the slide table (DESIGN.md "slides" contract).
+SLIDE_COLUMNS = [
+    "slide_id",
+    "path",
+    "reader",
+    "vendor",
+    "width",
+    "height",
+    "mpp_x",
+    "mpp_y",
+    "mpp_source",
+    "objective_power",
+    "levels",
+    "level_downsamples",
+    "status",
+    "error",
+]
+
+
+def describe_slide(reader: SlideReader, source: SlideSource, default_mpp: float) -> dict[str, Any]:
+    """One slide-table row for an opened slide.
+
+    A slide without µm/px metadata takes ``default_mpp`` and says so in ``mpp_source``
+    (``"metadata"`` or ``"parameter"``); the caller logs the warning.
+    """
+    width, height = reader.dimensions
+    if reader.mpp is not None:
+        mpp_x, mpp_y = reader.mpp
+        mpp_source = "metadata"
+    else:
+        mpp_x = mpp_y = float(default_mpp)
+        mpp_source = "parameter"
+    return {
+        "slide_id": source.slide_id,
+        "path": source.path,
+        "reader": reader.reader_name,
+        "vendor": reader.vendor,
+        "width": int(width),
+        "height": int(height),
+        "mpp_x": float(mpp_x),
+        "mpp_y": float(mpp_y),
+        "mpp_source": mpp_source,
+        "objective_power": reader.objective_power,
+        "levels": reader.level_count,
+        "level_downsamples": list(reader.level_downsamples),
+        "status": "ok",
+        "error": None,
+    }
+
+
+def failed_slide_row(source: SlideSource, error: str) -> dict[str, Any]:
+    """A slide-table row for a slide that could not be read."""
+    row: dict[str, Any] = dict.fromkeys(SLIDE_COLUMNS)
+    row.update(slide_id=source.slide_id, path=source.path, status="error", error=error)
+    row["level_downsamples"] = []
+    return row
