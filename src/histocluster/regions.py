@@ -115,7 +115,7 @@ def read_geojson(path: str | Path) -> list[Region]:
 def find_region_files(slide_path: str | Path) -> list[Path]:
     """Annotation files beside a slide: same stem, suffix .xml, .geojson or .json."""
     slide_path = Path(slide_path)
-    stem = slide_path.stem if slide_path.is_file() else slide_path.name
+    stem = slide_path.name if slide_path.is_dir() else slide_path.stem
     return [
         slide_path.with_name(stem + suffix)
         for suffix in REGION_SUFFIXES

@@ -1,0 +1,60 @@
+"""Say what the last ``kedro run`` produced and where to look.
+
+Reads the run's outputs through the project's Kedro catalog (latest versions), prints
+a short summary per slide and the folders holding pictures and tables.
+
+Usage: python scripts/show_results.py   (from the project root)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+ROOT = Path.cwd()
+
+
+def _latest(folder: Path) -> Path | None:
+    """Newest file inside a Kedro versioned dataset folder (``<name>/<version>/<name>``)."""
+    versions = sorted(p for p in folder.glob("*/*") if p.is_file())
+    return versions[-1] if versions else None
+
+
+def main() -> None:
+    bootstrap_project(ROOT)
+    with KedroSession.create(project_path=ROOT) as session:
+        logging.getLogger("kedro").setLevel(logging.WARNING)
+        catalog = session.load_context().catalog
+        slides = catalog.load("slides")
+        tiles = catalog.load("tiles") if catalog.exists("tiles") else None
+        quality = catalog.load("tile_quality") if catalog.exists("tile_quality") else None
+    print("\nhistocluster results")
+    print("====================")
+    for row in slides.itertuples():
+        if row.status != "ok":
+            print(f"  {row.slide_id}: NOT READ ({row.error})")
+            continue
+        n_tiles = int((tiles["slide_id"] == row.slide_id).sum()) if tiles is not None else 0
+        line = f"  {row.slide_id}: {row.width}×{row.height} px at {row.mpp_x:.3f} µm/px, {n_tiles} tiles"
+        if quality is not None:
+            kept = int(quality.loc[quality["slide_id"] == row.slide_id, "keep"].sum())
+            line += f", {kept} kept by the quality filter"
+        print(line)
+    print("\nTables (Kedro-versioned, newest shown):")
+    for folder in sorted(ROOT.glob("data/0[1-7]_*/*.parquet")):
+        latest = _latest(folder)
+        if latest:
+            print(f"  {latest.relative_to(ROOT)}")
+    print("\nPictures (open these):")
+    for folder in sorted(ROOT.glob("data/08_reporting/*")):
+        if folder.is_dir():
+            files = sorted(folder.rglob("*.png"))
+            print(f"  {folder.relative_to(ROOT)}/  ({len(files)} PNG)")
+    print("\nBrowse the pipeline and its data: kedro viz run   (or `make viz` for a static build)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Parameter models: the shipped files parse, mistakes are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from histocluster.params import FilteringParams, ParameterError, TilingParams, parse, validate_parameters
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "base"
+
+
+def shipped() -> dict:
+    params = {}
+    for path in CONF.glob("parameters_*.yml"):
+        params.update(yaml.safe_load(path.read_text()))
+    return params
+
+
+def test_shipped_parameters_are_valid_and_match_the_model_defaults():
+    parsed = validate_parameters(shipped())
+    assert parsed["tiling"] == TilingParams()
+    assert parsed["filtering"] == FilteringParams()
+
+
+def test_typo_is_named():
+    params = shipped()
+    params["tiling"]["tile_sise"] = 256
+    with pytest.raises(ParameterError, match=r"tiling\.tile_sise: unknown parameter"):
+        validate_parameters(params)
+
+
+def test_nested_wrong_type_is_named():
+    params = shipped()
+    params["filtering"]["thresholds"]["min_laplacian_var"] = "high"
+    with pytest.raises(ParameterError, match=r"filtering\.thresholds\.min_laplacian_var"):
+        validate_parameters(params)
+
+
+def test_every_problem_at_once():
+    params = shipped()
+    params["tiling"]["overlap"] = "x"
+    del params["filtering"]
+    with pytest.raises(ParameterError) as info:
+        validate_parameters(params)
+    assert "tiling.overlap" in str(info.value) and "Missing parameters 'filtering'" in str(info.value)
+
+
+def test_overlap_must_be_below_tile_size():
+    with pytest.raises(ParameterError, match="overlap"):
+        parse("tiling", {"tile_size": 256, "overlap": 300})
+
+
+def test_resolutions_must_be_positive():
+    with pytest.raises(ParameterError, match="target_mpp"):
+        parse("tiling", {"target_mpp": [0.5, -1]})

@@ -1,0 +1,213 @@
+"""The tiling and filtering pipelines through real Kedro sessions and the kedro CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from PIL import Image
+
+from histocluster.slides import open_slide
+from histocluster.tiling import read_tile
+
+from .conftest import run
+
+pytestmark = pytest.mark.slow
+
+
+def nested(dotted: dict) -> dict:
+    """{"a.b": 1} → {"a": {"b": 1}}, as `kedro run --params a.b=1` does."""
+    out: dict = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def kedro_run(root: Path, pipeline: str | None = None, log: list | None = None, **runtime_params) -> None:
+    """Run a pipeline in a real session; ``log`` collects the project's log records.
+
+    Kedro's logging setup (at bootstrap and session creation) replaces handlers, so
+    pytest's caplog sees nothing; the collector is attached once the session exists.
+    """
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root, runtime_params=nested(runtime_params) or None) as session:
+        logger = logging.getLogger("histocluster")
+        handler = logging.Handler(logging.INFO)
+        handler.emit = (log if log is not None else []).append
+        logger.addHandler(handler)
+        try:
+            session.run(pipeline_name=pipeline)
+        finally:
+            logger.removeHandler(handler)
+
+
+def messages(records: list[logging.LogRecord]) -> str:
+    return "\n".join(f"{r.levelname} {r.getMessage()}" for r in records)
+
+
+def load(root: Path, *names: str):
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root) as session:
+        catalog = session.load_context().catalog
+        return [catalog.load(name) for name in names]
+
+
+@pytest.fixture
+def messy_project(project, cmu_slide, tcga_slide, kidney_image):
+    """The three real slides, a corrupt .svs and a text file."""
+    root = project([cmu_slide, tcga_slide, kidney_image])
+    raw = root / "data" / "01_raw" / "slides"
+    (raw / "broken.svs").write_bytes(b"II*\x00" + b"\x00garbage" * 200)
+    (raw / "notes.txt").write_text("not a slide")
+    return root
+
+
+def test_tiling_then_filtering_on_real_slides(messy_project):
+    root = messy_project
+    records: list[logging.LogRecord] = []
+    kedro_run(root, "tiling", log=records)
+    kedro_run(root, "filtering", log=records)
+
+    slides, tiles, quality = load(root, "slides", "tiles", "tile_quality")
+    by_id = slides.set_index("slide_id")
+    assert sorted(by_id.index) == ["broken", "cmu-1-small-region", "kidney-48-5", "tcga-cr-7395-01a-01-ts1"]
+    assert by_id.loc["broken", "status"] == "error"
+    assert "broken.svs" in by_id.loc["broken", "error"]
+    assert (by_id.drop("broken")["status"] == "ok").all()
+    assert by_id.loc["tcga-cr-7395-01a-01-ts1", "mpp_source"] == "parameter"
+    assert by_id.loc["cmu-1-small-region", "mpp_x"] == pytest.approx(0.499)
+    assert by_id.loc["kidney-48-5", "reader"] == "image"
+    assert not Path(by_id.loc["cmu-1-small-region", "path"]).is_absolute()  # portable
+
+    counts = tiles.groupby("slide_id").size()
+    assert counts.get("kidney-48-5", 0) == 0  # blank glass: no tiles, and a warning
+    assert counts["cmu-1-small-region"] >= 10 and counts["tcga-cr-7395-01a-01-ts1"] >= 30
+    assert tiles["tile_id"].is_unique
+    assert (tiles["tissue_fraction"] >= 0.1).all()
+    log = messages(records)
+    assert "WARNING Slide kidney-48-5 at 0.5 µm/px: no tile has tissue fraction" in log
+    assert "tcga-cr-7395-01a-01-ts1.svs has no µm/px in its metadata" in log
+    assert "ERROR Skipping slide data/01_raw/slides/broken.svs" in log
+    assert "INFO Slide cmu-1-small-region: " in log and "tiles kept" in log
+
+    assert len(quality) == len(tiles) and set(quality["tile_id"]) == set(tiles["tile_id"])
+    assert quality["keep"].any() and not quality["keep"].all()
+    assert (quality.loc[quality["keep"], "reason"] == "").all()
+    assert quality.loc[~quality["keep"], "reason"].str.len().gt(0).all()
+
+    # Versioned tables: <name>.parquet/<timestamp>/<name>.parquet
+    for folder in (
+        "02_intermediate/slides.parquet",
+        "02_intermediate/tiles.parquet",
+        "03_primary/tile_quality.parquet",
+    ):
+        assert len(list((root / "data" / folder).glob("*/*.parquet"))) == 1
+    pictures = root / "data" / "08_reporting"
+    assert {p.stem for p in (pictures / "tiling_overview").glob("*.png")} == {
+        "cmu-1-small-region",
+        "kidney-48-5",
+        "tcga-cr-7395-01a-01-ts1",
+    }
+    assert {p.stem for p in (pictures / "tile_contact_sheet").glob("*.png")} == {
+        "cmu-1-small-region",
+        "tcga-cr-7395-01a-01-ts1",
+    }
+    mask = np.asarray(Image.open(root / "data/02_intermediate/tissue_mask/cmu-1-small-region.png"))
+    assert set(np.unique(mask)) == {0, 255}
+
+
+def test_tiles_show_the_slide_at_their_coordinates(project, cmu_slide):
+    """Written tile PNGs equal the slide's pixels at the tile's level-0 box; several
+    resolutions and max_tiles apply per resolution."""
+    root = project([cmu_slide])
+    kedro_run(
+        root,
+        "tiling",
+        **{"tiling.write_tile_images": True, "tiling.target_mpp": [0.5, 1.0], "tiling.max_tiles": 4},
+    )
+    (tiles,) = load(root, "tiles")
+    assert sorted(tiles.groupby("target_mpp").size().items()) == [(0.5, 4), (1.0, 4)]
+    folder = root / "data" / "02_intermediate" / "tile_image" / "cmu-1-small-region"
+    assert len(list(folder.glob("*.png"))) == 8
+    tile = tiles[tiles["target_mpp"] == 1.0].iloc[0]
+    written = np.asarray(Image.open(folder / f"{tile.tile_id}.png"))
+    with open_slide(root / "data" / "01_raw" / "slides" / cmu_slide.name) as reader:
+        assert np.array_equal(written, read_tile(reader, tile))
+    assert tile.w == round(512 * 1.0 / 0.499)
+
+
+def test_regions_restrict_and_name_tiles(project, cmu_slide):
+    root = project([cmu_slide])
+    roi = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[600, 1200], [1600, 1200], [1600, 2200], [600, 2200], [600, 1200]]],
+                },
+                "properties": {"objectType": "annotation", "classification": {"name": "Tumor"}},
+            }
+        ],
+    }
+    (root / "data/01_raw/slides/cmu-1-small-region.geojson").write_text(json.dumps(roi))
+    kedro_run(root, "tiling")
+    slides, tiles = load(root, "slides", "tiles")
+    assert list(slides.loc[0, "regions"]) == ["Tumor"]
+    assert len(tiles) > 0 and set(tiles["region"]) == {"Tumor"}
+    # Every tile touches the region.
+    assert (
+        (tiles.x < 1600) & (tiles.x + tiles.w > 600) & (tiles.y < 2200) & (tiles.y + tiles.h > 1200)
+    ).all()
+    kedro_run(root, "tiling", **{"tiling.use_regions": False})
+    (all_tiles,) = load(root, "tiles")
+    assert len(all_tiles) > len(tiles) and all_tiles["region"].isna().all()
+
+
+def test_filtering_can_be_turned_off(project, cmu_slide):
+    root = project([cmu_slide])
+    kedro_run(root, "tiling")
+    kedro_run(root, "filtering", **{"filtering.enabled": False})
+    tiles, quality = load(root, "tiles", "tile_quality")
+    assert len(quality) == len(tiles) and quality["keep"].all()
+    assert (quality["reason"] == "filtering disabled").all()
+
+
+def test_empty_slide_folder_is_one_clear_message(project):
+    root = project([])
+    result = run(["kedro", "run", "--pipelines=tiling"], cwd=root, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "Error: No slides found" in output
+    assert "Traceback" not in output
+
+
+def test_all_slides_unreadable_lists_each(project, tmp_path):
+    bad = tmp_path / "junk.ndpi"
+    bad.write_bytes(b"\x00" * 64)
+    root = project([bad])
+    result = run(["kedro", "run", "--pipelines=tiling"], cwd=root, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "None of the 1 slide(s) could be read" in output and "junk.ndpi" in output
+    assert "Traceback" not in output
+
+
+def test_parameter_typo_stops_the_run_before_any_work(project, cmu_slide):
+    root = project([cmu_slide])
+    result = run(["kedro", "run", "--params", "tiling.tile_sise=256"], cwd=root, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "tiling.tile_sise: unknown parameter" in output
+    assert "Traceback" not in output
+    assert not list((root / "data" / "02_intermediate").glob("slides.parquet/*"))
