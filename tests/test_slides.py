@@ -92,8 +92,8 @@ def test_image_reader_reads_plausible_tiff_resolution(tmp_path, unit, xres, expe
 
 def test_thumbnail_blocks_match_one_read(tcga_slide):
     with open_slide(tcga_slide) as reader:
-        whole = reader.thumbnail(8.0, block=4096).astype(int)
-        blocked = reader.thumbnail(8.0, block=50).astype(int)
+        whole = reader.thumbnail(8.0, max_read=8192).astype(int)
+        blocked = reader.thumbnail(8.0, max_read=100).astype(int)  # 50-px blocks
     assert whole.shape == blocked.shape == (446, 555, 3)
     # Sub-pixel resampling differences only: a block misplaced by one thumbnail pixel
     # would differ by > 10 grey levels on this tissue.

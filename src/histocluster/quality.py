@@ -68,9 +68,16 @@ def tile_metrics(rgb: np.ndarray, thresholds: QualityThresholds, tissue: TissueS
         "dark_ratio": float(np.mean(gray < thresholds.dark_level)),
         "intensity_std": float(gray.std()),
         "laplacian_var": float(cv2.Laplacian(gray, cv2.CV_64F).var()),
-        "color_variance": float(rgb.astype(np.float32).std(axis=-1).mean()),
+        "color_variance": float(_channel_std(rgb).mean()),
         "tissue_fraction": float(tissue_pixels.mean()),
     }
+
+
+def _channel_std(rgb: np.ndarray) -> np.ndarray:
+    """Per-pixel standard deviation across R, G and B (0 for any grey)."""
+    r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+    mean = (r + g + b) / 3.0
+    return np.sqrt(((r - mean) ** 2 + (g - mean) ** 2 + (b - mean) ** 2) / 3.0)
 
 
 def judge(metrics: dict[str, float], thresholds: QualityThresholds) -> tuple[bool, str]:

@@ -110,15 +110,18 @@ class SlideReader:
         image = Image.fromarray(region).resize(tuple(out_size), Image.Resampling.LANCZOS)
         return np.asarray(image)
 
-    def thumbnail(self, downsample: float, block: int = 1024) -> np.ndarray:
+    def thumbnail(self, downsample: float, max_read: int = 2048) -> np.ndarray:
         """The whole slide at ``downsample`` (level-0 pixels per thumbnail pixel).
 
-        Read in blocks of ``block`` thumbnail pixels, so a slide with no small pyramid
-        level never has to sit in memory at full resolution.
+        Read in blocks of at most ``max_read`` × ``max_read`` pixels of the pyramid
+        level used, so memory stays bounded (~16 MB a block) whatever the slide's size
+        and however few levels it has.
         """
         width, height = self.dimensions
         out_w, out_h = max(1, round(width / downsample)), max(1, round(height / downsample))
         scale_x, scale_y = width / out_w, height / out_h
+        level_ds = self.level_downsamples[self.best_level_for_downsample(min(scale_x, scale_y))]
+        block = max(16, int(max_read * level_ds / max(scale_x, scale_y)))
         thumb = np.empty((out_h, out_w, 3), dtype=np.uint8)
         for oy in range(0, out_h, block):
             for ox in range(0, out_w, block):
@@ -141,6 +144,9 @@ class SlideReader:
 
 def _rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
     """Composite an RGBA array on white (OpenSlide returns premultiplied-free RGBA)."""
+    alpha_channel = rgba[..., 3]
+    if alpha_channel.min() == 255:  # opaque: the common case inside the scanned area
+        return np.ascontiguousarray(rgba[..., :3])
     rgb = rgba[..., :3].astype(np.float32)
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
     return np.round(rgb * alpha + WHITE * (1.0 - alpha)).astype(np.uint8)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import morphology
@@ -28,17 +29,20 @@ class TissueSettings:
     max_hole_um2: float = 5_000.0
 
 
+#: Optical density of each 8-bit intensity, -log((I + 1) / 256): 0 for white.
+_OD_LUT = (-np.log((np.arange(256, dtype=np.float32) + 1.0) / 256.0)).astype(np.float32)
+
+
 def saturation(rgb: np.ndarray) -> np.ndarray:
-    """HSV saturation in [0, 1] of an RGB uint8 image."""
-    rgb = rgb.astype(np.float32)
-    high = rgb.max(axis=-1)
-    low = rgb.min(axis=-1)
-    return np.where(high > 0, (high - low) / np.maximum(high, 1.0), 0.0)
+    """HSV saturation, (max - min) / max, in [0, 1] of an RGB uint8 image."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2HSV)
+    return hsv[..., 1].astype(np.float32) / 255.0
 
 
 def optical_density(rgb: np.ndarray) -> np.ndarray:
     """Mean optical density over the three channels (0 for white glass)."""
-    return (-np.log((rgb.astype(np.float32) + 1.0) / 256.0)).mean(axis=-1)
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    return (_OD_LUT[rgb[..., 0]] + _OD_LUT[rgb[..., 1]] + _OD_LUT[rgb[..., 2]]) / 3.0
 
 
 def _threshold(values: np.ndarray, floor: float) -> float:

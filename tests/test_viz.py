@@ -1,0 +1,24 @@
+"""kedro viz build produces the static DAG with our pipelines and layers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import run
+
+pytestmark = pytest.mark.slow
+
+
+def test_viz_build(project):
+    root = project([])
+    run(["kedro", "viz", "build"], cwd=root)
+    main = json.loads((root / "build" / "api" / "main").read_text())
+    layers = {node["name"]: node.get("layer") for node in main["nodes"] if node["type"] == "data"}
+    assert layers["raw_slides"] == "raw"
+    assert layers["tiles"] == "intermediate" and layers["tile_quality"] == "primary"
+    assert layers["tiling_overview_figure"] == "reporting"  # from the dataset factory
+    assert {"tiling", "filtering", "__default__"} <= {p["id"] for p in main["pipelines"]}
+    tasks = {node["name"] for node in main["nodes"] if node["type"] == "task"}
+    assert {"describe_slides", "plan_tiles", "measure_tile_quality", "draw_contact_sheets"} <= tasks
