@@ -39,6 +39,13 @@ def test_nested_wrong_type_is_named():
         validate_parameters(params)
 
 
+def test_nested_typo_is_named():
+    params = shipped()
+    params["filtering"]["thresholds"]["min_laplacian_vr"] = 3
+    with pytest.raises(ParameterError, match=r"filtering\.thresholds\.min_laplacian_vr: unknown parameter"):
+        validate_parameters(params)
+
+
 def test_every_problem_at_once():
     params = shipped()
     params["tiling"]["overlap"] = "x"

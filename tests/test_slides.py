@@ -115,6 +115,17 @@ def test_text_file_with_image_suffix_is_rejected(tmp_path):
         open_slide(bad)
 
 
+def test_dicom_folder_without_valid_instances_names_the_folder(tmp_path):
+    folder = tmp_path / "case1"
+    folder.mkdir()
+    (folder / "a.dcm").write_bytes(b"\x00" * 200)
+    with pytest.raises(SlideReadError, match="case1: DICOM folder not readable"):
+        open_slide(folder)
+    (folder / "a.dcm").unlink()
+    with pytest.raises(SlideReadError, match="without .dcm files"):
+        open_slide(folder)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(SlideReadError, match="no such file"):
         open_slide(tmp_path / "absent.svs")

@@ -20,27 +20,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TissueParams(_Strict):
-    """Tissue detection on the slide thumbnail (see :mod:`histocluster.tissue`)."""
-
-    thumbnail_mpp: float = Field(4.0, gt=0, description="µm/px of the thumbnail and mask")
-    thumbnail_max_side: int = Field(4096, ge=64, description="cap on the thumbnail's longer side")
-    min_saturation: float = Field(0.07, ge=0, le=1)
-    min_optical_density: float = Field(0.15, ge=0)
-    closing_um: float = Field(16.0, ge=0)
-    min_object_um2: float = Field(10_000.0, ge=0)
-    max_hole_um2: float = Field(5_000.0, ge=0)
-
-    def settings(self) -> TissueSettings:
-        return TissueSettings(
-            min_saturation=self.min_saturation,
-            min_optical_density=self.min_optical_density,
-            closing_um=self.closing_um,
-            min_object_um2=self.min_object_um2,
-            max_hole_um2=self.max_hole_um2,
-        )
-
-
 class TilingParams(_Strict):
     """Parameters of the ``tiling`` pipeline."""
 
@@ -52,7 +31,9 @@ class TilingParams(_Strict):
     max_tiles: int | None = Field(None, gt=0, description="per slide and resolution")
     use_regions: bool = True
     write_tile_images: bool = False
-    tissue: TissueParams = TissueParams()
+    thumbnail_mpp: float = Field(4.0, gt=0, description="µm/px of the thumbnail and tissue mask")
+    thumbnail_max_side: int = Field(4096, ge=64, description="cap on the thumbnail's longer side")
+    tissue: TissueSettings = TissueSettings()
 
     @model_validator(mode="after")
     def _overlap_below_tile(self) -> TilingParams:
@@ -61,25 +42,6 @@ class TilingParams(_Strict):
         if any(m <= 0 for m in self.target_mpp):
             raise ValueError(f"target_mpp values must be positive, got {self.target_mpp}")
         return self
-
-
-class ThresholdParams(_Strict):
-    """Quality limits of a kept tile (upstream defaults)."""
-
-    min_edge_density: float = 0.02
-    max_bright_ratio: float = 0.8
-    max_dark_ratio: float = 0.8
-    min_intensity_std: float = 10.0
-    min_laplacian_var: float = 50.0
-    min_color_variance: float = 5.0
-    min_tissue_fraction: float = 0.1
-    bright_level: int = Field(220, ge=0, le=255)
-    dark_level: int = Field(50, ge=0, le=255)
-    canny_low: int = Field(50, ge=0)
-    canny_high: int = Field(150, ge=0)
-
-    def thresholds(self) -> QualityThresholds:
-        return QualityThresholds(**self.model_dump())
 
 
 class ContactSheetParams(_Strict):
@@ -91,7 +53,7 @@ class FilteringParams(_Strict):
     """Parameters of the ``filtering`` pipeline."""
 
     enabled: bool = True
-    thresholds: ThresholdParams = ThresholdParams()
+    thresholds: QualityThresholds = QualityThresholds()
     contact_sheet: ContactSheetParams = ContactSheetParams()
 
 
@@ -110,7 +72,7 @@ def _describe(error: ValidationError, section: str) -> str:
     lines = []
     for item in error.errors():
         where = ".".join(str(p) for p in (section, *item["loc"]))
-        if item["type"] == "extra_forbidden":
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             lines.append(f"  {where}: unknown parameter (typo?)")
         else:
             lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r})")

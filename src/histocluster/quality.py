@@ -18,10 +18,10 @@ tissue_fraction    fraction of pixels that are tissue (saturation or OD)      â‰
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
 from histocluster.tissue import TissueSettings, optical_density, saturation
 
@@ -36,9 +36,9 @@ METRICS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class QualityThresholds:
-    """Limits a tile must meet to be kept (upstream defaults)."""
+    """Limits a tile must meet to be kept (upstream defaults; validated on creation)."""
 
     min_edge_density: float = 0.02
     max_bright_ratio: float = 0.8
@@ -46,11 +46,11 @@ class QualityThresholds:
     min_intensity_std: float = 10.0
     min_laplacian_var: float = 50.0
     min_color_variance: float = 5.0
-    min_tissue_fraction: float = 0.1
-    bright_level: int = 220
-    dark_level: int = 50
-    canny_low: int = 50
-    canny_high: int = 150
+    min_tissue_fraction: float = Field(0.1, ge=0, le=1)
+    bright_level: int = Field(220, ge=0, le=255, description="grey level above which a pixel is bright")
+    dark_level: int = Field(50, ge=0, le=255, description="grey level below which a pixel is dark")
+    canny_low: int = Field(50, ge=0)
+    canny_high: int = Field(150, ge=0)
 
 
 def tile_metrics(rgb: np.ndarray, thresholds: QualityThresholds, tissue: TissueSettings) -> dict[str, float]:

@@ -287,9 +287,18 @@ def open_slide(path: str | Path) -> SlideReader:
     path = Path(path)
     if not path.exists():
         raise SlideReadError(f"{path}: no such file or folder")
+    if path.is_dir():
+        # A DICOM slide is a folder of .dcm instances; OpenSlide opens it through any one.
+        instances = sorted(p for p in path.iterdir() if p.suffix.lower() == ".dcm")
+        if not instances:
+            raise SlideReadError(f"{path}: a folder without .dcm files is not a slide")
+        try:
+            return OpenSlideReader(instances[0])
+        except SlideReadError as exc:
+            raise SlideReadError(f"{path}: DICOM folder not readable ({exc})") from exc
     suffix = path.suffix.lower()
     errors = []
-    if suffix in OPENSLIDE_SUFFIXES or path.is_dir():
+    if suffix in OPENSLIDE_SUFFIXES:
         try:
             return OpenSlideReader(path)
         except SlideReadError as exc:

@@ -9,24 +9,25 @@ parameters hold at any thumbnail resolution.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 from scipy import ndimage as ndi
 from skimage import morphology
 from skimage.filters import threshold_otsu
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class TissueSettings:
-    """Thresholds and clean-up sizes for :func:`detect_tissue`."""
+    """Thresholds and clean-up sizes for :func:`detect_tissue` (validated on creation:
+    unknown keys and out-of-range values are errors)."""
 
-    min_saturation: float = 0.07
-    min_optical_density: float = 0.15
-    closing_um: float = 16.0
-    min_object_um2: float = 10_000.0
-    max_hole_um2: float = 5_000.0
+    min_saturation: float = Field(0.07, ge=0, le=1)
+    min_optical_density: float = Field(0.15, ge=0)
+    closing_um: float = Field(16.0, ge=0)
+    min_object_um2: float = Field(10_000.0, ge=0)
+    max_hole_um2: float = Field(5_000.0, ge=0)
 
 
 #: Optical density of each 8-bit intensity, -log((I + 1) / 256): 0 for white.

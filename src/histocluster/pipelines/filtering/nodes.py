@@ -29,7 +29,7 @@ def _slide_paths(slides: pd.DataFrame) -> dict[str, str]:
 def _measure_slide(
     path: str, tiles: pd.DataFrame, params: FilteringParams, tissue: TissueSettings, progress: tqdm
 ) -> list[dict]:
-    thresholds = params.thresholds.thresholds()
+    thresholds = params.thresholds
     rows = []
     with open_slide(path) as reader:
         for tile in tiles.to_dict("records"):
@@ -66,7 +66,7 @@ def measure_tile_quality(
         quality["keep"] = True
         quality["reason"] = "filtering disabled"
         return quality[QUALITY_COLUMNS]
-    tissue = tiling_params.tissue.settings()
+    tissue = tiling_params.tissue
     paths = _slide_paths(slides)
     rows: list[dict] = []
     with tqdm(total=len(tiles), desc="Tile quality", unit="tile") as progress:

@@ -37,8 +37,8 @@ class NoReadableSlidesError(UserInputError):
 
 
 def _thumbnail_downsample(row: dict, params: TilingParams) -> float:
-    by_resolution = params.tissue.thumbnail_mpp / row["mpp_x"]
-    by_size = max(row["width"], row["height"]) / params.tissue.thumbnail_max_side
+    by_resolution = params.thumbnail_mpp / row["mpp_x"]
+    by_size = max(row["width"], row["height"]) / params.thumbnail_max_side
     return max(1.0, by_resolution, by_size)
 
 
@@ -122,7 +122,7 @@ def detect_tissue_masks(
     for row in tqdm(_ok_slides(slides).to_dict("records"), desc="Tissue detection", unit="slide"):
         rgb = np.asarray(_load(thumbnails, row["slide_id"]).convert("RGB"))
         scale_x, _ = _scale(row, rgb.shape)
-        mask = detect_tissue(rgb, row["mpp_x"] * scale_x, params.tissue.settings())
+        mask = detect_tissue(rgb, row["mpp_x"] * scale_x, params.tissue)
         masks[row["slide_id"]] = Image.fromarray((mask * 255).astype(np.uint8))
         logger.info("Slide %s: tissue covers %.1f%% of the slide", row["slide_id"], 100 * mask.mean())
     return masks
