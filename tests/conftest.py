@@ -103,8 +103,10 @@ def project(tmp_path, monkeypatch):
 
 
 def venv_env() -> dict[str, str]:
-    """Environment for subprocesses: this interpreter's bin folder first on PATH."""
+    """Environment for subprocesses: this interpreter's bin folder first on PATH, and
+    log lines that are not wrapped."""
     env = dict(os.environ)
+    env["COLUMNS"] = "500"  # rich wraps log lines at the terminal width
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 

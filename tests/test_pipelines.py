@@ -160,9 +160,10 @@ def test_regions_restrict_and_name_tiles(project, cmu_slide):
             }
         ],
     }
-    (root / "data/01_raw/slides/cmu-1-small-region.geojson").write_text(json.dumps(roi))
-    kedro_run(root, "tiling")
-    slides, tiles = load(root, "slides", "tiles")
+    (root / "data" / "01_raw" / "slides" / f"{cmu_slide.stem}.geojson").write_text(json.dumps(roi))
+    kedro_run(root)  # the default pipeline: tiling and filtering together
+    slides, tiles, quality = load(root, "slides", "tiles", "tile_quality")
+    assert set(quality["tile_id"]) == set(tiles["tile_id"])
     assert list(slides.loc[0, "regions"]) == ["Tumor"]
     assert len(tiles) > 0 and set(tiles["region"]) == {"Tumor"}
     # Every tile touches the region.
@@ -189,6 +190,16 @@ def test_empty_slide_folder_is_one_clear_message(project):
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert "Error: No slides found" in output
+    assert "Traceback" not in output
+
+
+def test_missing_slide_folder_is_one_clear_message(project):
+    root = project([])
+    (root / "data" / "01_raw" / "slides").rmdir()
+    result = run(["kedro", "run", "--pipelines=tiling"], cwd=root, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "does not exist" in output and "Error: No slides found" in output
     assert "Traceback" not in output
 
 

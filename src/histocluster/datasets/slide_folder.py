@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
 from histocluster.slides import SLIDE_SUFFIXES, SlideSource, discover_slides
+
+logger = logging.getLogger(__name__)
 
 
 class SlideFolderDataset(AbstractDataset[None, list[SlideSource]]):
@@ -28,11 +31,15 @@ class SlideFolderDataset(AbstractDataset[None, list[SlideSource]]):
         self.metadata = metadata
 
     def load(self) -> list[SlideSource]:
+        """The slides in the folder; none when the folder does not exist (the tiling
+        pipeline then stops with one clear message naming what to do)."""
         if not self._path.is_dir():
-            raise DatasetError(
-                f"Slide folder {self._path} does not exist. Create it and put slides "
-                f"({', '.join(sorted(SLIDE_SUFFIXES))}) in it."
+            logger.warning(
+                "Slide folder %s does not exist; create it and put slides (%s) in it",
+                self._path,
+                ", ".join(sorted(SLIDE_SUFFIXES)),
             )
+            return []
         return discover_slides(self._path)
 
     def save(self, data: None) -> None:

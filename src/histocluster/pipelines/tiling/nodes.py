@@ -53,8 +53,9 @@ def describe_slides(
     """
     if not sources:
         raise NoSlidesError(
-            "No slides found: put slide files (.svs, .ndpi, .tiff, .mrxs, .scn, .png, .jpg, ...) "
-            "in data/01_raw/slides/ (or run `make sample` for the CC0 sample slide)."
+            "No slides found in the raw_slides folder (conf/base/catalog.yml; data/01_raw/slides/ "
+            "by default): put slide files there (.svs, .ndpi, .tiff, .mrxs, .scn, .png, .jpg, ...), "
+            "or run `make sample` for the CC0 sample slide."
         )
     rows, thumbnails = [], {}
     for source in tqdm(sources, desc="Reading slides", unit="slide"):
