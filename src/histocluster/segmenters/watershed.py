@@ -48,7 +48,7 @@ class WatershedSettings:
     min_area_um2: float = Field(12.0, ge=0)
     max_area_um2: float = Field(400.0, gt=0)
     max_hole_um2: float = Field(15.0, ge=0)
-    min_distance_um: float = Field(2.5, gt=0)
+    min_distance_um: float = Field(2.0, gt=0)
     marker_h_um: float = Field(0.3, ge=0)
     intensity_weight: float = Field(0.0, ge=0)
 
