@@ -222,3 +222,63 @@ def test_parameter_typo_stops_the_run_before_any_work(project, cmu_slide):
     assert "tiling.tile_sise: unknown parameter" in output
     assert "Traceback" not in output
     assert not list((root / "data" / "02_intermediate").glob("slides.parquet/*"))
+
+
+def test_segmentation_writes_the_cell_table(project, cmu_slide):
+    root = project([cmu_slide])
+    kedro_run(root, **{"tiling.max_tiles": 3})  # default pipeline: tiling, filtering, segmentation
+    tiles, quality, cells = load(root, "tiles", "tile_quality", "cells")
+    kept = set(quality.loc[quality["keep"], "tile_id"])
+    assert len(cells) > 50 and cells["cell_id"].is_unique
+    assert set(cells["tile_id"]) <= kept
+    # Every cell's centroid lies in the core box of the tile that emitted it.
+    merged = cells.merge(tiles, on=["tile_id", "slide_id"])
+    assert ((merged.centroid_x >= merged.core_x0) & (merged.centroid_x < merged.core_x1)).all()
+    assert ((merged.centroid_y >= merged.core_y0) & (merged.centroid_y < merged.core_y1)).all()
+    assert cells["area_um2"].between(12, 400).all()
+    assert (cells["segmenter"] == "watershed").all()
+    assert len(list((root / "data/03_primary/cells.parquet").glob("*/cells.parquet"))) == 1
+
+
+def _tiny_bench(folder: Path) -> Path:
+    from .test_watershed import synthetic_he
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "instances").mkdir()
+    (folder / "info.json").write_text(json.dumps({"mpp": 0.25}))
+    for name, centres in {
+        "TCGA-B0-0001": [(20, 20), (60, 60)],
+        "TCGA-21-0002": [(30, 70), (70, 30), (50, 50)],
+    }.items():
+        rgb, truth = synthetic_he(0.25, centres)
+        Image.fromarray(rgb).save(folder / "images" / f"{name}.png")
+        Image.fromarray(truth.astype(np.uint16)).save(folder / "instances" / f"{name}.png")
+    return folder
+
+
+def test_evaluation_scores_a_bench_set(project, tmp_path):
+    root = project([])
+    bench = _tiny_bench(tmp_path / "bench")
+    kedro_run(root, "evaluation", **{"evaluation.bench_dir": str(bench)})
+    scores, metrics = load(root, "segmentation_scores", "segmentation_metrics")
+    assert sorted(scores["image_id"]) == ["TCGA-21-0002", "TCGA-B0-0001"]
+    assert scores["n_true"].tolist() == [3, 2] or scores["n_true"].tolist() == [2, 3]
+    assert metrics["mean"]["f1"] == 1.0 and metrics["mean"]["aji"] > 0.8
+    assert set(metrics["per_organ"]) == {"kidney", "lung"}
+
+
+def test_evaluation_without_bench_set_is_one_clear_message(project, tmp_path):
+    root = project([])
+    result = run(
+        [
+            "kedro",
+            "run",
+            "--pipelines=evaluation",
+            "--params",
+            f"evaluation.bench_dir={tmp_path / 'nothing'}",
+        ],
+        cwd=root,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "not a bench set" in output and "Traceback" not in output

@@ -19,6 +19,12 @@ def test_viz_build(project):
     assert layers["raw_slides"] == "raw"
     assert layers["tiles"] == "intermediate" and layers["tile_quality"] == "primary"
     assert layers["tiling_overview_figure"] == "reporting"  # from the dataset factory
-    assert {"tiling", "filtering", "__default__"} <= {p["id"] for p in main["pipelines"]}
+    assert {"tiling", "filtering", "segmentation", "evaluation", "__default__"} <= {
+        p["id"] for p in main["pipelines"]
+    }
     tasks = {node["name"] for node in main["nodes"] if node["type"] == "task"}
-    assert {"describe_slides", "plan_tiles", "measure_tile_quality", "draw_contact_sheets"} <= tasks
+    assert {"describe_slides", "plan_tiles", "measure_tile_quality", "segment_cells"} <= tasks
+    # The optional evaluation pipeline is not in the default run, but has its own page.
+    assert "evaluate_segmentation" not in tasks
+    evaluation = json.loads((root / "build" / "api" / "pipelines" / "evaluation").read_text())
+    assert "evaluate_segmentation" in {n["name"] for n in evaluation["nodes"]}

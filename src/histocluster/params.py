@@ -7,12 +7,13 @@ them all before a run starts (see :mod:`histocluster.hooks`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from histocluster.errors import UserInputError
 from histocluster.quality import QualityThresholds
+from histocluster.segmenters.watershed import WatershedSettings
 from histocluster.tissue import TissueSettings
 
 
@@ -57,10 +58,26 @@ class FilteringParams(_Strict):
     contact_sheet: ContactSheetParams = ContactSheetParams()
 
 
+class SegmentationParams(_Strict):
+    """Parameters of the ``segmentation`` pipeline."""
+
+    segmenter: Literal["watershed"] = Field("watershed", description="segmentation backend")
+    watershed: WatershedSettings = WatershedSettings()
+
+
+class EvaluationParams(_Strict):
+    """Parameters of the ``evaluation`` pipeline (segmentation scored on a bench set)."""
+
+    bench_dir: str = Field("../shared/data/bench/monuseg", description="images/, instances/, info.json")
+    resolution_mpp: float | None = Field(None, gt=0, description="segment at this µm/px; null = native")
+
+
 #: Top-level parameter key → model. A new pipeline adds its model here.
 PARAMETER_MODELS: dict[str, type[_Strict]] = {
     "tiling": TilingParams,
     "filtering": FilteringParams,
+    "segmentation": SegmentationParams,
+    "evaluation": EvaluationParams,
 }
 
 

@@ -17,6 +17,8 @@ from scipy import ndimage as ndi
 from skimage import morphology
 from skimage.filters import threshold_otsu
 
+from histocluster.stain import OD_LUT
+
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class TissueSettings:
@@ -30,10 +32,6 @@ class TissueSettings:
     max_hole_um2: float = Field(5_000.0, ge=0)
 
 
-#: Optical density of each 8-bit intensity, -log((I + 1) / 256): 0 for white.
-_OD_LUT = (-np.log((np.arange(256, dtype=np.float32) + 1.0) / 256.0)).astype(np.float32)
-
-
 def saturation(rgb: np.ndarray) -> np.ndarray:
     """HSV saturation, (max - min) / max, in [0, 1] of an RGB uint8 image."""
     hsv = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2HSV)
@@ -43,7 +41,7 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
 def optical_density(rgb: np.ndarray) -> np.ndarray:
     """Mean optical density over the three channels (0 for white glass)."""
     rgb = np.asarray(rgb, dtype=np.uint8)
-    return (_OD_LUT[rgb[..., 0]] + _OD_LUT[rgb[..., 1]] + _OD_LUT[rgb[..., 2]]) / 3.0
+    return (OD_LUT[rgb[..., 0]] + OD_LUT[rgb[..., 1]] + OD_LUT[rgb[..., 2]]) / 3.0
 
 
 def _threshold(values: np.ndarray, floor: float) -> float:

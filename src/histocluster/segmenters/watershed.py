@@ -24,18 +24,7 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
 
-# Ruifrok & Johnston H&E-DAB stain vectors (as scikit-image's rgb2hed), inverted once.
-_HED_FROM_RGB = np.linalg.inv(
-    np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float64)
-)
-_LOG_LUT = np.log(np.maximum(np.arange(256, dtype=np.float64), 1.0) / 255.0)
-
-
-def haematoxylin(rgb: np.ndarray) -> np.ndarray:
-    """Haematoxylin optical density of an RGB uint8 image (float32, ≥ 0)."""
-    od = -_LOG_LUT[np.asarray(rgb, dtype=np.uint8)]  # (h, w, 3)
-    h = od @ _HED_FROM_RGB[:, 0]
-    return np.maximum(h, 0).astype(np.float32)
+from histocluster.stain import haematoxylin
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
