@@ -111,8 +111,10 @@ def venv_env() -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=kwargs.pop("env", venv_env()), capture_output=True, text=True)
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env or venv_env(), capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"

@@ -1,10 +1,13 @@
-"""Project hooks: parameter validation before any node runs."""
+"""Project hooks: checks that stop a run before any work when its configuration is wrong."""
 
 from __future__ import annotations
 
 from kedro.framework.hooks import hook_impl
 
-from histocluster.params import validate_parameters
+from histocluster.params import SegmentationParams, parse, validate_parameters
+
+#: Nodes that run a segmenter.
+SEGMENTING_NODES = {"segment_cells", "evaluate_segmentation"}
 
 
 class ValidateParametersHook:
@@ -20,3 +23,20 @@ class ValidateParametersHook:
         # The raw configuration (runtime --params included), before Kedro's own
         # validation, which would fail first with a traceback.
         validate_parameters(context.config_loader["parameters"])
+
+
+class CheckModelFilesHook:
+    """A run that will segment with Cellpose needs its checkpoint: look for it (and fetch
+    it where allowed) before the first node, so a missing file costs no work."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        if not SEGMENTING_NODES & {node.name for node in pipeline.nodes}:
+            return
+        params = catalog.load("params:segmentation")
+        if not isinstance(params, SegmentationParams):
+            params = parse("segmentation", params)
+        if params.segmenter == "cellpose":
+            from histocluster.segmenters.cellpose import resolve_checkpoint
+
+            resolve_checkpoint(params.cellpose)

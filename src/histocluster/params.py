@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from histocluster.errors import UserInputError
 from histocluster.quality import QualityThresholds
+from histocluster.segmenters import make_segmenter
+from histocluster.segmenters.cellpose import CellposeSettings
 from histocluster.segmenters.watershed import WatershedSettings
 from histocluster.tissue import TissueSettings
 
@@ -61,8 +63,14 @@ class FilteringParams(_Strict):
 class SegmentationParams(_Strict):
     """Parameters of the ``segmentation`` pipeline."""
 
-    segmenter: Literal["watershed"] = Field("watershed", description="segmentation backend")
+    segmenter: Literal["watershed", "cellpose"] = Field("watershed", description="segmentation backend")
+    tiles_per_batch: int = Field(8, ge=1, description="tiles segmented together (one GPU call for cellpose)")
     watershed: WatershedSettings = WatershedSettings()
+    cellpose: CellposeSettings = CellposeSettings()
+
+    def make_segmenter(self):
+        """The configured segmenter, loaded (Cellpose reads its checkpoint here)."""
+        return make_segmenter(self.segmenter, self.watershed, self.cellpose)
 
 
 class EvaluationParams(_Strict):

@@ -109,3 +109,15 @@ def segment_nuclei(rgb: np.ndarray, mpp: float, settings: WatershedSettings | No
     bad[0] = False
     labels[bad[labels]] = 0
     return labels
+
+
+class WatershedSegmenter:
+    """:func:`segment_nuclei` behind the batch interface shared with Cellpose."""
+
+    name = "watershed"
+
+    def __init__(self, settings: WatershedSettings) -> None:
+        self.settings = settings
+
+    def segment(self, images: list[np.ndarray], mpp: float) -> list[np.ndarray]:
+        return [segment_nuclei(image, mpp, self.settings) for image in images]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from histocluster.cell_measurements import CELL_COLUMNS, empty_cells, measure_cells
 from histocluster.params import SegmentationParams
-from histocluster.segmenters.watershed import segment_nuclei
+from histocluster.segmenters import Segmenter
 from histocluster.slides import open_slide
 from histocluster.stitching import stitch
 from histocluster.tiling import read_tile
@@ -18,58 +18,90 @@ from histocluster.tiling import read_tile
 logger = logging.getLogger(__name__)
 
 
-def _segmenter(params: SegmentationParams):
-    return partial(segment_nuclei, settings=params.watershed)
+def _batches(records: list[dict], size: int):
+    """Consecutive batches of tiles that share one resolution (one segmenter call each)."""
+    batch: list[dict] = []
+    for record in records:
+        if batch and (len(batch) == size or record["target_mpp"] != batch[0]["target_mpp"]):
+            yield batch
+            batch = []
+        batch.append(record)
+    if batch:
+        yield batch
+
+
+def _segment_slide(
+    slide: pd.Series, tiles: pd.DataFrame, segmenter: Segmenter, batch_size: int, progress: tqdm, found: int
+) -> tuple[list[pd.DataFrame], int]:
+    """Cell tables of one slide's tiles, and the number of tiles that failed. ``found``
+    is the number of cells found before this slide, for the progress bar."""
+    frames, failures = [], 0
+    width, height = int(slide["width"]), int(slide["height"])
+    with open_slide(slide["path"]) as reader:
+        for batch in _batches(tiles.to_dict("records"), batch_size):
+            images, readable = [], []
+            for tile in batch:
+                try:
+                    images.append(read_tile(reader, tile))
+                    readable.append(tile)
+                except Exception as exc:  # one unreadable tile must not cost the slide
+                    failures += 1
+                    logger.error("Tile %s: cannot be read (%s)", tile["tile_id"], exc)
+            mpp = float(np.sqrt(batch[0]["out_mpp_x"] * batch[0]["out_mpp_y"]))
+            try:
+                label_maps = segmenter.segment(images, mpp) if images else []
+            except Exception as exc:
+                failures += len(readable)
+                logger.error("Tiles %s…: segmentation failed (%s)", readable[0]["tile_id"], exc)
+                label_maps, readable = [], []
+            for tile, rgb, labels in zip(readable, images, label_maps, strict=True):
+                owned = stitch(labels, tile, width, height)
+                frames.append(measure_cells(owned, rgb, tile, segmenter.name))
+            progress.update(len(batch))
+            progress.set_postfix(slide=slide.name, cells=found + sum(len(f) for f in frames))
+    return frames, failures
 
 
 def segment_cells(
     slides: pd.DataFrame, tiles: pd.DataFrame, tile_quality: pd.DataFrame, params: SegmentationParams
 ) -> pd.DataFrame:
-    """The cell table: segment every kept tile at its tiling resolution, keep the cells
-    each tile owns (core box, not cut) and measure them in level-0 / physical units.
+    """The cell table: segment every kept tile at its tiling resolution (in batches of
+    ``tiles_per_batch``), keep the cells each tile owns (core box, not cut) and measure
+    them in level-0 / physical units.
 
-    A tile that fails is logged and skipped; a slide whose tiles all fail is reported
-    and the other slides go on. Tiles without cells give no rows.
+    The segmenter is loaded first, so a missing Cellpose checkpoint stops the node
+    before any tile is read. A tile that fails is logged and skipped; a slide whose tiles
+    all fail is reported and the other slides go on. Tiles without cells give no rows.
     """
-    segment = _segmenter(params)
+    segmenter = params.make_segmenter()
     kept = tiles.merge(tile_quality.loc[tile_quality["keep"], ["tile_id"]], on="tile_id")
     slides_by_id = slides.set_index("slide_id")
     frames = [empty_cells()]
-    found = 0
-    with tqdm(total=len(kept), desc="Segmenting", unit="tile") as progress:
+    with tqdm(total=len(kept), desc=f"Segmenting ({segmenter.name})", unit="tile") as progress:
+        found = 0
         for slide_id, slide_tiles in kept.groupby("slide_id", sort=False):
-            slide = slides_by_id.loc[slide_id]
-            failures = slide_cells = 0
             try:
-                with open_slide(slide["path"]) as reader:
-                    for tile in slide_tiles.to_dict("records"):
-                        try:
-                            rgb = read_tile(reader, tile)
-                            mpp = (tile["out_mpp_x"] * tile["out_mpp_y"]) ** 0.5
-                            labels = stitch(
-                                segment(rgb, mpp), tile, int(slide["width"]), int(slide["height"])
-                            )
-                            cells = measure_cells(labels, rgb, tile, params.segmenter)
-                        except Exception as exc:  # one bad tile must not cost the slide
-                            failures += 1
-                            logger.error("Tile %s: segmentation failed (%s)", tile["tile_id"], exc)
-                            continue
-                        finally:
-                            progress.update(1)
-                        frames.append(cells)
-                        slide_cells += len(cells)
-                        found += len(cells)
-                        progress.set_postfix(slide=slide_id, cells=found)
+                slide_frames, failures = _segment_slide(
+                    slides_by_id.loc[slide_id],
+                    slide_tiles,
+                    segmenter,
+                    params.tiles_per_batch,
+                    progress,
+                    found,
+                )
             except Exception as exc:
                 logger.error("Slide %s: cannot be read for segmentation (%s); skipped", slide_id, exc)
                 continue
+            n_cells = sum(len(f) for f in slide_frames)
+            found += n_cells
+            frames.extend(slide_frames)
             if failures == len(slide_tiles):
                 logger.error("Slide %s: all %d tiles failed; no cells", slide_id, failures)
             else:
                 logger.info(
                     "Slide %s: %d cells in %d tiles (%d failed)",
                     slide_id,
-                    slide_cells,
+                    n_cells,
                     len(slide_tiles),
                     failures,
                 )

@@ -1,0 +1,128 @@
+"""Cellpose-SAM (cellpose 4) nuclei/cell segmentation, the GPU backend.
+
+The model file is found, in order, at ``pretrained_model`` when it is a path, or under
+the cellpose model folder (``CELLPOSE_LOCAL_MODELS_PATH``, else ``~/.cellpose/models``)
+when it is a model name such as ``cpsam``. A missing file is downloaded by cellpose
+where there is internet; offline, :func:`resolve_checkpoint` fails with a message saying
+which file to put where. Tiles are segmented in batches (one ``eval`` call per batch),
+in bfloat16 on a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from histocluster.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAMES = ("cpsam", "cpsam_v2")
+
+
+class CheckpointError(UserInputError):
+    """The Cellpose model file is missing and cannot be downloaded."""
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class CellposeSettings:
+    """Knobs of Cellpose-SAM (upstream defaults), sizes in µm."""
+
+    pretrained_model: str = Field("cpsam", description="model name or path to a cellpose 4 checkpoint")
+    diameter_um: float | None = Field(None, gt=0, description="typical cell diameter; None = model's own")
+    flow_threshold: float = Field(0.4, ge=0)
+    cellprob_threshold: float = 0.0
+    normalize: bool = True
+    resample: bool = True
+    min_size_um2: float = Field(4.0, ge=0)
+    batch_size: int = Field(8, ge=1, description="256² patches per forward pass")
+    gpu: bool = Field(True, description="use CUDA when available")
+    bfloat16: bool = Field(True, description="bfloat16 weights on GPU (always float32 on CPU)")
+    allow_download: bool = Field(True, description="let cellpose download a named model")
+
+
+def model_folder() -> Path:
+    """Where cellpose keeps named models."""
+    env = os.environ.get("CELLPOSE_LOCAL_MODELS_PATH")
+    return Path(env) if env else Path.home() / ".cellpose" / "models"
+
+
+def resolve_checkpoint(settings: CellposeSettings) -> Path:
+    """The checkpoint file to load; downloads a named model when allowed and possible.
+
+    Raises:
+        CheckpointError: the file is not there and cannot be fetched; the message names
+            the file, the folder and the settings that choose them.
+    """
+    given = Path(settings.pretrained_model).expanduser()
+    if given.is_file():
+        return given
+    if settings.pretrained_model not in MODEL_NAMES:
+        raise CheckpointError(
+            f"Cellpose checkpoint {given} does not exist (segmentation.cellpose.pretrained_model). "
+            f"Give the path of a cellpose 4 model file, or one of the names {', '.join(MODEL_NAMES)}."
+        )
+    target = model_folder() / settings.pretrained_model
+    if target.is_file():
+        return target
+    hint = (
+        f"Cellpose model '{settings.pretrained_model}' is not at {target}. On a machine with internet, "
+        f"cellpose downloads it there on first use; offline, copy the file '{settings.pretrained_model}' "
+        f"(from huggingface.co/mouseland/cellpose-sam) to {target.parent}/ — or set "
+        f"CELLPOSE_LOCAL_MODELS_PATH to the folder holding it, or segmentation.cellpose.pretrained_model "
+        f"to its path."
+    )
+    if not settings.allow_download:
+        raise CheckpointError(hint)
+    try:
+        from cellpose.models import cache_model_path
+
+        return Path(cache_model_path(settings.pretrained_model))
+    except Exception as exc:  # no network, proxy, disk: all end the same way
+        raise CheckpointError(f"{hint} (download failed: {exc})") from exc
+
+
+class CellposeSegmenter:
+    """A loaded Cellpose-SAM model; :meth:`segment` takes a batch of tiles."""
+
+    name = "cellpose"
+
+    def __init__(self, settings: CellposeSettings) -> None:
+        import torch
+        from cellpose import models
+
+        self.settings = settings
+        checkpoint = resolve_checkpoint(settings)
+        use_gpu = settings.gpu and torch.cuda.is_available()
+        if settings.gpu and not use_gpu:
+            logger.warning(
+                "segmentation.cellpose.gpu is on but no CUDA device is available: running on CPU (slow)"
+            )
+        self.model = models.CellposeModel(
+            gpu=use_gpu,
+            pretrained_model=str(checkpoint),
+            use_bfloat16=bool(settings.bfloat16 and use_gpu),
+        )
+        logger.info("Cellpose-SAM loaded from %s on %s", checkpoint, "GPU" if use_gpu else "CPU")
+
+    def segment(self, images: list[np.ndarray], mpp: float) -> list[np.ndarray]:
+        """Label maps (int32) of a batch of RGB tiles at ``mpp`` µm/px."""
+        s = self.settings
+        diameter = s.diameter_um / mpp if s.diameter_um else None
+        masks, _, _ = self.model.eval(
+            list(images),
+            batch_size=s.batch_size,
+            channel_axis=-1,
+            normalize=s.normalize,
+            resample=s.resample,
+            diameter=diameter,
+            flow_threshold=s.flow_threshold,
+            cellprob_threshold=s.cellprob_threshold,
+            min_size=max(1, int(round(s.min_size_um2 / (mpp * mpp)))),
+        )
+        return [np.asarray(m, dtype=np.int32) for m in masks]
