@@ -54,7 +54,7 @@ def main() -> None:
     slide = slides.iloc[0]
 
     start = time.perf_counter()
-    cells = segment_cells(slides, tiles, quality, segmentation)
+    cells, _ = segment_cells(slides, tiles, quality, segmentation)
     node_seconds = time.perf_counter() - start
 
     read = seg = meas = 0.0

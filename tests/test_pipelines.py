@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from PIL import Image
@@ -226,7 +227,8 @@ def test_parameter_typo_stops_the_run_before_any_work(project, cmu_slide):
 
 def test_segmentation_writes_the_cell_table(project, cmu_slide):
     root = project([cmu_slide])
-    kedro_run(root, **{"tiling.max_tiles": 3})  # default pipeline: tiling, filtering, segmentation
+    # The default pipeline: tiling, filtering, segmentation.
+    kedro_run(root, **{"tiling.max_tiles": 3, "segmentation.export_label_masks": True})
     tiles, quality, cells = load(root, "tiles", "tile_quality", "cells")
     kept = set(quality.loc[quality["keep"], "tile_id"])
     assert len(cells) > 50 and cells["cell_id"].is_unique
@@ -238,6 +240,13 @@ def test_segmentation_writes_the_cell_table(project, cmu_slide):
     assert cells["area_um2"].between(12, 400).all()
     assert (cells["segmenter"] == "watershed").all()
     assert len(list((root / "data/03_primary/cells.parquet").glob("*/cells.parquet"))) == 1
+    # Label masks: one 16-bit TIFF per kept tile, holding exactly that tile's cells.
+    masks = sorted((root / "data/03_primary/label_masks").rglob("*.tif"))
+    assert {m.stem for m in masks} == kept
+    for path in masks:
+        labels = tifffile.imread(path)
+        assert labels.dtype == np.uint16
+        assert len(np.unique(labels[labels > 0])) == int((cells["tile_id"] == path.stem).sum())
 
 
 def _tiny_bench(folder: Path) -> Path:
@@ -282,3 +291,15 @@ def test_evaluation_without_bench_set_is_one_clear_message(project, tmp_path):
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "not a bench set" in output and "Traceback" not in output
+
+
+def test_segmentation_reports_a_lost_slide_and_goes_on(project, cmu_slide, tcga_slide):
+    root = project([cmu_slide, tcga_slide])
+    kedro_run(root, "tiling", **{"tiling.max_tiles": 2})
+    kedro_run(root, "filtering")
+    (root / "data" / "01_raw" / "slides" / tcga_slide.name).unlink()  # gone since tiling
+    records: list[logging.LogRecord] = []
+    kedro_run(root, "segmentation", log=records)
+    (cells,) = load(root, "cells")
+    assert set(cells["slide_id"]) == {"cmu-1-small-region"}
+    assert "ERROR Slide tcga-cr-7395-01a-01-ts1: segmentation failed" in messages(records)

@@ -65,6 +65,7 @@ class SegmentationParams(_Strict):
 
     segmenter: Literal["watershed", "cellpose"] = Field("watershed", description="segmentation backend")
     tiles_per_batch: int = Field(8, ge=1, description="tiles segmented together (one GPU call for cellpose)")
+    export_label_masks: bool = Field(False, description="also write each tile's label map (TIFF)")
     watershed: WatershedSettings = WatershedSettings()
     cellpose: CellposeSettings = CellposeSettings()
 

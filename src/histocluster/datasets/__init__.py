@@ -1,5 +1,6 @@
 """Custom Kedro datasets for what kedro-datasets lacks."""
 
+from histocluster.datasets.label_mask import LabelMaskDataset
 from histocluster.datasets.slide_folder import SlideFolderDataset
 
-__all__ = ["SlideFolderDataset"]
+__all__ = ["LabelMaskDataset", "SlideFolderDataset"]

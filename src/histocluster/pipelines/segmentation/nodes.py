@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import zlib
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from histocluster.cell_measurements import CELL_COLUMNS, empty_cells, measure_cells
+from histocluster.datasets.label_mask import label_dtype
 from histocluster.params import SegmentationParams
 from histocluster.segmenters import Segmenter
 from histocluster.slides import open_slide
@@ -30,15 +32,33 @@ def _batches(records: list[dict], size: int):
         yield batch
 
 
+class _CompressedLabels:
+    """A label map kept zlib-compressed until the catalog saves it (lazy partition)."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.shape, self.dtype = labels.shape, label_dtype(labels)
+        self.blob = zlib.compress(labels.astype(self.dtype).tobytes(), 1)
+
+    def __call__(self) -> np.ndarray:
+        return np.frombuffer(zlib.decompress(self.blob), dtype=self.dtype).reshape(self.shape)
+
+
 def _segment_slide(
-    slide: pd.Series, tiles: pd.DataFrame, segmenter: Segmenter, batch_size: int, progress: tqdm, found: int
+    slide: pd.Series,
+    tiles: pd.DataFrame,
+    segmenter: Segmenter,
+    params: SegmentationParams,
+    progress: tqdm,
+    found: int,
+    masks: dict,
 ) -> tuple[list[pd.DataFrame], int]:
     """Cell tables of one slide's tiles, and the number of tiles that failed. ``found``
-    is the number of cells found before this slide, for the progress bar."""
+    is the number of cells found before this slide, for the progress bar; each tile's
+    owned label map goes into ``masks`` when label masks are exported."""
     frames, failures = [], 0
     width, height = int(slide["width"]), int(slide["height"])
     with open_slide(slide["path"]) as reader:
-        for batch in _batches(tiles.to_dict("records"), batch_size):
+        for batch in _batches(tiles.to_dict("records"), params.tiles_per_batch):
             images, readable = [], []
             for tile in batch:
                 try:
@@ -57,6 +77,8 @@ def _segment_slide(
             for tile, rgb, labels in zip(readable, images, label_maps, strict=True):
                 owned = stitch(labels, tile, width, height)
                 frames.append(measure_cells(owned, rgb, tile, segmenter.name))
+                if params.export_label_masks:
+                    masks[f"{tile['slide_id']}/{tile['tile_id']}"] = _CompressedLabels(owned)
             progress.update(len(batch))
             progress.set_postfix(slide=slide.name, cells=found + sum(len(f) for f in frames))
     return frames, failures
@@ -64,10 +86,12 @@ def _segment_slide(
 
 def segment_cells(
     slides: pd.DataFrame, tiles: pd.DataFrame, tile_quality: pd.DataFrame, params: SegmentationParams
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, dict]:
     """The cell table: segment every kept tile at its tiling resolution (in batches of
     ``tiles_per_batch``), keep the cells each tile owns (core box, not cut) and measure
-    them in level-0 / physical units.
+    them in level-0 / physical units. With ``export_label_masks``, also each tile's
+    label map of the cells it owns (lazy partitions ``<slide_id>/<tile_id>``, held
+    compressed until written); otherwise no label maps.
 
     The segmenter is loaded first, so a missing Cellpose checkpoint stops the node
     before any tile is read. A tile that fails is logged and skipped; a slide whose tiles
@@ -77,20 +101,18 @@ def segment_cells(
     kept = tiles.merge(tile_quality.loc[tile_quality["keep"], ["tile_id"]], on="tile_id")
     slides_by_id = slides.set_index("slide_id")
     frames = [empty_cells()]
+    masks: dict = {}
     with tqdm(total=len(kept), desc=f"Segmenting ({segmenter.name})", unit="tile") as progress:
         found = 0
         for slide_id, slide_tiles in kept.groupby("slide_id", sort=False):
             try:
                 slide_frames, failures = _segment_slide(
-                    slides_by_id.loc[slide_id],
-                    slide_tiles,
-                    segmenter,
-                    params.tiles_per_batch,
-                    progress,
-                    found,
+                    slides_by_id.loc[slide_id], slide_tiles, segmenter, params, progress, found, masks
                 )
-            except Exception as exc:
-                logger.error("Slide %s: cannot be read for segmentation (%s); skipped", slide_id, exc)
+            except Exception as exc:  # one bad slide must not cost the others
+                logger.error(
+                    "Slide %s: segmentation failed (%s: %s); skipped", slide_id, type(exc).__name__, exc
+                )
                 continue
             n_cells = sum(len(f) for f in slide_frames)
             found += n_cells
@@ -106,4 +128,4 @@ def segment_cells(
                     failures,
                 )
     cells = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
-    return cells[CELL_COLUMNS]
+    return cells[CELL_COLUMNS], masks

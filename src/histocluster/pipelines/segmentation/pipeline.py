@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 segment_cells,
                 inputs=["slides", "tiles", "tile_quality", "params:segmentation"],
-                outputs="cells",
+                outputs=["cells", "label_masks"],
                 name="segment_cells",
             ),
         ]

@@ -1,0 +1,49 @@
+"""A Kedro dataset for instance label maps: compressed TIFF, 16 or 32 bits, never 8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+from kedro.io import AbstractDataset, DatasetError
+
+
+def label_dtype(labels: np.ndarray) -> type:
+    """uint16 when every label fits, else uint32 (8 bits would wrap at 255 cells)."""
+    return np.uint16 if int(labels.max(initial=0)) < 2**16 else np.uint32
+
+
+class LabelMaskDataset(AbstractDataset[np.ndarray, np.ndarray]):
+    """One label map (0 = background) as a zlib-compressed TIFF.
+
+    Saved as uint16 when the largest label fits, else uint32; loads as that dtype.
+    Example catalog entry (one file per tile)::
+
+        label_masks:
+          type: partitions.PartitionedDataset
+          path: data/03_primary/label_masks
+          dataset: histocluster.datasets.LabelMaskDataset
+          filename_suffix: .tif
+    """
+
+    def __init__(self, *, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> np.ndarray:
+        return tifffile.imread(self._filepath)
+
+    def save(self, data: np.ndarray) -> None:
+        data = np.asarray(data)
+        if data.ndim != 2 or not np.issubdtype(data.dtype, np.integer) or data.min(initial=0) < 0:
+            raise DatasetError(f"{self._filepath}: a label map is a 2-D array of non-negative integers")
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(self._filepath, data.astype(label_dtype(data)), compression="zlib")
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
