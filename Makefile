@@ -9,6 +9,8 @@ SLIDES := data/01_raw/slides
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
+# Tools the targets call (pre-commit's system hooks, kedro, dvc) come from the venv.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup sample run test lint viz bench clean-data
 
