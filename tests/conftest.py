@@ -120,3 +120,13 @@ def run(
             f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def kedro_user_error(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``kedro run ARGS`` expecting a user error: exit status 1, one clear message
+    and no traceback. Returns the output for the caller's own checks."""
+    result = run(["kedro", "run", *args], cwd=root, check=False, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output, output
+    return output

@@ -19,7 +19,7 @@ from histocluster.segmenters.cellpose import (
     resolve_checkpoint,
 )
 
-from .conftest import run
+from .conftest import kedro_user_error, venv_env
 
 torch = pytest.importorskip("torch")
 
@@ -71,24 +71,14 @@ def test_named_model_found_in_the_model_folder(tmp_path, monkeypatch):
 def test_missing_checkpoint_stops_the_run_before_any_work(project, cmu_slide, tmp_path):
     root = project([cmu_slide])
     env_models = tmp_path / "no-models"
-    from .conftest import venv_env
-
     env = venv_env() | {"CELLPOSE_LOCAL_MODELS_PATH": str(env_models)}
-    result = run(
-        [
-            "kedro",
-            "run",
-            "--params",
-            "segmentation.segmenter=cellpose,segmentation.cellpose.allow_download=false",
-        ],
-        cwd=root,
-        check=False,
+    output = kedro_user_error(
+        root,
+        "--params",
+        "segmentation.segmenter=cellpose,segmentation.cellpose.allow_download=false",
         env=env,
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 1
     assert f"Cellpose model 'cpsam' is not at {env_models / 'cpsam'}" in output
-    assert "Traceback" not in output
     assert not (root / "data" / "02_intermediate" / "slides.parquet").exists()  # tiling never ran
 
 

@@ -17,6 +17,23 @@ from .test_watershed import synthetic_he
 MPP = 0.5
 
 
+def tile_record(size: int, mpp: float, x: int = 0, y: int = 0, scale: int = 1, tile_id: str = "t") -> dict:
+    """A tile-table row for a ``size``² px tile at ``mpp`` µm/px, level-0 offset (x, y),
+    ``scale`` level-0 px per tile px."""
+    return {
+        "slide_id": "s",
+        "tile_id": tile_id,
+        "x": x,
+        "y": y,
+        "w": size * scale,
+        "h": size * scale,
+        "out_w": size,
+        "out_h": size,
+        "out_mpp_x": mpp,
+        "out_mpp_y": mpp,
+    }
+
+
 def segment_by_tiles(rgb: np.ndarray, grid: pd.DataFrame) -> pd.DataFrame:
     """What the segmentation pipeline does, on an in-memory 'slide' at 1:1 scale."""
     height, width = rgb.shape[:2]
@@ -43,18 +60,7 @@ def test_every_nucleus_once_with_its_full_area():
         (55.0, 84.0),
     ]
     rgb, truth = synthetic_he(MPP, centres, radius_um=3.5, size_um=100)
-    whole_tile = {
-        "slide_id": "s",
-        "tile_id": "whole",
-        "x": 0,
-        "y": 0,
-        "w": 200,
-        "h": 200,
-        "out_w": 200,
-        "out_h": 200,
-        "out_mpp_x": MPP,
-        "out_mpp_y": MPP,
-    }
+    whole_tile = tile_record(200, MPP, tile_id="whole")
     whole = measure_cells(segment_nuclei(rgb, MPP), rgb, whole_tile, "watershed")
     assert len(whole) == len(centres)
     cells = segment_by_tiles(rgb, grid)
@@ -87,18 +93,7 @@ def test_measurements_by_hand():
     labels = np.zeros((40, 40), np.int32)
     labels[5:15, 10:30] = 1
     rgb = np.full((40, 40, 3), 200, np.uint8)
-    tile = {
-        "slide_id": "s",
-        "tile_id": "t",
-        "x": 1000,
-        "y": 2000,
-        "w": 80,
-        "h": 80,
-        "out_w": 40,
-        "out_h": 40,
-        "out_mpp_x": 0.5,
-        "out_mpp_y": 0.5,
-    }
+    tile = tile_record(40, 0.5, x=1000, y=2000, scale=2)
     (cell,) = measure_cells(labels, rgb, tile, "watershed").to_dict("records")
     assert list(measure_cells(labels, rgb, tile, "watershed").columns) == CELL_COLUMNS
     assert cell["area_um2"] == pytest.approx(200 * 0.25)
@@ -123,18 +118,7 @@ def test_shape_measurements_agree_with_regionprops():
     blobs = ndi.gaussian_filter(rng.random((200, 200)), 4) > 0.52
     labels = label(blobs)
     rgb = np.full((200, 200, 3), 180, np.uint8)
-    tile = {
-        "slide_id": "s",
-        "tile_id": "t",
-        "x": 0,
-        "y": 0,
-        "w": 200,
-        "h": 200,
-        "out_w": 200,
-        "out_h": 200,
-        "out_mpp_x": 1.0,
-        "out_mpp_y": 1.0,
-    }
+    tile = tile_record(200, 1.0)
     cells = measure_cells(labels, rgb, tile, "watershed")
     props = {
         (round(p.centroid[1] + 0.5, 6), round(p.centroid[0] + 0.5, 6)): p
