@@ -31,6 +31,7 @@ def main() -> None:
         slides = catalog.load("slides")
         tiles = catalog.load("tiles") if catalog.exists("tiles") else None
         quality = catalog.load("tile_quality") if catalog.exists("tile_quality") else None
+        cells = catalog.load("cells") if catalog.exists("cells") else None
     print("\nhistocluster results")
     print("====================")
     for row in slides.itertuples():
@@ -42,6 +43,8 @@ def main() -> None:
         if quality is not None:
             kept = int(quality.loc[quality["slide_id"] == row.slide_id, "keep"].sum())
             line += f", {kept} kept by the quality filter"
+        if cells is not None:
+            line += f", {int((cells['slide_id'] == row.slide_id).sum())} cells"
         print(line)
     print("\nTables (Kedro-versioned, newest shown):")
     for folder in sorted(ROOT.glob("data/0[1-7]_*/*.parquet")):

@@ -278,3 +278,14 @@ def test_segmentation_reports_a_lost_slide_and_goes_on(project, cmu_slide, tcga_
     (cells,) = load(root, "cells")
     assert set(cells["slide_id"]) == {"cmu-1-small-region"}
     assert "ERROR Slide tcga-cr-7395-01a-01-ts1: segmentation failed" in messages(records)
+
+
+def test_segmentation_failing_everywhere_writes_nothing(project, cmu_slide):
+    root = project([cmu_slide])
+    kedro_run(root, "tiling", **{"tiling.max_tiles": 2})
+    kedro_run(root, "filtering")
+    (root / "data" / "01_raw" / "slides" / cmu_slide.name).unlink()
+    output = kedro_user_error(root, "--pipelines=segmentation")
+    assert "Segmentation failed on every slide (1); nothing was written" in output
+    assert "cmu-1-small-region" in output
+    assert not (root / "data" / "03_primary" / "cells.parquet").exists()

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from histocluster.cell_measurements import CELL_COLUMNS, empty_cells, measure_cells
 from histocluster.datasets.label_mask import label_dtype
+from histocluster.errors import UserInputError
 from histocluster.params import SegmentationParams
 from histocluster.segmenters import Segmenter
 from histocluster.slides import open_slide
@@ -18,6 +19,10 @@ from histocluster.stitching import stitch
 from histocluster.tiling import read_tile
 
 logger = logging.getLogger(__name__)
+
+
+class SegmentationFailedError(UserInputError):
+    """No slide could be segmented; the message lists each slide's error."""
 
 
 def _batches(records: list[dict], size: int):
@@ -102,6 +107,7 @@ def segment_cells(
     slides_by_id = slides.set_index("slide_id")
     frames = [empty_cells()]
     masks: dict = {}
+    failed_slides: list[str] = []
     with tqdm(total=len(kept), desc=f"Segmenting ({segmenter.name})", unit="tile") as progress:
         found = 0
         for slide_id, slide_tiles in kept.groupby("slide_id", sort=False):
@@ -113,12 +119,14 @@ def segment_cells(
                 logger.error(
                     "Slide %s: segmentation failed (%s: %s); skipped", slide_id, type(exc).__name__, exc
                 )
+                failed_slides.append(f"  {slide_id}: {type(exc).__name__}: {exc}")
                 continue
             n_cells = sum(len(f) for f in slide_frames)
             found += n_cells
             frames.extend(slide_frames)
             if failures == len(slide_tiles):
                 logger.error("Slide %s: all %d tiles failed; no cells", slide_id, failures)
+                failed_slides.append(f"  {slide_id}: all {failures} tiles failed (see the log)")
             else:
                 logger.info(
                     "Slide %s: %d cells in %d tiles (%d failed)",
@@ -127,5 +135,12 @@ def segment_cells(
                     len(slide_tiles),
                     failures,
                 )
+    n_slides = kept["slide_id"].nunique()
+    if n_slides and len(failed_slides) == n_slides:
+        # Writing an empty cell table would look like a finished run that found nothing.
+        raise SegmentationFailedError(
+            f"Segmentation failed on every slide ({n_slides}); nothing was written:\n"
+            + "\n".join(failed_slides)
+        )
     cells = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
     return cells[CELL_COLUMNS], masks
