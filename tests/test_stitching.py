@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import shapely
 
-from histocluster.cell_measurements import CELL_COLUMNS, measure_cells
+from histocluster.cell_measurements import CELL_COLUMNS, measure_cells, measure_objects
 from histocluster.segmenters.watershed import segment_nuclei
 from histocluster.stitching import stitch
 from histocluster.tiling import GridSpec, plan_grid
@@ -105,6 +105,11 @@ def test_measurements_by_hand():
     assert polygon.area == pytest.approx(40 * 20, rel=0.05)  # level-0 px²
     assert cell["major_axis_um"] > cell["minor_axis_um"]
     assert cell["cell_id"] == "t_n0000" and cell["segmenter"] == "watershed"
+    # measure_objects: the same rows plus the object's label, to join ground truth.
+    labels[25:35, 5:15] = 7
+    objects = measure_objects(labels, rgb, tile, "watershed")
+    assert objects["label"].tolist() == [1, 7]
+    assert objects.drop(columns="label").equals(measure_cells(labels, rgb, tile, "watershed"))
 
 
 def test_shape_measurements_agree_with_regionprops():

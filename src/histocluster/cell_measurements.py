@@ -87,7 +87,20 @@ def measure_cells(
     segmenter: str,
     scores: dict[int, float] | None = None,
 ) -> pd.DataFrame:
-    """Cell-table rows for every object of ``labels`` (a stitched tile label map).
+    """Cell-table rows for every object of ``labels`` (a stitched tile label map); see
+    :func:`measure_objects`."""
+    return measure_objects(labels, rgb, tile, segmenter, scores)[CELL_COLUMNS]
+
+
+def measure_objects(
+    labels: np.ndarray,
+    rgb: np.ndarray,
+    tile: dict,
+    segmenter: str,
+    scores: dict[int, float] | None = None,
+) -> pd.DataFrame:
+    """The cell-table columns plus ``label``, the object's value in ``labels`` (to join
+    measurements with per-instance ground truth).
 
     Area, centroid, second moments and stain statistics are computed for all objects at
     once (``bincount``); perimeter, solidity and circularity come from the outline
@@ -97,7 +110,7 @@ def measure_cells(
     ids = np.unique(labels)
     ids = ids[ids > 0]
     if len(ids) == 0:
-        return empty_cells()
+        return empty_cells().assign(label=pd.Series(dtype="int64"))
     n = int(labels.max())
     rows, cols = np.indices(labels.shape, dtype=np.float64)
     area = _sums(labels, n)
@@ -166,4 +179,5 @@ def measure_cells(
         }
     ).iloc[order]
     frame.insert(0, "cell_id", [f"{tile['tile_id']}_n{k:04d}" for k in range(len(frame))])
-    return frame.reset_index(drop=True)[CELL_COLUMNS]
+    frame["label"] = ids[order]
+    return frame.reset_index(drop=True)[[*CELL_COLUMNS, "label"]]
