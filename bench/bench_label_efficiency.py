@@ -95,6 +95,22 @@ def load_cells(bench: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def context_features(cells: pd.DataFrame, x: np.ndarray, k: int) -> np.ndarray:
+    """Per cell: mean standardised features of its ``k`` nearest neighbours in the same
+    image, and the (log) distance to the k-th neighbour (local density)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    out = np.zeros((len(cells), x.shape[1] + 1))
+    for _, index in cells.groupby("image_id").indices.items():
+        points = cells.iloc[index][["centroid_x", "centroid_y"]].to_numpy()
+        kk = min(k + 1, len(index))
+        distance, neighbours = NearestNeighbors(n_neighbors=kk).fit(points).kneighbors(points)
+        if kk > 1:
+            out[index, :-1] = x[index][neighbours[:, 1:]].mean(axis=1)
+            out[index, -1] = np.log1p(distance[:, -1])
+    return StandardScaler().fit_transform(out)
+
+
 def scores(y_true, y_pred) -> dict:
     return {"accuracy": accuracy_score(y_true, y_pred), "macro_f1": f1_score(y_true, y_pred, average="macro")}
 
@@ -125,11 +141,17 @@ def main() -> None:
     parser.add_argument("--budgets", default="50,100,180,400", help="decisions (comma separated)")
     parser.add_argument("--representatives", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--context", type=int, default=0, help="add the mean features of the k nearest neighbours"
+    )
     args = parser.parse_args()
 
     cells = load_cells(args.bench)
     features = SHAPE + STAIN + RING
     x = StandardScaler().fit_transform(cells[features].to_numpy())
+    if args.context:
+        x = np.hstack([x, context_features(cells, x, args.context)])
+        features = features + [f"neighbours_{f}" for f in SHAPE + STAIN + RING] + ["neighbour_distance"]
     y = cells["cell_type"].to_numpy().astype(object)
     n = len(y)
     print(
