@@ -38,19 +38,11 @@ from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from histocluster.cell_measurements import measure_objects
+from histocluster.cell_measurements import SHAPE_COLUMNS, STAIN_COLUMNS, measure_objects
 from histocluster.stain import stain_densities
 
-SHAPE = [
-    "area_um2",
-    "perimeter_um",
-    "eccentricity",
-    "solidity",
-    "circularity",
-    "major_axis_um",
-    "minor_axis_um",
-]
-STAIN = ["hematoxylin_mean", "hematoxylin_std", "eosin_mean", "eosin_std"]
+SHAPE = SHAPE_COLUMNS
+STAIN = STAIN_COLUMNS
 RING = ["ring_hematoxylin", "ring_eosin"]
 
 

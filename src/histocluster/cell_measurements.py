@@ -27,6 +27,19 @@ from skimage.measure import find_contours
 from histocluster.stain import stain_densities
 from histocluster.stitching import tile_scale, to_level0
 
+#: Shape measurements of the cell table (physical units).
+SHAPE_COLUMNS = [
+    "area_um2",
+    "perimeter_um",
+    "eccentricity",
+    "solidity",
+    "circularity",
+    "major_axis_um",
+    "minor_axis_um",
+]
+#: Stain measurements of the cell table (optical density inside the cell).
+STAIN_COLUMNS = ["hematoxylin_mean", "hematoxylin_std", "eosin_mean", "eosin_std"]
+
 CELL_COLUMNS = [
     "cell_id",
     "slide_id",
@@ -38,17 +51,8 @@ CELL_COLUMNS = [
     "bbox_x1",
     "bbox_y1",
     "polygon",
-    "area_um2",
-    "perimeter_um",
-    "eccentricity",
-    "solidity",
-    "circularity",
-    "major_axis_um",
-    "minor_axis_um",
-    "hematoxylin_mean",
-    "hematoxylin_std",
-    "eosin_mean",
-    "eosin_std",
+    *SHAPE_COLUMNS,
+    *STAIN_COLUMNS,
     "segmenter",
     "score",
 ]
