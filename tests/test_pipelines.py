@@ -289,3 +289,19 @@ def test_segmentation_failing_everywhere_writes_nothing(project, cmu_slide):
     assert "Segmentation failed on every slide (1); nothing was written" in output
     assert "cmu-1-small-region" in output
     assert not (root / "data" / "03_primary" / "cells.parquet").exists()
+
+
+def test_filtering_reports_a_lost_slide_and_goes_on(project, cmu_slide, tcga_slide):
+    root = project([cmu_slide, tcga_slide])
+    kedro_run(root, "tiling", **{"tiling.max_tiles": 2})
+    (root / "data" / "01_raw" / "slides" / tcga_slide.name).unlink()  # gone since tiling
+    records: list[logging.LogRecord] = []
+    kedro_run(root, "filtering", log=records)
+    (quality,) = load(root, "tile_quality")
+    lost = quality[quality["slide_id"] == "tcga-cr-7395-01a-01-ts1"]
+    assert len(lost) == 2 and not lost["keep"].any()
+    assert lost["reason"].str.startswith("slide read error").all()
+    assert quality.loc[quality["slide_id"] == "cmu-1-small-region", "keep"].any()
+    sheets = {p.stem for p in (root / "data/08_reporting/tile_contact_sheet").glob("*.png")}
+    assert sheets == {"cmu-1-small-region"}
+    assert "ERROR Slide tcga-cr-7395-01a-01-ts1: no contact sheet" in messages(records)

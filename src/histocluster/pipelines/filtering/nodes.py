@@ -109,19 +109,26 @@ def draw_contact_sheets(
     merged = tiles.merge(tile_quality[["tile_id", "keep", "reason"]], on="tile_id")
     sheets = {}
     for slide_id, slide_tiles in merged.groupby("slide_id", sort=False):
-        sections = []
-        with open_slide(paths[slide_id]) as reader:
-            for label, keep in (("Kept", True), ("Rejected", False)):
-                group = slide_tiles[slide_tiles["keep"] == keep]
-                centres = group[["x", "y"]].to_numpy()
-                shown = group.iloc[sample_uniform(centres, params.contact_sheet.max_tiles)]
-                items = []
-                for row in shown.to_dict("records"):
-                    try:
-                        rgb = read_tile(reader, row)
-                    except Exception:  # already reported by the quality step
-                        rgb = np.full((row["out_h"], row["out_w"], 3), 255, np.uint8)
-                    items.append((rgb, _caption(row), keep))
-                sections.append((f"{label}: {len(shown)} of {len(group)} tiles", items))
-        sheets[slide_id] = contact_sheet(sections, thumb_size=params.contact_sheet.thumb_size)
+        try:
+            sheets[slide_id] = _contact_sheet(paths[slide_id], slide_tiles, params)
+        except Exception as exc:  # one bad slide must not cost the others' sheets
+            logger.error("Slide %s: no contact sheet (%s)", slide_id, exc)
     return sheets
+
+
+def _contact_sheet(path: str, slide_tiles: pd.DataFrame, params: FilteringParams) -> Image.Image:
+    sections = []
+    with open_slide(path) as reader:
+        for label, keep in (("Kept", True), ("Rejected", False)):
+            group = slide_tiles[slide_tiles["keep"] == keep]
+            centres = group[["x", "y"]].to_numpy()
+            shown = group.iloc[sample_uniform(centres, params.contact_sheet.max_tiles)]
+            items = []
+            for row in shown.to_dict("records"):
+                try:
+                    rgb = read_tile(reader, row)
+                except Exception:  # already reported by the quality step
+                    rgb = np.full((row["out_h"], row["out_w"], 3), 255, np.uint8)
+                items.append((rgb, _caption(row), keep))
+            sections.append((f"{label}: {len(shown)} of {len(group)} tiles", items))
+    return contact_sheet(sections, thumb_size=params.contact_sheet.thumb_size)
