@@ -1,128 +1,176 @@
-"""Label efficiency of cluster-first labelling on CoNSeP (true instance masks).
+"""Label efficiency of cluster-first labelling, with the project's own code.
 
-Every nucleus of every image is measured with the project's own cell measurements
-(shape, haematoxylin/eosin density) plus the haematoxylin/eosin density of a thin ring
-around it; features are standardised. Then, for each budget of *decisions*:
+Cells → ``morphology`` embedding (:mod:`histocluster.embedding`: cell-table measurements,
+texture and ring features, neighbourhood context) → optional reduction
+(:mod:`histocluster.reduction`) → clustering (:mod:`histocluster.clustering`) →
+representatives (:mod:`histocluster.cluster_summary`). An oracle looks at the ``r``
+representatives of each cluster and names it once with their majority true type (one
+*decision* per cluster); the name is propagated to every cell of the cluster
+(``majority``), or through a logistic regression trained on the named representatives
+(``+LR``). Scored over all typed cells: accuracy and macro-F1 against decisions spent.
 
-* **clusters (oracle)**: KMeans with k = budget clusters; an oracle looks at the ``r``
-  cells nearest each centre and names the cluster once with their majority true type;
-  every cell takes its cluster's name.
-* **random + kNN / + LR**: the same number of decisions spent on random single cells, whose
-  true types are propagated by 5-nearest-neighbours or logistic regression.
-* **supervised (ceiling)**: logistic regression and gradient boosting trained on all
-  cells of the other images (5-fold cross-validation split by image).
+In the same run, the same number of decisions spent on random single cells, propagated by
+5-NN and by logistic regression, and supervised ceilings (all labels, 5-fold
+cross-validation split by image).
 
-Reported over all cells: accuracy and macro-F1 (mean of 3 seeds), and per-class recall at
-the budget of one decision per 100 cells. This is the baseline issue 4 must beat: no
-texture, no context, no graph clustering yet.
+Bench sets (``../shared/data/README.md`` layout):
+
+* ``consep``: true instance maps: judges features and clustering alone;
+* ``crc``: points only: end to end, cells found by the ``watershed`` segmenter, a
+  detected cell takes the type of the point inside it (cells without a point are
+  clustered but not scored, and the oracle skips them).
 
 Usage:
-    python bench/bench_label_efficiency.py ../shared/data/bench/consep [--budgets 50,100,180,400]
+    python bench/bench_label_efficiency.py ../shared/data/bench/consep
+    python bench/bench_label_efficiency.py ../shared/data/bench/crc --budgets 20,40,80
+    python bench/bench_label_efficiency.py ../shared/data/bench/consep --methods kmeans --reductions none,umap
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy import ndimage as ndi
-from sklearn.cluster import KMeans
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.preprocessing import StandardScaler
 
-from histocluster.cell_measurements import SHAPE_COLUMNS, STAIN_COLUMNS, measure_objects
-from histocluster.stain import stain_densities
-
-SHAPE = SHAPE_COLUMNS
-STAIN = STAIN_COLUMNS
-RING = ["ring_hematoxylin", "ring_eosin"]
-
-
-def ring_stains(labels: np.ndarray, rgb: np.ndarray, ring_px: int) -> pd.DataFrame:
-    """Mean H and E density in a ring of ``ring_px`` around each object (other objects excluded)."""
-    grown = ndi.grey_dilation(labels, size=2 * ring_px + 1)
-    ring = np.where(labels == 0, grown, 0)
-    stains = stain_densities(rgb)
-    n = int(labels.max()) + 1
-    count = np.maximum(np.bincount(ring.ravel(), minlength=n), 1)
-    h = np.bincount(ring.ravel(), weights=stains[..., 0].ravel(), minlength=n) / count
-    e = np.bincount(ring.ravel(), weights=stains[..., 1].ravel(), minlength=n) / count
-    return pd.DataFrame({"label": np.arange(n), "ring_hematoxylin": h, "ring_eosin": e})
+from histocluster.cell_features import pixel_features
+from histocluster.cell_measurements import measure_objects
+from histocluster.cluster_summary import pick_representatives
+from histocluster.clustering import (
+    NOISE,
+    ClusterSettings,
+    DBSCANSettings,
+    KMeansSettings,
+    LeidenSettings,
+    cluster_cells,
+)
+from histocluster.embedding import MorphologySettings, morphology_embedding
+from histocluster.reduction import ReductionSettings, fit_reduce
+from histocluster.segmenters.watershed import segment_nuclei
 
 
-def load_cells(bench: Path) -> pd.DataFrame:
-    mpp = float(json.loads((bench / "info.json").read_text())["mpp"])
-    types = pd.read_csv(bench / "cells.csv")
-    frames = []
-    for image_id, truth in types.groupby("image_id"):
-        image = next((bench / "images").glob(f"{image_id}.*"))
-        rgb = np.asarray(Image.open(image).convert("RGB"))
-        labels = np.asarray(Image.open(bench / "instances" / f"{image_id}.png")).astype(np.int32)
-        tile = {
-            "slide_id": image_id,
-            "tile_id": image_id,
-            "x": 0,
-            "y": 0,
-            "w": rgb.shape[1],
-            "h": rgb.shape[0],
-            "out_w": rgb.shape[1],
-            "out_h": rgb.shape[0],
-            "out_mpp_x": mpp,
-            "out_mpp_y": mpp,
-        }
-        cells = measure_objects(labels, rgb, tile, "truth")
-        cells = cells.merge(ring_stains(labels, rgb, max(1, round(2.0 / mpp))), on="label")
-        cells = cells.merge(
-            truth.rename(columns={"instance_id": "label"})[["label", "cell_type"]], on="label", how="inner"
-        )
+def _tile(image_id: str, shape: tuple[int, int], mpp: float) -> dict:
+    h, w = shape
+    return {
+        "slide_id": image_id,
+        "tile_id": image_id,
+        "x": 0,
+        "y": 0,
+        "w": w,
+        "h": h,
+        "out_w": w,
+        "out_h": h,
+        "out_mpp_x": mpp,
+        "out_mpp_y": mpp,
+    }
+
+
+def load_cells(bench: Path, ring_um: float) -> tuple[pd.DataFrame, float, float]:
+    """Measured cells of every bench image with their true type (NaN where unknown),
+    µm/px, and the share of ground-truth cells that were found (1 with true masks)."""
+    info = json.loads((bench / "info.json").read_text())
+    mpp = float(info["mpp"])
+    truth = pd.read_csv(bench / "cells.csv")
+    points_only = bool(info.get("points_only"))
+    frames, found, total = [], 0, 0
+    for image_id, types in truth.groupby("image_id"):
+        rgb = np.asarray(Image.open(next((bench / "images").glob(f"{image_id}.*"))).convert("RGB"))
+        if points_only:
+            labels = segment_nuclei(rgb, mpp).astype(np.int32)
+        else:
+            labels = np.asarray(Image.open(bench / "instances" / f"{image_id}.png")).astype(np.int32)
+        cells = measure_objects(labels, rgb, _tile(image_id, labels.shape, mpp), "bench")
+        if cells.empty:
+            total += len(types)
+            continue
+        cells = cells.merge(pixel_features(labels, rgb, mpp, ring_um), on="label")
+        if points_only:
+            rows = np.clip(types["y"].round().astype(int), 0, labels.shape[0] - 1)
+            cols = np.clip(types["x"].round().astype(int), 0, labels.shape[1] - 1)
+            hit = pd.DataFrame({"label": labels[rows, cols], "cell_type": types["cell_type"].to_numpy()})
+            hit = hit[hit["label"] > 0].drop_duplicates("label")  # one point per cell
+            cells = cells.merge(hit, on="label", how="left")
+            found += len(hit)
+        else:
+            cells = cells.merge(
+                types.rename(columns={"instance_id": "label"})[["label", "cell_type"]],
+                on="label",
+                how="inner",
+            )
+            found += len(cells)
+        total += len(types)
         frames.append(cells.assign(image_id=image_id))
-    return pd.concat(frames, ignore_index=True)
-
-
-def context_features(cells: pd.DataFrame, x: np.ndarray, k: int) -> np.ndarray:
-    """Per cell: mean standardised features of its ``k`` nearest neighbours in the same
-    image, and the (log) distance to the k-th neighbour (local density)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    out = np.zeros((len(cells), x.shape[1] + 1))
-    for _, index in cells.groupby("image_id").indices.items():
-        points = cells.iloc[index][["centroid_x", "centroid_y"]].to_numpy()
-        kk = min(k + 1, len(index))
-        distance, neighbours = NearestNeighbors(n_neighbors=kk).fit(points).kneighbors(points)
-        if kk > 1:
-            out[index, :-1] = x[index][neighbours[:, 1:]].mean(axis=1)
-            out[index, -1] = np.log1p(distance[:, -1])
-    return StandardScaler().fit_transform(out)
+    return pd.concat(frames, ignore_index=True), mpp, found / max(total, 1)
 
 
 def scores(y_true, y_pred) -> dict:
     return {"accuracy": accuracy_score(y_true, y_pred), "macro_f1": f1_score(y_true, y_pred, average="macro")}
 
 
-def cluster_oracle(x, y, k, r, seed):
-    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x)
-    pred = np.empty(len(y), dtype=object)
-    for c in range(k):
-        members = np.flatnonzero(km.labels_ == c)
-        near = members[np.argsort(((x[members] - km.cluster_centers_[c]) ** 2).sum(1))[:r]]
-        pred[members] = pd.Series(y[near]).mode().iloc[0]
-    return pred
+def oracle_names(clusters: pd.DataFrame, y: np.ndarray, r: int) -> tuple[dict, pd.DataFrame]:
+    """Cluster id → majority true type of its first ``r`` typed representatives."""
+    typed = clusters[pd.notna(y)]
+    reps = pick_representatives(typed, r)
+    index = pd.Series(np.arange(len(clusters)), index=clusters["cell_id"])
+    reps["type"] = y[index.loc[reps["cell_id"]].to_numpy()]
+    names = reps.groupby("cluster_id")["type"].agg(lambda t: t.mode().iloc[0]).to_dict()
+    return names, reps
+
+
+def cluster_then(x, y, cells, settings, r, propagate):
+    result = cluster_cells(x, cells["image_id"].to_numpy(), settings)
+    clusters = pd.DataFrame(
+        {
+            "cell_id": cells["cell_id"],
+            "slide_id": cells["image_id"],
+            "tile_id": cells["image_id"],
+            "cluster_id": result.labels,
+            "confidence": result.confidence,
+        }
+    )
+    names, reps = oracle_names(clusters, y, r)
+    decisions = len(names)
+    if propagate == "lr" and len(set(names.values())) > 1:
+        index = pd.Series(np.arange(len(cells)), index=cells["cell_id"])
+        rows = index.loc[reps["cell_id"]].to_numpy()
+        named = reps["cluster_id"].map(names).to_numpy()
+        return LogisticRegression(max_iter=2000).fit(x[rows], named).predict(x), decisions
+    fallback = pd.Series(list(names.values())).mode().iloc[0] if names else "none"
+    pred = np.array([names.get(c, fallback) for c in result.labels], dtype=object)
+    pred[result.labels == NOISE] = fallback  # noise: the most common name (a person would not see it)
+    return pred, decisions
 
 
 def random_then(model, x, y, k, seed):
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(y), size=k, replace=False)
+    typed = np.flatnonzero(pd.notna(y))
+    chosen = np.random.default_rng(seed).choice(typed, size=min(k, len(typed)), replace=False)
     if len(set(y[chosen])) < 2:
         return np.full(len(y), y[chosen][0], dtype=object)
     return model().fit(x[chosen], y[chosen]).predict(x)
+
+
+def leiden_for(x, cells, budget, seed):
+    """Leiden resolution whose cluster count is nearest ``budget`` (bisection on log scale)."""
+    lo, hi, best = 0.01, 100.0, None
+    for _ in range(12):
+        mid = float(np.sqrt(lo * hi))
+        s = ClusterSettings(method="leiden", leiden=LeidenSettings(resolution=mid), random_state=seed)
+        k = len(np.unique(cluster_cells(x, cells["image_id"].to_numpy(), s).labels))
+        if best is None or abs(k - budget) < abs(best[1] - budget):
+            best = (mid, k)
+        if k == budget:
+            break
+        lo, hi = (mid, hi) if k < budget else (lo, mid)
+    return ClusterSettings(method="leiden", leiden=LeidenSettings(resolution=best[0]), random_state=seed)
 
 
 def main() -> None:
@@ -130,60 +178,98 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("bench", type=Path)
-    parser.add_argument("--budgets", default="50,100,180,400", help="decisions (comma separated)")
-    parser.add_argument("--representatives", type=int, default=5)
+    parser.add_argument("--budgets", default="100,180,400", help="decisions (comma separated)")
+    parser.add_argument("--representatives", type=int, default=9)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument(
-        "--context", type=int, default=0, help="add the mean features of the k nearest neighbours"
-    )
+    parser.add_argument("--context", type=int, default=8, help="neighbourhood context k (0 = none)")
+    parser.add_argument("--no-texture", action="store_true", help="cell-table measurements only")
+    parser.add_argument("--reductions", default="none,pca,umap")
+    parser.add_argument("--methods", default="kmeans,leiden,hdbscan,dbscan")
     args = parser.parse_args()
 
-    cells = load_cells(args.bench)
-    features = SHAPE + STAIN + RING
-    x = StandardScaler().fit_transform(cells[features].to_numpy())
-    if args.context:
-        x = np.hstack([x, context_features(cells, x, args.context)])
-        features = features + [f"neighbours_{f}" for f in SHAPE + STAIN + RING] + ["neighbour_distance"]
+    t0 = time.perf_counter()
+    settings = MorphologySettings(texture=not args.no_texture, context_neighbours=args.context)
+    cells, mpp, detected = load_cells(args.bench, settings.ring_um)
+    x, columns = morphology_embedding(cells, np.full(len(cells), mpp), settings, cells)
     y = cells["cell_type"].to_numpy().astype(object)
-    n = len(y)
+    typed = pd.notna(y)
+    n = int(typed.sum())
     print(
-        f"{n} nuclei in {cells['image_id'].nunique()} images; {len(features)} features; classes: "
+        f"{args.bench.name}: {len(cells)} cells in {cells['image_id'].nunique()} images, {n} typed "
+        f"({detected:.1%} of ground-truth cells found); {len(columns)} features; "
         + ", ".join(f"{c} {v}" for c, v in cells["cell_type"].value_counts().items())
+        + f"  [{time.perf_counter() - t0:.0f} s]"
     )
-    methods = {
-        f"clusters (oracle, r={args.representatives})": lambda k, s: cluster_oracle(
-            x, y, k, args.representatives, s
-        ),
-        "random + 5-NN": lambda k, s: random_then(lambda: KNeighborsClassifier(5), x, y, k, s),
-        "random + LR": lambda k, s: random_then(lambda: LogisticRegression(max_iter=2000), x, y, k, s),
-    }
-    print(f"\n{'decisions':>9} {'per cell':>9}  {'method':28s} {'accuracy':>9} {'macro-F1':>9}")
-    recall_at = {}
-    for k in (int(b) for b in args.budgets.split(",")):
-        for name, method in methods.items():
-            runs = [method(k, seed) for seed in range(args.seeds)]
-            mean = {m: np.mean([scores(y, p)[m] for p in runs]) for m in ("accuracy", "macro_f1")}
-            print(f"{k:9d} {k / n:9.4f}  {name:28s} {mean['accuracy']:9.3f} {mean['macro_f1']:9.3f}")
-            if k == min((int(b) for b in args.budgets.split(",")), key=lambda b: abs(b - n / 100)):
-                labels = sorted(set(y))
-                recall_at[name] = dict(
-                    zip(labels, recall_score(y, runs[0], labels=labels, average=None), strict=True)
-                )
-    groups = cells["image_id"].to_numpy()
+    budgets = [int(b) for b in args.budgets.split(",")]
+    near = min(budgets, key=lambda b: abs(b - n / 100))
+    labels = sorted(set(y[typed]))
+    recall_at: dict[str, dict] = {}
+
+    def report(name: str, decisions: float, runs: list[np.ndarray], note: str = "") -> None:
+        mean = {m: np.mean([scores(y[typed], p[typed])[m] for p in runs]) for m in ("accuracy", "macro_f1")}
+        print(
+            f"{decisions:9.0f} {decisions / n:9.4f}  {name:34s} {mean['accuracy']:9.3f} {mean['macro_f1']:9.3f}  {note}",
+            flush=True,
+        )
+        recall_at[f"{name} @{decisions:.0f}"] = dict(
+            zip(labels, recall_score(y[typed], runs[0][typed], labels=labels, average=None), strict=True)
+        )
+
+    print(f"\n{'decisions':>9} {'per cell':>9}  {'method':34s} {'accuracy':>9} {'macro-F1':>9}")
+    for k in budgets:
+        for name, model in (
+            ("random + 5-NN", lambda: KNeighborsClassifier(5)),
+            ("random + LR", lambda: LogisticRegression(max_iter=2000)),
+        ):
+            report(name, k, [random_then(model, x, y, k, s) for s in range(args.seeds)])
+    methods = args.methods.split(",")
+    for reduction in args.reductions.split(","):
+        t = time.perf_counter()
+        z = (
+            x
+            if reduction == "none"
+            else fit_reduce(
+                x, ReductionSettings(method=reduction, n_components=50 if reduction == "umap" else 30)
+            )[1]
+        )
+        tag = f"[{reduction}]"
+        print(f"-- reduction {reduction}: {z.shape[1]} dims ({time.perf_counter() - t:.0f} s)")
+        for k in budgets:
+            if "kmeans" in methods:
+                for propagate in ("majority", "lr"):
+                    s = [
+                        ClusterSettings(kmeans=KMeansSettings(n_clusters=k), random_state=seed)
+                        for seed in range(args.seeds)
+                    ]
+                    runs = [cluster_then(z, y, cells, si, args.representatives, propagate)[0] for si in s]
+                    report(f"kmeans {propagate} {tag}", k, runs)
+            if "leiden" in methods:
+                s = leiden_for(z, cells, k, 0)
+                pred, decisions = cluster_then(z, y, cells, s, args.representatives, "lr")
+                report(f"leiden lr {tag}", decisions, [pred], f"resolution {s.leiden.resolution:.3g}")
+        if "hdbscan" in methods:
+            pred, decisions = cluster_then(
+                z, y, cells, ClusterSettings(method="hdbscan"), args.representatives, "majority"
+            )
+            report(f"hdbscan default {tag}", decisions, [pred])
+        if "dbscan" in methods:
+            s = ClusterSettings(method="dbscan", dbscan=DBSCANSettings())
+            pred, decisions = cluster_then(z, y, cells, s, args.representatives, "majority")
+            report(f"dbscan auto-eps {tag}", decisions, [pred])
+    groups = cells["image_id"].to_numpy()[typed]
     for name, model in (
         ("supervised LR (ceiling)", LogisticRegression(max_iter=2000)),
         ("supervised GBDT (ceiling)", HistGradientBoostingClassifier()),
     ):
-        pred = cross_val_predict(model, x, y, groups=groups, cv=GroupKFold(5))
-        s = scores(y, pred)
-        print(f"{'all':>9} {'CV':>9}  {name:28s} {s['accuracy']:9.3f} {s['macro_f1']:9.3f}")
-        labels = sorted(set(y))
-        recall_at[name] = dict(zip(labels, recall_score(y, pred, labels=labels, average=None), strict=True))
-    print("\nper-class recall (budget nearest 1 decision / 100 cells; ceilings: all labels)")
-    labels = sorted(set(y))
-    print(f"  {'method':28s} " + " ".join(f"{c:>12s}" for c in labels))
+        pred = np.empty(len(y), dtype=object)
+        pred[typed] = cross_val_predict(model, x[typed], y[typed], groups=groups, cv=GroupKFold(5))
+        report(name, n, [pred], "all labels, CV by image")
+    print(f"\nper-class recall at {near} decisions (~1 per 100 cells) and ceilings")
+    print(f"  {'method':42s} " + " ".join(f"{c:>12s}" for c in labels))
     for name, recalls in recall_at.items():
-        print(f"  {name:28s} " + " ".join(f"{recalls[c]:12.3f}" for c in labels))
+        if name.endswith(f"@{near}") or "ceiling" in name:
+            print(f"  {name:42s} " + " ".join(f"{recalls[c]:12.3f}" for c in labels))
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ def test_measurements_by_hand():
     assert (cell["bbox_x0"], cell["bbox_y0"], cell["bbox_x1"], cell["bbox_y1"]) == (1020, 2010, 1060, 2030)
     polygon = shapely.from_wkb(cell["polygon"])
     assert polygon.is_valid
-    assert polygon.bounds == pytest.approx((1020, 2010, 1060, 2030), abs=1.0)
+    assert polygon.bounds == pytest.approx((1020, 2010, 1060, 2030), abs=0.01)
+    assert (polygon.centroid.x, polygon.centroid.y) == pytest.approx((cell["centroid_x"], cell["centroid_y"]))
     assert polygon.area == pytest.approx(40 * 20, rel=0.05)  # level-0 px²
     assert cell["major_axis_um"] > cell["minor_axis_um"]
     assert cell["cell_id"] == "t_n0000" and cell["segmenter"] == "watershed"

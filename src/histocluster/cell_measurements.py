@@ -73,11 +73,13 @@ _DTYPES = {
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
-    """Closed outline (row, col) of a binary object, on pixel edges, in its own frame."""
+    """Closed outline (row, col) of a binary object, on pixel edges, in its own frame
+    (continuous coordinates: pixel ``(r, c)`` covers ``[r, r + 1] × [c, c + 1]``)."""
     padded = np.pad(mask, 1)
     contours = find_contours(padded.astype(np.float32), 0.5)
-    contour = max(contours, key=len) - 1.0  # undo the padding
-    return contour
+    # find_contours puts pixel centres on integers; -1 undoes the padding and +0.5 moves
+    # to continuous coordinates (pixel i spans [i, i + 1]), as used by to_level0.
+    return max(contours, key=len) - 0.5
 
 
 def _sums(labels: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:

@@ -11,8 +11,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from histocluster.clustering import ClusterSettings
+from histocluster.embedding import MorphologySettings
 from histocluster.errors import UserInputError
 from histocluster.quality import QualityThresholds
+from histocluster.reduction import ReductionSettings
+from histocluster.resnet_embedder import ResNetSettings
 from histocluster.segmenters import make_segmenter
 from histocluster.segmenters.cellpose import CellposeSettings
 from histocluster.segmenters.watershed import WatershedSettings
@@ -81,12 +85,44 @@ class EvaluationParams(_Strict):
     resolution_mpp: float | None = Field(None, gt=0, description="segment at this µm/px; null = native")
 
 
+class RepresentativeParams(_Strict):
+    n: int = Field(9, ge=1, description="representative cells per cluster")
+    pool: int = Field(5, ge=1, description="chosen among the pool × n most confident cells")
+
+
+class ClusterPlotParams(_Strict):
+    max_points_png: int = Field(200_000, ge=1, description="cells drawn on the static map")
+    max_points_interactive: int = Field(20_000, ge=1, description="cells in the plotly map")
+
+
+class ClusteringParams(_Strict):
+    """Parameters of the ``clustering`` pipeline."""
+
+    device: Literal["cpu", "gpu", "auto"] = Field("cpu", description="cuML for reduction/clustering")
+    embedders: dict[Literal["morphology", "resnet50"], float] = Field(
+        {"morphology": 1.0}, min_length=1, description="embedder → weight in the combined embedding"
+    )
+    morphology: MorphologySettings = MorphologySettings()
+    resnet50: ResNetSettings = ResNetSettings()
+    reduction: ReductionSettings = ReductionSettings()
+    clusterer: ClusterSettings = ClusterSettings()
+    representatives: RepresentativeParams = RepresentativeParams()
+    plots: ClusterPlotParams = ClusterPlotParams()
+
+    @model_validator(mode="after")
+    def _positive_weights(self) -> ClusteringParams:
+        if any(w <= 0 for w in self.embedders.values()):
+            raise ValueError(f"embedder weights must be positive, got {self.embedders}")
+        return self
+
+
 #: Top-level parameter key → model. A new pipeline adds its model here.
 PARAMETER_MODELS: dict[str, type[_Strict]] = {
     "tiling": TilingParams,
     "filtering": FilteringParams,
     "segmentation": SegmentationParams,
     "evaluation": EvaluationParams,
+    "clustering": ClusteringParams,
 }
 
 

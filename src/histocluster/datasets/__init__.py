@@ -1,6 +1,7 @@
 """Custom Kedro datasets for what kedro-datasets lacks."""
 
+from histocluster.datasets.embeddings import EmbeddingsDataset
 from histocluster.datasets.label_mask import LabelMaskDataset
 from histocluster.datasets.slide_folder import SlideFolderDataset
 
-__all__ = ["LabelMaskDataset", "SlideFolderDataset"]
+__all__ = ["EmbeddingsDataset", "LabelMaskDataset", "SlideFolderDataset"]

@@ -1,0 +1,174 @@
+"""Cell embeddings: the ``morphology`` embedder and the combination of embedders.
+
+The ``morphology`` embedding of a cell is
+
+1. its shape and stain measurements from the cell table,
+2. optionally (``texture``) intensity, texture and ring features from its pixels
+   (:mod:`histocluster.cell_features`),
+3. optionally (``context_neighbours`` = k > 0) the mean of those features over its k
+   nearest cells on the same slide, and the distance to the k-th (local density):
+   what surrounds a cell tells an epithelial nucleus in a gland from a stromal one,
+
+each column standardised (zero mean, unit variance over the cells, clipped to ±``clip``
+so that one huge artefact does not dominate a direction; constant columns become 0).
+
+Embedders are combined by standardising each block, scaling it by
+``weight / sqrt(columns)`` (so a 2048-d ResNet block and a 50-d morphology block weigh
+what their weights say, not what their widths say) and writing them side by side into
+one float32 matrix allocated once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as settings_dataclass
+from sklearn.neighbors import NearestNeighbors
+
+from histocluster.cell_features import PIXEL_COLUMNS, pixel_features
+from histocluster.cell_measurements import SHAPE_COLUMNS, STAIN_COLUMNS
+from histocluster.cell_pixels import TileCells, iter_tile_cells
+
+logger = logging.getLogger(__name__)
+
+MEASURED_COLUMNS = SHAPE_COLUMNS + STAIN_COLUMNS
+
+
+@settings_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class MorphologySettings:
+    """Settings of the ``morphology`` embedder."""
+
+    texture: bool = Field(True, description="add intensity, texture and ring features (reads the pixels)")
+    ring_um: float = Field(2.0, gt=0, description="width of the ring around each cell, µm")
+    context_neighbours: int = Field(8, ge=0, description="k nearest cells averaged as context; 0 = none")
+    clip: float = Field(5.0, gt=0, description="standardised values are clipped to ±clip")
+
+
+@dataclass
+class Embeddings:
+    """One float32 row per cell: ``matrix[i]`` belongs to ``cell_ids[i]``."""
+
+    cell_ids: np.ndarray
+    matrix: np.ndarray
+    columns: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.cell_ids = np.asarray(self.cell_ids, dtype=object)
+        if self.matrix.ndim != 2 or len(self.matrix) != len(self.cell_ids):
+            raise ValueError(f"{len(self.cell_ids)} cell ids for a matrix of shape {self.matrix.shape}")
+        if not self.columns:
+            self.columns = [f"e{k}" for k in range(self.matrix.shape[1])]
+
+    def __len__(self) -> int:
+        return len(self.cell_ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+
+def standardise(x: np.ndarray, clip: float = 5.0, inplace: bool = False) -> np.ndarray:
+    """Columns to zero mean and unit variance (float32), clipped to ±clip; constant
+    columns and non-finite values become 0. With ``inplace``, a writeable float32 ``x``
+    is changed and returned (no copy of a large matrix); otherwise ``x`` is left as is."""
+    if not (inplace and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.writeable):
+        x = np.array(x, dtype=np.float32)
+    x[~np.isfinite(x)] = np.nan
+    mean = np.nanmean(x, axis=0) if len(x) else np.zeros(x.shape[1], np.float32)
+    std = np.nanstd(x, axis=0) if len(x) else np.ones(x.shape[1], np.float32)
+    mean = np.nan_to_num(mean)
+    std = np.where(np.isfinite(std) & (std > 1e-12 * np.maximum(np.abs(mean), 1)), std, np.inf)
+    x -= mean
+    x /= std
+    np.nan_to_num(x, copy=False)
+    np.clip(x, -clip, clip, out=x)
+    return x
+
+
+def neighbourhood_context(x: np.ndarray, points_um: np.ndarray, groups: np.ndarray, k: int) -> np.ndarray:
+    """Per cell: the mean of ``x`` over its ``k`` nearest cells (by centroid, within its
+    group, i.e. its slide) and ``log(1 + distance to the k-th)`` in µm. Cells alone in
+    their group get zeros."""
+    out = np.zeros((len(x), x.shape[1] + 1), dtype=np.float32)
+    for _, index in pd.Series(groups).groupby(groups, sort=False).indices.items():
+        kk = min(k + 1, len(index))
+        if kk < 2:
+            continue
+        distance, neighbours = (
+            NearestNeighbors(n_neighbors=kk).fit(points_um[index]).kneighbors(points_um[index])
+        )
+        out[index, :-1] = x[index][neighbours[:, 1:]].mean(axis=1)
+        out[index, -1] = np.log1p(distance[:, -1])
+    return out
+
+
+def cell_pixel_features(
+    slides: pd.DataFrame, tiles: pd.DataFrame, cells: pd.DataFrame, ring_um: float
+) -> pd.DataFrame:
+    """:data:`~histocluster.cell_features.PIXEL_COLUMNS` for every cell of the table
+    (same row order), read tile by tile. Cells whose tile or slide cannot be read get
+    NaN, and are reported."""
+    cells = cells.reset_index(drop=True)
+    out = np.full((len(cells), len(PIXEL_COLUMNS)), np.nan, dtype=np.float32)
+    for item in iter_tile_cells(slides, tiles, cells):
+        if not isinstance(item, TileCells):
+            what, rows, error = item
+            logger.error(
+                "%s: cannot be read (%s); its %d cells get no texture features", what, error, len(rows)
+            )
+            continue
+        features = pixel_features(item.labels, item.rgb, item.mpp, ring_um)
+        # label k + 1 is row k of this tile's cells; a cell too small to cover a pixel
+        # centre keeps NaN (standardisation turns it into the mean).
+        out[item.rows[features["label"].to_numpy() - 1]] = features[PIXEL_COLUMNS].to_numpy()
+    return pd.DataFrame(out, columns=PIXEL_COLUMNS)
+
+
+def morphology_embedding(
+    cells: pd.DataFrame,
+    mpp: np.ndarray,
+    settings: MorphologySettings,
+    pixels: pd.DataFrame | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """The ``morphology`` embedding (float32, one row per cell) and its column names.
+
+    Args:
+        cells: the cell table (shape and stain columns, centroids, ``slide_id``).
+        mpp: µm per level-0 pixel of each cell's slide (for the neighbourhood in µm).
+        settings: which parts to include.
+        pixels: :func:`cell_pixel_features` of the same cells, when ``texture`` is on.
+    """
+    columns = list(MEASURED_COLUMNS)
+    x = cells[MEASURED_COLUMNS].to_numpy(dtype=np.float32)
+    if settings.texture:
+        if pixels is None:
+            raise ValueError("texture features asked for but no pixel features given")
+        x = np.hstack([x, pixels[PIXEL_COLUMNS].to_numpy(dtype=np.float32)])
+        columns += PIXEL_COLUMNS
+    x = standardise(x, settings.clip)
+    if settings.context_neighbours:
+        points = cells[["centroid_x", "centroid_y"]].to_numpy(dtype=np.float64) * np.asarray(mpp)[:, None]
+        context = neighbourhood_context(x, points, cells["slide_id"].to_numpy(), settings.context_neighbours)
+        x = np.hstack([x, standardise(context, settings.clip)])
+        columns += [f"context_{c}" for c in columns] + ["context_distance"]
+    return x, columns
+
+
+def combine(blocks: list[tuple[np.ndarray, float]], out: np.ndarray | None = None) -> np.ndarray:
+    """Standardised blocks side by side, block ``b`` scaled by ``weight_b / sqrt(dim_b)``,
+    written into ``out`` (allocated here when not given) without other copies."""
+    n = len(blocks[0][0])
+    total = sum(block.shape[1] for block, _ in blocks)
+    if out is None:
+        out = np.empty((n, total), dtype=np.float32)
+    start = 0
+    for block, weight in blocks:
+        d = block.shape[1]
+        out[:, start : start + d] = block
+        out[:, start : start + d] *= weight / np.sqrt(d)
+        start += d
+    return out

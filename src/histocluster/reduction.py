@@ -1,0 +1,156 @@
+"""Dimension reduction of cell embeddings before clustering, and the 2-D cell map.
+
+``normalize`` (upstream ``--cluster_normalize``): ``none``, ``standard`` (columns to zero
+mean, unit variance) or ``l2`` (each row to unit length). Then ``method``: ``umap``
+(upstream knobs: ``n_components`` 50, ``n_neighbors`` 15, ``min_dist`` 0.1, ``metric``),
+``pca`` or ``none``. umap-learn and scikit-learn on the CPU, cuML on the GPU.
+
+The fitted :class:`Reducer` keeps everything needed to place new cells in the same
+space later (``reducer.transform(new_embeddings)``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as settings_dataclass
+
+from histocluster.compute_backend import Device, to_numpy, use_gpu
+
+logger = logging.getLogger(__name__)
+
+
+@settings_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class ReductionSettings:
+    """How embeddings are reduced before clustering (and how the 2-D map is made)."""
+
+    normalize: Literal["none", "standard", "l2"] = "none"
+    method: Literal["umap", "pca", "none"] = "umap"
+    n_components: int = Field(50, ge=1)
+    n_neighbors: int = Field(15, ge=2)
+    min_dist: float = Field(0.1, ge=0)
+    metric: str = "euclidean"
+    random_state: int | None = 0
+
+
+@dataclass
+class Reducer:
+    """A fitted normalisation + reduction; :meth:`transform` applies it to new rows."""
+
+    normalize: str
+    method: str
+    mean: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    model: Any = None
+
+    def _normalise(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if self.normalize == "standard":
+            return (x - self.mean) / self.scale
+        if self.normalize == "l2":
+            return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return x
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """New embeddings in the reduced space (float32)."""
+        x = self._normalise(x)
+        if self.model is None:
+            return x
+        return np.asarray(to_numpy(self.model.transform(x)), dtype=np.float32)
+
+
+def _make_model(settings: ReductionSettings, n: int, d: int, components: int, gpu: bool):
+    if settings.method == "pca":
+        if gpu:
+            from cuml.decomposition import PCA as GpuPCA
+
+            return GpuPCA(n_components=components)
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=components, random_state=settings.random_state)
+    neighbours = min(settings.n_neighbors, n - 1)
+    kwargs = dict(
+        n_components=components,
+        n_neighbors=neighbours,
+        min_dist=settings.min_dist,
+        metric=settings.metric,
+        random_state=settings.random_state,
+    )
+    if gpu:
+        from cuml.manifold import UMAP as GpuUMAP
+
+        return GpuUMAP(**kwargs)
+    import umap
+
+    # A fixed random_state makes umap-learn single-threaded; None lets it use every core.
+    return umap.UMAP(**kwargs, low_memory=True, n_jobs=1 if settings.random_state is not None else -1)
+
+
+def fit_reduce(
+    x: np.ndarray, settings: ReductionSettings, device: Device = "cpu", components: int | None = None
+) -> tuple[Reducer, np.ndarray]:
+    """Fit the reduction on ``x`` (cells × features) and return it with ``x`` reduced.
+
+    ``components`` overrides ``settings.n_components`` (the 2-D map uses 2). Inputs too
+    small for the method (UMAP needs more cells than 2 + components; PCA at most
+    min(cells, features) components) are reduced as far as they can be, with a log line.
+    """
+    n, d = x.shape
+    reducer = Reducer(settings.normalize, settings.method)
+    if settings.normalize == "standard":
+        reducer.mean = x.mean(axis=0) if n else np.zeros(d, np.float32)
+        std = x.std(axis=0) if n else np.ones(d, np.float32)
+        reducer.scale = np.where(std > 0, std, 1.0).astype(np.float32)
+    z = reducer._normalise(x)
+    want = settings.n_components if components is None else components
+    if settings.method == "none" or n == 0:
+        reducer.method = "none"
+        return reducer, z
+    if settings.method == "pca":
+        components_ = min(want, n, d)
+    else:
+        components_ = want
+        if n < components_ + 3 or n <= 3:
+            logger.warning(
+                "UMAP needs more cells than %d + 2 to give %d components; %d cells are used as they are",
+                components_,
+                components_,
+                n,
+            )
+            reducer.method = "none"
+            return reducer, z
+    gpu = use_gpu(device, settings.method.upper())
+    reducer.model = _make_model(settings, n, d, components_, gpu)
+    reduced = np.asarray(to_numpy(reducer.model.fit_transform(z)), dtype=np.float32)
+    return reducer, reduced
+
+
+def cell_map(
+    reduced: np.ndarray, settings: ReductionSettings, device: Device = "cpu"
+) -> tuple[Reducer, np.ndarray]:
+    """2-D coordinates for the cell map: the reduced space itself when it is already 2-D
+    or less, else a 2-D UMAP (or PCA, when ``method`` is ``pca``) of it."""
+    n, d = reduced.shape
+    if d <= 2:
+        coords = np.zeros((n, 2), np.float32)
+        coords[:, :d] = reduced
+        return Reducer("none", "none"), coords
+    map_settings = ReductionSettings(
+        normalize="none",
+        method="pca" if settings.method == "pca" else "umap",
+        n_components=2,
+        n_neighbors=settings.n_neighbors,
+        min_dist=settings.min_dist,
+        metric="euclidean",
+        random_state=settings.random_state,
+    )
+    reducer, coords = fit_reduce(reduced, map_settings, device)
+    if coords.shape[1] != 2:
+        out = np.zeros((n, 2), np.float32)
+        out[:, : min(2, coords.shape[1])] = coords[:, :2]
+        coords = out
+    return reducer, coords

@@ -1,0 +1,207 @@
+"""The ``resnet50`` embedder: ImageNet ResNet-50 features of a crop around each cell.
+
+Each cell gets a square crop of a fixed *physical* size (``crop_um``, about 2–3 nucleus
+diameters) centred on its centroid, read from the slide at the tiling resolution,
+optionally with everything outside the cell set to the ImageNet mean colour
+(``mask_background``), resized to ``input_size`` and normalised as ImageNet. Crops are
+made tile by tile and streamed through the network in batches of ``batch_size``; the
+2048-d pooled features go straight into one preallocated float32 matrix. On a GPU the
+forward pass runs in bfloat16 (``mixed_precision``).
+
+Weights are never fetched in tests or offline runs: they come from ``weights_path``, or
+from torch's cache (``$TORCH_HOME/hub/checkpoints``, where torchvision keeps what it
+downloads). Where there is internet and ``allow_download`` is on, a missing file is
+downloaded there on first use; otherwise the error says which file to put where.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import pandas as pd
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as settings_dataclass
+from tqdm.auto import tqdm
+
+from histocluster.cell_pixels import TileCells, iter_tile_cells
+from histocluster.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+FEATURES = 2048
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+#: torchvision's file names for ResNet50_Weights.IMAGENET1K_V2 and _V1, in that order.
+WEIGHT_FILES = ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")
+
+
+class WeightsError(UserInputError):
+    """The ResNet-50 weights are not where they were looked for."""
+
+
+@settings_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class ResNetSettings:
+    """Settings of the ``resnet50`` embedder."""
+
+    crop_um: float = Field(24.0, gt=0, description="side of the square crop around each cell, µm")
+    input_size: int = Field(224, ge=32, description="crops are resized to this many pixels")
+    mask_background: bool = Field(False, description="paint everything outside the cell ImageNet-mean")
+    batch_size: int = Field(256, ge=1)
+    weights_path: str | None = Field(None, description="a torchvision ResNet-50 state dict (.pth)")
+    allow_download: bool = Field(True, description="fetch ImageNet weights where there is internet")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: bool = Field(True, description="bfloat16 on the GPU")
+
+
+def cache_folder() -> Path:
+    """Where torchvision keeps downloaded weights (``$TORCH_HOME/hub/checkpoints``)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def resolve_weights(settings: ResNetSettings) -> Path:
+    """The weights file to load, or a :class:`WeightsError` naming what to put where."""
+    if settings.weights_path:
+        path = Path(settings.weights_path).expanduser()
+        if not path.is_file():
+            raise WeightsError(
+                f"ResNet-50 weights not found: {path} (clustering.resnet50.weights_path). "
+                "Point it at a torchvision ResNet-50 state dict (.pth)."
+            )
+        return path
+    folder = cache_folder()
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    if settings.allow_download:
+        from torchvision.models import ResNet50_Weights
+
+        try:
+            ResNet50_Weights.IMAGENET1K_V2.get_state_dict(progress=False)
+            return folder / WEIGHT_FILES[0]
+        except Exception as exc:  # offline: say exactly what to do
+            reason = f"downloading failed ({type(exc).__name__}: {exc})"
+    else:
+        reason = "downloading is off (clustering.resnet50.allow_download: false)"
+    raise WeightsError(
+        f"ResNet-50 ImageNet weights not found and {reason}. Put {WEIGHT_FILES[0]} "
+        f"(torchvision ResNet50_Weights.IMAGENET1K_V2) in {folder} (set TORCH_HOME to move it), "
+        "or set clustering.resnet50.weights_path to a .pth file."
+    )
+
+
+def choose_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("clustering.resnet50.device is 'cuda' but torch sees no CUDA GPU")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def load_resnet50(path: Path, device: str):
+    """ResNet-50 with its classification head replaced by the identity (2048-d output)."""
+    import torch
+    from torchvision.models import resnet50
+
+    model = resnet50(weights=None)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a ResNet-50 state dict ({type(exc).__name__}: {exc})") from None
+    model.fc = torch.nn.Identity()
+    return model.eval().to(device, memory_format=torch.channels_last)
+
+
+def cell_crops(
+    item: TileCells, crop_px: int, size: int, mask_background: bool, cells: range | None = None
+) -> np.ndarray:
+    """``size`` × ``size`` RGB crops (uint8) of a tile's cells (``cells``: positions
+    in ``item``, all by default), centred on the centroids; ``item`` must have been read
+    with a margin of at least half a crop."""
+    cells = range(len(item.rows)) if cells is None else cells
+    crops = np.empty((len(cells), size, size, 3), dtype=np.uint8)
+    fill = (IMAGENET_MEAN * 255).astype(np.uint8)
+    half = crop_px / 2
+    for i, k in enumerate(cells):
+        cx, cy = item.centres[k]
+        x0, y0 = int(round(cx - half)), int(round(cy - half))
+        window = item.rgb[y0 : y0 + crop_px, x0 : x0 + crop_px]
+        if mask_background:
+            window = np.where(
+                (item.labels[y0 : y0 + crop_px, x0 : x0 + crop_px] == k + 1)[..., None], window, fill
+            )
+        crops[i] = cv2.resize(np.ascontiguousarray(window), (size, size), interpolation=cv2.INTER_AREA)
+    return crops
+
+
+class ResNetEmbedder:
+    """Loads the network once; :meth:`embed` streams a cell table's crops through it."""
+
+    name = "resnet50"
+
+    def __init__(self, settings: ResNetSettings) -> None:
+        self.settings = settings
+        self.device = choose_device(settings.device)
+        self.weights = resolve_weights(settings)
+        self.model = load_resnet50(self.weights, self.device)
+        logger.info("ResNet-50 embedder: weights %s on %s", self.weights, self.device)
+
+    def forward(self, crops: np.ndarray) -> np.ndarray:
+        """2048-d features of a batch of uint8 crops."""
+        import torch
+
+        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        mean = torch.as_tensor(IMAGENET_MEAN, device=self.device)[None, :, None, None]
+        std = torch.as_tensor(IMAGENET_STD, device=self.device)[None, :, None, None]
+        x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+        amp = self.device == "cuda" and self.settings.mixed_precision
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            return self.model(x).float().cpu().numpy()
+
+    def embed(
+        self, slides: pd.DataFrame, tiles: pd.DataFrame, cells: pd.DataFrame, out: np.ndarray
+    ) -> np.ndarray:
+        """Fill ``out`` (cells × 2048, float32) row by row; returns a boolean array of the
+        rows that got features (cells of unreadable tiles are reported and left out)."""
+        cells = cells.reset_index(drop=True)
+        s = self.settings
+        done = np.zeros(len(cells), dtype=bool)
+        pending_crops: list[np.ndarray] = []
+        pending_rows: list[np.ndarray] = []
+
+        def flush() -> None:
+            if pending_rows:
+                rows = np.concatenate(pending_rows)
+                out[rows] = self.forward(np.concatenate(pending_crops))
+                done[rows] = True
+                pending_crops.clear()
+                pending_rows.clear()
+
+        mpps = tiles.set_index("tile_id")[["out_mpp_x", "out_mpp_y"]].prod(axis=1) ** 0.5
+        margin = int(np.ceil(s.crop_um / mpps.min() / 2)) + 1 if len(mpps) else 0
+        with tqdm(total=len(cells), desc="ResNet-50 crops", unit="cell") as progress:
+            for item in iter_tile_cells(slides, tiles, cells, margin=margin):
+                if not isinstance(item, TileCells):
+                    what, rows, error = item
+                    logger.error(
+                        "%s: cannot be read (%s); its %d cells get no ResNet features", what, error, len(rows)
+                    )
+                    continue
+                crop_px = max(2, int(round(s.crop_um / item.mpp)))
+                for start in range(0, len(item.rows), s.batch_size):
+                    part = range(start, min(start + s.batch_size, len(item.rows)))
+                    pending_crops.append(cell_crops(item, crop_px, s.input_size, s.mask_background, part))
+                    pending_rows.append(item.rows[start : part.stop])
+                    if sum(len(r) for r in pending_rows) >= s.batch_size:
+                        flush()
+                progress.update(len(item.rows))
+            flush()
+        return done

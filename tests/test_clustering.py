@@ -1,0 +1,239 @@
+"""Clustering, confidence, representatives and summary, on hand-made data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from histocluster.cluster_summary import pick_representatives, summarise
+from histocluster.clustering import (
+    NOISE,
+    ClusterSettings,
+    DBSCANSettings,
+    HDBSCANSettings,
+    KMeansSettings,
+    LeidenSettings,
+    auto_clusters,
+    centre_margin,
+    cluster_cells,
+    kdistance_elbow,
+)
+from histocluster.compute_backend import BackendError, cuml_problem, use_gpu
+
+
+def blobs(n_per: int = 60, centres=((0, 0), (20, 0), (0, 20)), spread: float = 1.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = np.vstack([rng.normal(c, spread, (n_per, 2)) for c in centres]).astype(np.float32)
+    truth = np.repeat(np.arange(len(centres)), n_per)
+    return x, truth
+
+
+def one_slide(n: int) -> np.ndarray:
+    return np.array(["s"] * n, dtype=object)
+
+
+def test_kdistance_elbow_is_the_end_of_the_flat_part():
+    # 100 points 1 apart on a line (distance to the 2nd point counting itself: 1) and 5
+    # outliers 100 apart: the sorted curve is flat at 1 then jumps; the elbow is 1.
+    line = np.arange(100, dtype=np.float32)
+    outliers = 1000 + 100 * np.arange(5, dtype=np.float32)
+    x = np.concatenate([line, outliers])[:, None]
+    assert kdistance_elbow(x, k=2) == pytest.approx(1.0)
+    s = ClusterSettings(method="dbscan", dbscan=DBSCANSettings(min_samples=2))
+    result = cluster_cells(x, one_slide(len(x)), s)
+    assert (result.labels[:100] == 0).all()
+    assert (result.labels[100:] == NOISE).all() and result.is_noise[100:].all()
+    assert (result.confidence[100:] == 0).all()
+
+
+def test_confidence_by_hand_and_scale_free():
+    # Centres 0 and 10 on a line: a cell at 2 of cluster 0 has d1 = 2, d2 = 8 → 6/10.
+    x = np.array([[-1.0], [1.0], [2.0], [9.0], [11.0]])
+    labels = np.array([0, 0, 0, 1, 1])
+    ids, centres = np.array([0, 1]), np.array([[0.0], [10.0]])
+    confidence = centre_margin(x, labels, ids, centres)
+    assert confidence[2] == pytest.approx(0.6)
+    assert confidence[0] == pytest.approx((11 - 1) / 12)
+    assert np.allclose(centre_margin(1000 * x, labels, ids, 1000 * centres), confidence)
+    # Whole clustering: multiplying every coordinate leaves the confidence unchanged.
+    blob_x, _ = blobs()
+    s = ClusterSettings(kmeans=KMeansSettings(n_clusters=3))
+    small = cluster_cells(blob_x, one_slide(len(blob_x)), s)
+    large = cluster_cells(blob_x * 1e4, one_slide(len(blob_x)), s)
+    assert np.allclose(small.confidence, large.confidence, atol=1e-5)
+    assert ((small.confidence >= 0) & (small.confidence <= 1)).all()
+
+
+def test_auto_number_of_kmeans_clusters():
+    s = KMeansSettings()
+    assert auto_clusters(1500, s) == 15  # one per 100 cells
+    assert auto_clusters(50, s) == 2  # at least min_clusters
+    assert auto_clusters(1_000_000, s) == 100  # at most max_clusters
+    assert auto_clusters(1, s) == 1  # never more clusters than cells
+    assert auto_clusters(30, KMeansSettings(n_clusters=7)) == 7
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ClusterSettings(kmeans=KMeansSettings(n_clusters=3)),
+        ClusterSettings(method="hdbscan", hdbscan=HDBSCANSettings(cluster_selection_method="eom")),
+        ClusterSettings(method="dbscan"),
+    ],
+    ids=["kmeans", "hdbscan", "dbscan"],
+)
+def test_separated_blobs_are_found(settings):
+    x, truth = blobs()
+    result = cluster_cells(x, one_slide(len(x)), settings)
+    kept = ~result.is_noise
+    assert kept.mean() > 0.9
+    assert adjusted_rand_score(truth[kept], result.labels[kept]) == pytest.approx(1.0)
+
+
+def test_leiden_over_clusters_but_never_mixes_blobs():
+    x, truth = blobs(n_per=150)
+    result = cluster_cells(
+        x, one_slide(len(x)), ClusterSettings(method="leiden", leiden=LeidenSettings(resolution=1))
+    )
+    assert len(np.unique(result.labels)) >= 3
+    for c in np.unique(result.labels):
+        assert len(np.unique(truth[result.labels == c])) == 1  # every community within one blob
+
+
+def test_clusters_are_numbered_from_the_largest():
+    x, _ = blobs(n_per=10)
+    x = np.vstack([x[:10], np.repeat(x[10:20], 3, axis=0), x[20:]])  # blob 1 three times larger
+    result = cluster_cells(x, one_slide(len(x)), ClusterSettings(kmeans=KMeansSettings(n_clusters=3)))
+    sizes = np.bincount(result.labels)
+    assert list(sizes) == sorted(sizes, reverse=True) and sizes[0] == 30
+
+
+def test_per_slide_clusters_never_span_slides():
+    x, _ = blobs(n_per=40)
+    x = np.vstack([x, x + 0.01])  # the same cells on two slides
+    slides = np.array(["a"] * 120 + ["b"] * 120, dtype=object)
+    s = ClusterSettings(scope="per_slide", kmeans=KMeansSettings(n_clusters=3))
+    result = cluster_cells(x, slides, s)
+    assert len(np.unique(result.labels)) == 6
+    for c in np.unique(result.labels):
+        assert len(np.unique(slides[result.labels == c])) == 1
+    glob = cluster_cells(x, slides, ClusterSettings(kmeans=KMeansSettings(n_clusters=3)))
+    assert len(np.unique(glob.labels)) == 3  # global: one cluster holds both slides' copies
+
+
+def test_noise_can_join_the_nearest_cluster():
+    x, _ = blobs()
+    x = np.vstack([x, [[30.0, 0.0], [0.0, -12.0]]])  # two stragglers
+    s = ClusterSettings(method="dbscan", dbscan=DBSCANSettings(eps=3.0))
+    kept = cluster_cells(x, one_slide(len(x)), s)
+    assert kept.is_noise[-2:].all() and (kept.labels[-2:] == NOISE).all()
+    joined = cluster_cells(
+        x, one_slide(len(x)), ClusterSettings(method="dbscan", noise="nearest", dbscan=s.dbscan)
+    )
+    assert joined.is_noise[-2:].all()  # still flagged
+    assert joined.labels[-2] == joined.labels[61]  # (30, 0) joins the blob at (20, 0)
+    assert joined.labels[-1] == joined.labels[0]  # (0, -12) joins the blob at (0, 0)
+    assert (joined.confidence[-2:] == 0).all()
+
+
+def test_fitted_model_places_new_cells():
+    x, _ = blobs()
+    result = cluster_cells(x, one_slide(len(x)), ClusterSettings(kmeans=KMeansSettings(n_clusters=3)))
+    new = np.array([[0.2, 0.1], [19.5, 0.3], [0.1, 20.4]], np.float32)
+    labels, confidence = result.model.predict(new)
+    assert list(labels) == [result.labels[0], result.labels[60], result.labels[120]]
+    assert (confidence > 0.8).all()
+
+
+@pytest.mark.parametrize("method", ["kmeans", "leiden", "hdbscan", "dbscan"])
+def test_degenerate_inputs_end_with_a_message_not_a_traceback(method):
+    s = ClusterSettings(method=method)
+    empty = cluster_cells(np.zeros((0, 4)), one_slide(0), s)
+    assert len(empty.labels) == 0 and "no cells" in " ".join(empty.messages)
+    single = cluster_cells(np.ones((1, 4)), one_slide(1), s)
+    assert len(single.labels) == 1
+    constant = cluster_cells(np.ones((50, 4)), one_slide(50), s)
+    assert "same features" in " ".join(constant.messages)
+    assert len(np.unique(constant.labels)) == 1 and not constant.is_noise.any()
+    few = cluster_cells(np.random.default_rng(0).normal(size=(3, 4)), one_slide(3), s)
+    assert len(few.labels) == 3 and np.isfinite(few.confidence).all()
+    if method == "dbscan":
+        assert few.is_noise.all() and "fewer than dbscan.min_samples" in " ".join(few.messages)
+
+
+def test_all_noise_is_said():
+    x, _ = blobs()
+    s = ClusterSettings(method="dbscan", dbscan=DBSCANSettings(eps=1e-6))
+    result = cluster_cells(x, one_slide(len(x)), s)
+    assert result.is_noise.all()
+    assert "all 180 cells are noise" in " ".join(result.messages)
+    assert result.model.predict(x[:2])[0].tolist() == [NOISE, NOISE]
+
+
+def test_gpu_request_without_cuml_is_a_clear_error():
+    if cuml_problem() is None:
+        pytest.skip("cuML works here")
+    with pytest.raises(BackendError, match="clustering.device is 'gpu'"):
+        use_gpu("gpu", "UMAP")
+    assert use_gpu("auto", "UMAP") is False
+
+
+def _clusters_table() -> pd.DataFrame:
+    # Cluster 0: 12 cells, the 6 most confident all in tile a1 of slide a.
+    rows = [("a", "a1", 0.99 - 0.01 * k) for k in range(6)]
+    rows += [
+        ("a", "a2", 0.80),
+        ("b", "b1", 0.70),
+        ("b", "b2", 0.60),
+        ("b", "b1", 0.5),
+        ("a", "a1", 0.1),
+        ("c", "c1", 0.05),
+    ]
+    frame = pd.DataFrame(rows, columns=["slide_id", "tile_id", "confidence"])
+    frame["cluster_id"] = 0
+    frame["cell_id"] = [f"cell{k:02d}" for k in range(len(frame))]
+    noise = pd.DataFrame(
+        {"slide_id": ["a"], "tile_id": ["a1"], "confidence": [0.0], "cluster_id": [NOISE], "cell_id": ["n"]}
+    )
+    return pd.concat([frame, noise], ignore_index=True).assign(
+        map_x=0.0, map_y=0.0, is_noise=lambda f: f.cluster_id < 0
+    )
+
+
+def test_representatives_are_confident_and_spread_across_slides_and_tiles():
+    reps = pick_representatives(_clusters_table(), n=4, pool=3)
+    assert list(reps["cluster_id"].unique()) == [0]  # noise has no representatives
+    # First the best cell; then the best of an unused slide (b: b1 0.70); then a new
+    # slide again if any among the 12 candidates (c1); then slide a's second tile.
+    assert list(reps["cell_id"]) == ["cell00", "cell07", "cell11", "cell06"]
+    assert list(reps["rank"]) == [0, 1, 2, 3]
+
+
+def test_summary_counts_slides_and_lists_representatives():
+    clusters = _clusters_table()
+    cells = clusters[["cell_id"]].assign(
+        area_um2=np.arange(len(clusters), dtype=float),
+        perimeter_um=1.0,
+        eccentricity=0.5,
+        solidity=0.9,
+        circularity=0.8,
+        major_axis_um=5.0,
+        minor_axis_um=4.0,
+        hematoxylin_mean=0.3,
+        hematoxylin_std=0.1,
+        eosin_mean=0.2,
+        eosin_std=0.05,
+    )
+    reps = pick_representatives(clusters, n=2)
+    summary = summarise(cells, clusters, reps).set_index("cluster_id")
+    assert summary.loc[0, "size"] == 12 and summary.loc[NOISE, "size"] == 1
+    assert bool(summary.loc[NOISE, "noise"]) and not bool(summary.loc[0, "noise"])
+    assert json.loads(summary.loc[0, "slide_counts"]) == {"a": 8, "b": 3, "c": 1}
+    assert summary.loc[0, "n_slides"] == 3
+    assert summary.loc[0, "mean_area_um2"] == pytest.approx(np.mean(np.arange(12)))
+    assert list(summary.loc[0, "representatives"]) == ["cell00", "cell07"]
+    assert summary["fraction"].sum() == pytest.approx(1.0)

@@ -1,0 +1,126 @@
+"""The clustering pipeline through real Kedro sessions on the real sample slide."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .test_pipelines import kedro_run, load, messages
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clustered(tmp_path_factory, cmu_slide):
+    """Tiling → filtering → segmentation → clustering (kedro run, the default pipeline)
+    on three tiles of the sample slide."""
+    from .conftest import make_project
+
+    root = make_project(tmp_path_factory.mktemp("clustering") / "project", [cmu_slide])
+    records: list[logging.LogRecord] = []
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        kedro_run(
+            root, log=records, **{"tiling.max_tiles": 3, "clustering.clusterer.kmeans.cells_per_cluster": 40}
+        )
+    finally:
+        os.chdir(cwd)
+    return root, records
+
+
+def test_every_cell_gets_a_cluster_a_confidence_and_a_place_on_the_map(clustered):
+    root, records = clustered
+    cells, clusters, embeddings = load(root, "cells", "clusters", "cell_embeddings")
+    assert len(cells) > 100
+    assert list(clusters.columns) == [
+        "cell_id",
+        "slide_id",
+        "tile_id",
+        "cluster_id",
+        "is_noise",
+        "confidence",
+        "map_x",
+        "map_y",
+    ]
+    assert sorted(clusters["cell_id"]) == sorted(cells["cell_id"])
+    assert list(embeddings.cell_ids) == list(clusters["cell_id"])
+    assert embeddings.matrix.dtype == np.float32 and np.isfinite(embeddings.matrix).all()
+    expected_k = round(len(cells) / 40)
+    assert clusters["cluster_id"].nunique() == expected_k and not clusters["is_noise"].any()
+    assert clusters["confidence"].between(0, 1).all() and clusters["confidence"].gt(0).mean() > 0.5
+    assert np.isfinite(clusters[["map_x", "map_y"]].to_numpy()).all()
+    log = messages(records)
+    assert "UMAP: CPU (device: cpu)" in log and "kmeans: CPU (device: cpu)" in log
+    assert f"KMeans: {expected_k} clusters for {len(cells)} cells" in log
+
+
+def test_summary_and_representatives(clustered):
+    root, _ = clustered
+    clusters, summary, reps = load(root, "clusters", "cluster_summary", "cluster_representatives")
+    assert summary["size"].sum() == len(clusters)
+    assert (summary["size"].diff().dropna() <= 0).all()  # numbered from the largest
+    by_cluster = clusters.set_index("cell_id")["cluster_id"]
+    assert (by_cluster.loc[reps["cell_id"]].to_numpy() == reps["cluster_id"].to_numpy()).all()
+    assert reps.groupby("cluster_id").size().max() <= 9
+    for row in summary.itertuples():
+        assert sum(json.loads(row.slide_counts).values()) == row.size
+        assert list(row.representatives) == list(reps.loc[reps.cluster_id == row.cluster_id, "cell_id"])
+    # Representatives come from several tiles whenever the cluster has cells in several.
+    tiles_per_cluster = clusters.groupby("cluster_id")["tile_id"].nunique()
+    rep_tiles = reps.groupby("cluster_id")["tile_id"].nunique()
+    spread = tiles_per_cluster[tiles_per_cluster > 1].index
+    assert (rep_tiles.loc[spread] > 1).all()
+
+
+def test_plots_and_fitted_models(clustered):
+    root, _ = clustered
+    report = root / "data" / "08_reporting"
+    for name in ("cluster_map.png", "cluster_sizes.png"):
+        with Image.open(report / name) as image:
+            assert image.size[0] > 300
+    figure = json.loads((report / "cluster_map.json").read_text())
+    assert sum(len(trace["x"]) for trace in figure["data"]) > 100
+    clusters, embeddings, reducer, clusterer = load(
+        root, "clusters", "cell_embeddings", "reducer", "clusterer"
+    )
+    # The fitted reducer and clusterer place cells again: the training cells mostly land
+    # back in their own clusters.
+    placed, confidence = clusterer.predict(reducer["reduction"].transform(embeddings.matrix[:200]))
+    assert (placed == clusters["cluster_id"].to_numpy()[:200]).mean() > 0.9
+    assert ((confidence >= 0) & (confidence <= 1)).all()
+
+
+def test_no_cells_gives_empty_outputs_and_a_message(project, kidney_image):
+    root = project([kidney_image])  # blank for the tissue detector: no tiles, no cells
+    records: list[logging.LogRecord] = []
+    kedro_run(root, log=records)
+    cells, clusters, summary, reps = load(
+        root, "cells", "clusters", "cluster_summary", "cluster_representatives"
+    )
+    assert len(cells) == len(clusters) == len(summary) == len(reps) == 0
+    assert "cluster_id" in clusters.columns and "representatives" in summary.columns
+    log = messages(records)
+    assert "the cell table is empty" in log and "no cells to cluster" in log
+    assert (root / "data" / "08_reporting" / "cluster_map.png").is_file()
+
+
+@pytest.mark.parametrize("method", ["dbscan", "hdbscan", "leiden"])
+def test_other_clusterers_run_in_the_pipeline(clustered, method, tmp_path):
+    root, _ = clustered
+    records: list[logging.LogRecord] = []
+    kedro_run(
+        root,
+        "clustering",
+        log=records,
+        **{"clustering.clusterer.method": method, "clustering.reduction.method": "pca"},
+    )
+    (clusters,) = load(root, "clusters")
+    assert clusters["confidence"].between(0, 1).all()
+    assert (clusters.loc[clusters["is_noise"], "cluster_id"] == -1).all()
+    assert "Clustered" in messages(records)

@@ -1,0 +1,205 @@
+"""Morphology embedding: pixel features, context, standardisation, combination, and the
+cell pixels read back from the slide."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from histocluster.cell_features import LBP_BINS, PIXEL_COLUMNS, pixel_features, ring_labels
+from histocluster.cell_measurements import measure_cells
+from histocluster.cell_pixels import TileCells, iter_tile_cells, rasterise, read_with_margin
+from histocluster.datasets import EmbeddingsDataset
+from histocluster.embedding import (
+    Embeddings,
+    MorphologySettings,
+    cell_pixel_features,
+    combine,
+    morphology_embedding,
+    neighbourhood_context,
+    standardise,
+)
+from histocluster.slides import open_slide
+
+from .test_stitching import tile_record
+
+
+def disc(shape, centre, radius):
+    yy, xx = np.indices(shape)
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def two_cells():
+    """A dark nucleus in pink stroma (left) and a pale one on white glass (right)."""
+    rgb = np.full((60, 120, 3), 255, np.uint8)
+    rgb[:, :60] = (230, 150, 200)  # eosin-pink left half
+    labels = np.zeros((60, 120), np.int32)
+    a, b = disc((60, 120), (30, 30), 8), disc((60, 120), (30, 90), 8)
+    labels[a], labels[b] = 1, 2
+    rgb[a] = (60, 30, 110)
+    rgb[b] = (170, 150, 200)
+    return labels, rgb
+
+
+def test_pixel_features_see_the_cell_and_what_surrounds_it():
+    labels, rgb = two_cells()
+    f = pixel_features(labels, rgb, mpp=0.5, ring_um=2.0).set_index("label")
+    assert list(f.columns) == PIXEL_COLUMNS and list(f.index) == [1, 2]
+    assert f.loc[1, "grey_mean"] < f.loc[2, "grey_mean"]  # the dark nucleus is darker
+    assert f.loc[1, "ring_eosin_mean"] > f.loc[2, "ring_eosin_mean"] + 0.1  # stroma vs glass
+    assert f.loc[2, "ring_grey_mean"] == pytest.approx(1.0)  # white glass
+    lbp = f[[f"lbp_{k}" for k in range(LBP_BINS)]].to_numpy()
+    assert np.allclose(lbp.sum(axis=1), 1.0)  # a histogram per cell
+    assert f.notna().all().all()
+
+
+def test_ring_excludes_other_cells_and_has_the_asked_width():
+    labels = np.zeros((40, 40), np.int32)
+    labels[10:20, 10:20] = 1
+    labels[10:20, 21:30] = 2  # one pixel of background between the cells
+    ring = ring_labels(labels, 3)
+    assert not ring[labels > 0].any()
+    assert (ring[10:20, 7:10] == 1).all() and not ring[10:20, :7].any()  # 3 px wide
+    assert ring[25, 15] == 0  # 5 px below cell 1: outside the ring
+    empty = pixel_features(np.zeros((8, 8), np.int32), np.zeros((8, 8, 3), np.uint8), 0.5)
+    assert empty.empty and list(empty.columns) == ["label", *PIXEL_COLUMNS]
+
+
+def test_standardise_handles_constant_and_wild_columns():
+    x = np.column_stack([np.arange(10.0), np.full(10, 7.0), [0] * 9 + [1e6]])
+    z = standardise(x, clip=2.0)
+    assert z.dtype == np.float32
+    assert np.allclose(z[:, 0].mean(), 0, atol=1e-6) and np.allclose(z[:, 0].std(), 1, atol=1e-5)
+    assert (z[:, 1] == 0).all()  # constant → 0, not NaN
+    assert z[:, 2].max() == pytest.approx(2.0)  # clipped
+    assert np.isfinite(standardise(np.array([[np.nan, 1.0], [2.0, np.inf]]))).all()
+
+
+def test_context_is_the_mean_of_the_nearest_cells_of_the_same_slide():
+    x = np.array([[1.0], [2.0], [10.0], [5.0]], np.float32)
+    points = np.array([[0, 0], [1, 0], [5, 0], [0, 0]], np.float64)
+    slides = np.array(["a", "a", "a", "b"])
+    context = neighbourhood_context(x, points, slides, k=1)
+    assert context[0, 0] == 2.0 and context[1, 0] == 1.0 and context[2, 0] == 2.0
+    assert context[0, 1] == pytest.approx(np.log1p(1.0)) and context[2, 1] == pytest.approx(np.log1p(4.0))
+    assert (context[3] == 0).all()  # alone on its slide
+
+
+def test_morphology_embedding_columns_and_weights():
+    rng = np.random.default_rng(0)
+    n = 30
+    cells = pd.DataFrame(
+        rng.normal(size=(n, 11)),
+        columns=[
+            "area_um2",
+            "perimeter_um",
+            "eccentricity",
+            "solidity",
+            "circularity",
+            "major_axis_um",
+            "minor_axis_um",
+            "hematoxylin_mean",
+            "hematoxylin_std",
+            "eosin_mean",
+            "eosin_std",
+        ],
+    )
+    cells["centroid_x"], cells["centroid_y"], cells["slide_id"] = (
+        rng.uniform(0, 500, n),
+        rng.uniform(0, 500, n),
+        "s",
+    )
+    pixels = pd.DataFrame(rng.normal(size=(n, len(PIXEL_COLUMNS))), columns=PIXEL_COLUMNS)
+    x, columns = morphology_embedding(
+        cells, np.full(n, 0.5), MorphologySettings(context_neighbours=4), pixels
+    )
+    assert x.shape == (n, 2 * (11 + len(PIXEL_COLUMNS)) + 1) == (n, len(columns))
+    assert columns[-1] == "context_distance" and "context_lbp_3" in columns
+    plain, plain_columns = morphology_embedding(
+        cells, np.full(n, 0.5), MorphologySettings(texture=False, context_neighbours=0)
+    )
+    assert plain.shape == (n, 11) and plain_columns[0] == "area_um2"
+    # combine: each block weighs its weight, whatever its width.
+    wide, narrow = standardise(rng.normal(size=(n, 200))), standardise(rng.normal(size=(n, 5)))
+    both = combine([(wide, 1.0), (narrow, 2.0)])
+    assert both.shape == (n, 205)
+    share = (both[:, :200] ** 2).sum() / (both[:, 200:] ** 2).sum()
+    assert share == pytest.approx(1 / 4, rel=0.05)
+
+
+def test_cell_polygons_are_drawn_back_where_they_were_found():
+    """measure_cells' level-0 polygons, redrawn in the tile frame (tile at (1000, 2000),
+    2 level-0 px per tile px), give back the segmented masks."""
+    labels = np.zeros((64, 64), np.int32)
+    labels[disc((64, 64), (20, 20), 9)] = 1
+    labels[10:30, 40:52] = 2
+    rgb = np.full((64, 64, 3), 200, np.uint8)
+    tile = tile_record(64, 0.5, x=1000, y=2000, scale=2)
+    cells = measure_cells(labels, rgb, tile, "watershed")
+    import shapely
+
+    redrawn = rasterise(shapely.from_wkb(cells["polygon"].to_numpy()), tile, labels.shape)
+    for k, cell in enumerate(cells.itertuples()):
+        original = labels == (1 if cell.area_um2 > 60 else 2)
+        drawn = redrawn == k + 1
+        iou = (original & drawn).sum() / (original | drawn).sum()
+        assert iou > 0.95, (k, iou)
+
+
+@pytest.fixture
+def small_slide(tmp_path):
+    labels, rgb = two_cells()
+    path = tmp_path / "two.png"
+    Image.fromarray(rgb).save(path)
+    return path, labels, rgb
+
+
+def _tables(path, labels, rgb):
+    tile = tile_record(120, 0.5, x=0, y=0, scale=1)
+    tile.update(out_h=60, h=60, slide_id="two")
+    cells = measure_cells(labels, rgb, tile, "watershed")
+    slides = pd.DataFrame({"slide_id": ["two"], "path": [str(path)], "mpp_x": [0.5], "mpp_y": [0.5]})
+    tiles = pd.DataFrame([tile])
+    return slides, tiles, cells
+
+
+def test_read_with_margin_pads_beyond_the_slide_with_white(small_slide):
+    path, labels, rgb = small_slide
+    slides, tiles, _ = _tables(path, labels, rgb)
+    with open_slide(path) as reader:
+        padded = read_with_margin(reader, tiles.iloc[0].to_dict(), margin=5)
+    assert padded.shape == (70, 130, 3)
+    assert (padded[:5] == 255).all() and (padded[:, :5] == 255).all()
+    assert np.array_equal(padded[5:-5, 5:-5], rgb)
+
+
+def test_cell_pixels_from_the_slide_match_the_image(small_slide):
+    path, labels, rgb = small_slide
+    slides, tiles, cells = _tables(path, labels, rgb)
+    (item,) = list(iter_tile_cells(slides, tiles, cells, margin=4))
+    assert isinstance(item, TileCells) and list(item.rows) == [0, 1]
+    assert item.labels[4 + 30, 4 + 30] == 1 and item.labels[4 + 30, 4 + 90] == 2
+    table = cell_pixel_features(slides, tiles, cells, ring_um=2.0)
+    direct = pixel_features(labels, rgb, 0.5).drop(columns="label")
+    assert np.allclose(table.to_numpy(), direct.to_numpy(), atol=0.02)
+    # A slide that is gone: its cells get NaN and the error is reported, not raised.
+    slides.loc[0, "path"] = str(path.with_name("gone.png"))
+    (lost,) = list(iter_tile_cells(slides, tiles, cells))
+    assert lost[0] == "slide two" and list(lost[1]) == [0, 1]
+    assert cell_pixel_features(slides, tiles, cells, 2.0).isna().all().all()
+
+
+def test_embeddings_dataset_round_trip_is_memory_mapped(tmp_path):
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
+    data = Embeddings(np.array(["a", "b", "c", "d"], dtype=object), matrix, ["x", "y", "z"])
+    dataset = EmbeddingsDataset(filepath=str(tmp_path / "emb"))
+    dataset.save(data)
+    loaded = dataset.load()
+    assert isinstance(loaded.matrix, np.memmap) and loaded.matrix.dtype == np.float32
+    assert np.array_equal(loaded.matrix, matrix) and list(loaded.cell_ids) == ["a", "b", "c", "d"]
+    assert loaded.columns == ["x", "y", "z"] and dataset.exists()
+    assert not (tmp_path / "emb.partial").exists()
+    with pytest.raises(ValueError, match="4 cell ids"):
+        Embeddings(np.array(["a"] * 4, dtype=object), np.zeros((3, 2)))
