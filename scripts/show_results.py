@@ -32,6 +32,7 @@ def main() -> None:
         tiles = catalog.load("tiles") if catalog.exists("tiles") else None
         quality = catalog.load("tile_quality") if catalog.exists("tile_quality") else None
         cells = catalog.load("cells") if catalog.exists("cells") else None
+        clusters = catalog.load("clusters") if catalog.exists("clusters") else None
     print("\nhistocluster results")
     print("====================")
     for row in slides.itertuples():
@@ -45,7 +46,15 @@ def main() -> None:
             line += f", {kept} kept by the quality filter"
         if cells is not None:
             line += f", {int((cells['slide_id'] == row.slide_id).sum())} cells"
+        if clusters is not None:
+            mine = clusters[clusters["slide_id"] == row.slide_id]
+            line += f" in {mine.loc[~mine['is_noise'], 'cluster_id'].nunique()} clusters"
         print(line)
+    if clusters is not None and len(clusters):
+        n_clusters = clusters.loc[~clusters["is_noise"], "cluster_id"].nunique()
+        print(
+            f"  all slides: {len(clusters)} cells in {n_clusters} clusters ({int(clusters['is_noise'].sum())} noise)"
+        )
     print("\nTables (Kedro-versioned, newest shown):")
     for folder in sorted(ROOT.glob("data/0[1-7]_*/*.parquet")):
         latest = _latest(folder)
@@ -56,6 +65,10 @@ def main() -> None:
         if folder.is_dir():
             files = sorted(folder.rglob("*.png"))
             print(f"  {folder.relative_to(ROOT)}/  ({len(files)} PNG)")
+    for figure in sorted(ROOT.glob("data/08_reporting/*.png")):
+        print(f"  {figure.relative_to(ROOT)}")
+    if (ROOT / "data/08_reporting/cluster_map.json").exists():
+        print("  data/08_reporting/cluster_map.json  (interactive cell map: kedro viz shows it)")
     print("\nBrowse the pipeline and its data: kedro viz run   (or `make viz` for a static build)")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +125,79 @@ def test_other_clusterers_run_in_the_pipeline(clustered, method, tmp_path):
     assert clusters["confidence"].between(0, 1).all()
     assert (clusters.loc[clusters["is_noise"], "cluster_id"] == -1).all()
     assert "Clustered" in messages(records)
+
+
+def test_resnet_and_morphology_combined_with_random_weights(clustered, tmp_path):
+    """The resnet50 embedder in a real run, with a randomly initialised checkpoint."""
+    import torch
+    from torchvision.models import resnet50
+
+    root, _ = clustered
+    weights = tmp_path / "random-resnet50.pth"
+    torch.save(resnet50(weights=None).state_dict(), weights)
+    records: list[logging.LogRecord] = []
+    kedro_run(
+        root,
+        "clustering",
+        log=records,
+        **{
+            "clustering.embedders": {"morphology": 1.0, "resnet50": 0.5},
+            "clustering.resnet50.weights_path": str(weights),
+            "clustering.resnet50.input_size": 64,
+            "clustering.resnet50.device": "cpu",
+            "clustering.reduction.method": "pca",
+        },
+    )
+    (embeddings,) = load(root, "cell_embeddings")
+    morphology = [c for c in embeddings.columns if c.startswith("morphology:")]
+    assert embeddings.dim == len(morphology) + 2048
+    block = np.asarray(embeddings.matrix)
+    # Each block's share of the total variance follows its weight (1 : 0.5²).
+    share = (block[:, len(morphology) :] ** 2).sum() / (block[:, : len(morphology)] ** 2).sum()
+    assert 0.15 < share < 0.35
+    assert f"ResNet-50 embedder: weights {weights} on cpu" in messages(records)
+
+
+def test_missing_resnet_weights_stop_the_run_with_a_clear_message(clustered, tmp_path):
+    from .conftest import kedro_user_error
+
+    root, _ = clustered
+    output = kedro_user_error(
+        root,
+        "--pipelines=clustering",
+        "--params",
+        f"clustering.embedders.resnet50=1.0,clustering.resnet50.weights_path={tmp_path / 'none.pth'}",
+    )
+    assert "ResNet-50 weights not found" in output and "none.pth" in output
+
+
+#: Off by default (tiling.write_tile_images, segmentation.export_label_masks): a DVC out
+#: that a default run does not write would fail `dvc repro`. README says to `dvc add` them.
+OPTIONAL_OUTPUTS = {"tile_image_png", "label_masks"}
+
+
+def test_every_pipeline_output_is_tracked_by_its_dvc_stage(clustered):
+    """dvc.yaml's outs cover what each pipeline writes to disk (Kedro's catalog)."""
+    import yaml
+    from kedro.framework.project import pipelines
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    root, _ = clustered
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root) as session:
+        catalog = session.load_context().catalog
+        for stage, spec in stages.items():
+            outs = [next(iter(o)) if isinstance(o, dict) else o for o in spec["outs"]]
+            for name in pipelines[stage].outputs() - OPTIONAL_OUTPUTS:
+                described = catalog.get(name)._describe()
+                path = described.get("filepath") or described.get("path")
+                if path is None:
+                    continue  # kept in memory
+                relative = Path(str(path)).resolve().relative_to(root.resolve()).as_posix()
+                assert any(relative == o or relative.startswith(o + "/") for o in outs), (
+                    stage,
+                    name,
+                    relative,
+                )

@@ -63,3 +63,33 @@ def test_overlap_must_be_below_tile_size():
 def test_resolutions_must_be_positive():
     with pytest.raises(ParameterError, match="target_mpp"):
         parse("tiling", {"target_mpp": [0.5, -1]})
+
+
+def test_shipped_clustering_parameters_are_the_model_defaults():
+    from histocluster.params import ClusteringParams
+
+    assert validate_parameters(shipped())["clustering"] == ClusteringParams()
+
+
+def test_gpu_environment_overrides_single_keys(tmp_path):
+    """conf/gpu changes the backends and keeps every other key of conf/base."""
+    from kedro.config import OmegaConfigLoader
+
+    from histocluster.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(str(CONF.parent), env="gpu", **CONFIG_LOADER_ARGS)
+    parsed = validate_parameters(loader["parameters"])
+    assert parsed["clustering"].device == "gpu"
+    assert parsed["clustering"].embedders == {"morphology": 1.0, "resnet50": 1.0}
+    assert parsed["segmentation"].segmenter == "cellpose"
+    assert parsed["clustering"].reduction.n_components == 50  # from conf/base
+    assert parsed["segmentation"].watershed.min_area_um2 == 12.0
+
+
+def test_clustering_mistakes_are_named():
+    params = shipped()
+    params["clustering"]["clusterer"]["method"] = "kmedoids"
+    params["clustering"]["embedders"] = {"morphology": 1.0, "vit": 1.0}
+    with pytest.raises(ParameterError) as error:
+        validate_parameters(params)
+    assert "clustering.clusterer.method" in str(error.value) and "clustering.embedders" in str(error.value)

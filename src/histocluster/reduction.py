@@ -129,11 +129,37 @@ def fit_reduce(
     return reducer, reduced
 
 
+@dataclass
+class NeighbourPlacement:
+    """Places new cells on an existing 2-D map at the distance-weighted mean position of
+    their ``k`` nearest mapped cells (in the reduced space). Cheap to keep and to pickle,
+    unlike a UMAP model with its search index (pickling one compiles numba code for
+    about a minute)."""
+
+    model: Any
+
+    @classmethod
+    def fit(
+        cls, reduced: np.ndarray, coords: np.ndarray, k: int = 10, max_points: int = 100_000, seed: int = 0
+    ) -> NeighbourPlacement:
+        from sklearn.neighbors import KNeighborsRegressor
+
+        index = np.arange(len(reduced))
+        if len(index) > max_points:
+            index = np.random.default_rng(seed).choice(index, max_points, replace=False)
+        regressor = KNeighborsRegressor(n_neighbors=min(k, len(index)), weights="distance")
+        return cls(regressor.fit(reduced[index], coords[index]))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return self.model.predict(np.asarray(x, dtype=np.float32)).astype(np.float32)
+
+
 def cell_map(
     reduced: np.ndarray, settings: ReductionSettings, device: Device = "cpu"
 ) -> tuple[Reducer, np.ndarray]:
     """2-D coordinates for the cell map: the reduced space itself when it is already 2-D
-    or less, else a 2-D UMAP (or PCA, when ``method`` is ``pca``) of it."""
+    or less, else a 2-D UMAP (or PCA, when ``method`` is ``pca``) of it. The returned
+    reducer places new cells on the map (PCA exactly, UMAP by :class:`NeighbourPlacement`)."""
     n, d = reduced.shape
     if d <= 2:
         coords = np.zeros((n, 2), np.float32)
@@ -149,6 +175,8 @@ def cell_map(
         random_state=settings.random_state,
     )
     reducer, coords = fit_reduce(reduced, map_settings, device)
+    if reducer.method == "umap":
+        reducer.model = NeighbourPlacement.fit(reduced, coords, seed=settings.random_state or 0)
     if coords.shape[1] != 2:
         out = np.zeros((n, 2), np.float32)
         out[:, : min(2, coords.shape[1])] = coords[:, :2]

@@ -8,4 +8,6 @@ HOOKS = (ValidateParametersHook(), CheckModelFilesHook())
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # conf/gpu and conf/local override single keys (clustering.device), not whole sections.
+    "merge_strategy": {"parameters": "soft"},
 }
