@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 STAGES = ["pca", "umap", "kmeans", "leiden", "hdbscan", "dbscan", "representatives"]
-DEFAULT_LIMITS = "umap=100000,hdbscan=100000,dbscan=100000,leiden=1000000"
+DEFAULT_LIMITS = "umap=100000,hdbscan=100000,dbscan=100000,leiden=100000"
 
 
 def data(n: int, dims: int, blobs: int, seed: int = 0) -> np.ndarray:

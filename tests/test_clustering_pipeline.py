@@ -95,6 +95,10 @@ def test_plots_and_fitted_models(clustered):
     placed, confidence = clusterer.predict(reducer["reduction"].transform(embeddings.matrix[:200]))
     assert (placed == clusters["cluster_id"].to_numpy()[:200]).mean() > 0.9
     assert ((confidence >= 0) & (confidence <= 1)).all()
+    # ... and on the 2-D map where they were drawn.
+    mapped = reducer["map"].transform(reducer["reduction"].transform(embeddings.matrix[:50]))
+    drawn = clusters[["map_x", "map_y"]].to_numpy()[:50]
+    assert np.abs(mapped - drawn).max() < 0.01 * np.ptp(clusters[["map_x", "map_y"]].to_numpy(), axis=0).max()
 
 
 def test_no_cells_gives_empty_outputs_and_a_message(project, kidney_image):

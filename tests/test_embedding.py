@@ -203,3 +203,24 @@ def test_embeddings_dataset_round_trip_is_memory_mapped(tmp_path):
     assert not (tmp_path / "emb.partial").exists()
     with pytest.raises(ValueError, match="4 cell ids"):
         Embeddings(np.array(["a"] * 4, dtype=object), np.zeros((3, 2)))
+
+
+def test_in_place_helpers_leave_no_second_copy():
+    from histocluster.embedding import keep_rows
+
+    rng = np.random.default_rng(1)
+    matrix = np.empty((50, 8), np.float32)
+    matrix[:, :3] = rng.normal(5, 2, (50, 3))
+    view = matrix[:, 3:]
+    view[...] = rng.normal(-3, 10, (50, 5))
+    expected = standardise(view.copy(), chunk=7)
+    assert standardise(view, inplace=True, chunk=7) is view  # chunked, in place, same answer
+    assert np.allclose(view, expected) and np.allclose(view.mean(axis=0), 0, atol=1e-5)
+    left = standardise(matrix[:, :3].copy())
+    combine([(left, 1.0), (view, 1.0)], out=matrix)
+    assert np.allclose(matrix[:, 3:], expected / np.sqrt(5), atol=1e-6)
+    assert np.allclose(matrix[:, :3], left / np.sqrt(3), atol=1e-6)
+    keep = np.arange(50) % 3 != 0
+    wanted = matrix[keep].copy()
+    kept = keep_rows(matrix, keep, chunk=4)
+    assert np.shares_memory(kept, matrix) and np.array_equal(kept, wanted)

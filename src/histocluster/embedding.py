@@ -71,21 +71,35 @@ class Embeddings:
         return int(self.matrix.shape[1])
 
 
-def standardise(x: np.ndarray, clip: float = 5.0, inplace: bool = False) -> np.ndarray:
+def standardise(x: np.ndarray, clip: float = 5.0, inplace: bool = False, chunk: int = 65_536) -> np.ndarray:
     """Columns to zero mean and unit variance (float32), clipped to ±clip; constant
     columns and non-finite values become 0. With ``inplace``, a writeable float32 ``x``
-    is changed and returned (no copy of a large matrix); otherwise ``x`` is left as is."""
+    (a column slice of a larger matrix too) is changed and returned; otherwise ``x`` is
+    left as is. Works through ``chunk`` rows at a time, so in place it needs no memory
+    beyond one chunk whatever the matrix's size."""
     if not (inplace and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.writeable):
         x = np.array(x, dtype=np.float32)
-    x[~np.isfinite(x)] = np.nan
-    mean = np.nanmean(x, axis=0) if len(x) else np.zeros(x.shape[1], np.float32)
-    std = np.nanstd(x, axis=0) if len(x) else np.ones(x.shape[1], np.float32)
-    mean = np.nan_to_num(mean)
-    std = np.where(np.isfinite(std) & (std > 1e-12 * np.maximum(np.abs(mean), 1)), std, np.inf)
-    x -= mean
-    x /= std
-    np.nan_to_num(x, copy=False)
-    np.clip(x, -clip, clip, out=x)
+    n, d = x.shape
+    count, total, squares = np.zeros(d), np.zeros(d), np.zeros(d)
+    for start in range(0, n, chunk):
+        part = x[start : start + chunk].astype(np.float64)
+        finite = np.isfinite(part)
+        part[~finite] = 0.0
+        count += finite.sum(axis=0)
+        total += part.sum(axis=0)
+        squares += (part**2).sum(axis=0)
+    mean = np.divide(total, count, out=np.zeros(d), where=count > 0)
+    var = np.divide(squares, count, out=np.zeros(d), where=count > 0) - mean**2
+    std = np.sqrt(np.maximum(var, 0.0))
+    scale = np.where(std > 1e-6 * np.maximum(np.abs(mean), 1e-6), std, np.inf).astype(np.float32)
+    mean = mean.astype(np.float32)
+    for start in range(0, n, chunk):
+        part = x[start : start + chunk]
+        with np.errstate(invalid="ignore"):  # inf - inf: non-finite inputs become 0 below
+            part -= mean
+            part /= scale
+        np.nan_to_num(part, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.clip(part, -clip, clip, out=part)
     return x
 
 
@@ -160,7 +174,8 @@ def morphology_embedding(
 
 def combine(blocks: list[tuple[np.ndarray, float]], out: np.ndarray | None = None) -> np.ndarray:
     """Standardised blocks side by side, block ``b`` scaled by ``weight_b / sqrt(dim_b)``,
-    written into ``out`` (allocated here when not given) without other copies."""
+    written into ``out`` (allocated here when not given). A block that already is a view
+    of ``out`` at its place is scaled in place, not copied."""
     n = len(blocks[0][0])
     total = sum(block.shape[1] for block, _ in blocks)
     if out is None:
@@ -168,7 +183,19 @@ def combine(blocks: list[tuple[np.ndarray, float]], out: np.ndarray | None = Non
     start = 0
     for block, weight in blocks:
         d = block.shape[1]
-        out[:, start : start + d] = block
-        out[:, start : start + d] *= weight / np.sqrt(d)
+        target = out[:, start : start + d]
+        if not np.shares_memory(target, block):
+            target[...] = block
+        target *= weight / np.sqrt(d)
         start += d
     return out
+
+
+def keep_rows(matrix: np.ndarray, keep: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """The rows of ``matrix`` where ``keep`` is true, moved up in place (no second copy
+    of the matrix); returns a view of the first ``keep.sum()`` rows."""
+    index = np.flatnonzero(keep)
+    for start in range(0, len(index), chunk):
+        # Sources index[i] >= i: later sources are never overwritten by earlier moves.
+        matrix[start : start + chunk] = matrix[index[start : start + chunk]]
+    return matrix[: len(index)]

@@ -29,12 +29,13 @@ class ReductionSettings:
     """How embeddings are reduced before clustering (and how the 2-D map is made)."""
 
     normalize: Literal["none", "standard", "l2"] = "none"
-    method: Literal["umap", "pca", "none"] = "umap"
+    method: Literal["umap", "pca", "none"] = "pca"
     n_components: int = Field(50, ge=1)
     n_neighbors: int = Field(15, ge=2)
     min_dist: float = Field(0.1, ge=0)
     metric: str = "euclidean"
     random_state: int | None = 0
+    map_method: Literal["umap", "pca"] = Field("umap", description="how the 2-D cell map is made")
 
 
 @dataclass
@@ -158,7 +159,7 @@ def cell_map(
     reduced: np.ndarray, settings: ReductionSettings, device: Device = "cpu"
 ) -> tuple[Reducer, np.ndarray]:
     """2-D coordinates for the cell map: the reduced space itself when it is already 2-D
-    or less, else a 2-D UMAP (or PCA, when ``method`` is ``pca``) of it. The returned
+    or less, else a 2-D UMAP (or PCA: ``map_method``) of it. The returned
     reducer places new cells on the map (PCA exactly, UMAP by :class:`NeighbourPlacement`)."""
     n, d = reduced.shape
     if d <= 2:
@@ -167,7 +168,7 @@ def cell_map(
         return Reducer("none", "none"), coords
     map_settings = ReductionSettings(
         normalize="none",
-        method="pca" if settings.method == "pca" else "umap",
+        method=settings.map_method,
         n_components=2,
         n_neighbors=settings.n_neighbors,
         min_dist=settings.min_dist,

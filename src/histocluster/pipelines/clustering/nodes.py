@@ -11,7 +11,14 @@ import pandas as pd
 from histocluster.cluster_plots import cluster_map_figure, cluster_map_plotly, cluster_sizes_figure
 from histocluster.cluster_summary import pick_representatives, summarise
 from histocluster.clustering import NOISE, cluster_cells
-from histocluster.embedding import Embeddings, cell_pixel_features, combine, morphology_embedding, standardise
+from histocluster.embedding import (
+    Embeddings,
+    cell_pixel_features,
+    combine,
+    keep_rows,
+    morphology_embedding,
+    standardise,
+)
 from histocluster.params import ClusteringParams
 from histocluster.reduction import cell_map, fit_reduce
 
@@ -35,15 +42,14 @@ def embed_cells(
     if cells.empty:
         logger.warning("Clustering: the cell table is empty; no embeddings")
         return Embeddings(np.array([], dtype=object), np.zeros((0, 0), np.float32))
-    blocks: list[tuple[np.ndarray, float]] = []
-    names: list[str] = []
     usable = np.ones(len(cells), dtype=bool)
+    embedder = None
     if "resnet50" in params.embedders:
         from histocluster.resnet_embedder import FEATURES, ResNetEmbedder
 
         embedder = ResNetEmbedder(params.resnet50)  # loads weights first: a missing file costs no work
-        features = np.empty((len(cells), FEATURES), dtype=np.float32)
-        usable &= embedder.embed(slides, tiles, cells, features)
+    blocks: list[tuple[np.ndarray, float]] = []
+    names: list[str] = []
     if "morphology" in params.embedders:
         settings = params.morphology
         pixels = cell_pixel_features(slides, tiles, cells, settings.ring_um) if settings.texture else None
@@ -52,18 +58,25 @@ def embed_cells(
         x, columns = morphology_embedding(cells, _level0_mpp(slides, cells), settings, pixels)
         blocks.append((x, params.embedders["morphology"]))
         names += [f"morphology:{c}" for c in columns]
-    if "resnet50" in params.embedders:
-        blocks.append((standardise(features, inplace=True), params.embedders["resnet50"]))
+    if embedder is None:
+        matrix = blocks[0][0]
+    else:
+        # One matrix for everything: ResNet features are written into their columns,
+        # standardised and weighted there; no second copy of cells × 2048 floats.
+        start = sum(block.shape[1] for block, _ in blocks)
+        matrix = np.empty((len(cells), start + FEATURES), dtype=np.float32)
+        view = matrix[:, start:]
+        usable &= embedder.embed(slides, tiles, cells, view)
+        blocks.append((standardise(view, inplace=True), params.embedders["resnet50"]))
         names += [f"resnet50:{k}" for k in range(FEATURES)]
+        combine(blocks, out=matrix)
     if not usable.all():
         logger.error(
             "Clustering: %d of %d cells have no pixels (see above) and are left out",
             (~usable).sum(),
             len(cells),
         )
-    matrix = combine(blocks) if len(blocks) > 1 else blocks[0][0]
-    if not usable.all():
-        matrix = matrix[usable]
+        matrix = keep_rows(matrix, usable)
     logger.info("Embedded %d cells: %d dims (%s)", usable.sum(), matrix.shape[1], ", ".join(params.embedders))
     return Embeddings(cells["cell_id"].to_numpy()[usable], matrix, names)
 
