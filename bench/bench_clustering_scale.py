@@ -5,8 +5,9 @@ For each size, each stage runs in a fresh process (so its peak memory is its own
 the project's functions: ``pca`` and ``umap`` (:func:`histocluster.reduction.fit_reduce`,
 to 30 and 50 components), then the clusterers (:func:`histocluster.clustering.cluster_cells`,
 confidence included) on the PCA output, and representatives
-(:func:`histocluster.cluster_summary.pick_representatives`). Printed: seconds, peak
-resident memory of the process, and the input matrix's own size for scale.
+(:func:`histocluster.cluster_summary.pick_representatives`). Printed: seconds, the
+process's peak resident memory, how much of it the stage added above the peak before it
+(data generation and, for clusterers, the PCA), and the input matrix's own size.
 
 Stages too slow for a size on this machine are skipped (``--limits``). With
 ``--device gpu`` the same stages run on cuML.
@@ -107,7 +108,9 @@ def main() -> None:
         return
     limits = {k: int(v) for k, v in (item.split("=") for item in args.limits.split(",") if item)}
     print(f"{args.dims}-d float32, {args.blobs} Gaussian blobs, device {args.device}")
-    print(f"{'cells':>9} {'stage':16s} {'seconds':>9} {'peak MiB':>9} {'input MiB':>9}  detail")
+    print(
+        f"{'cells':>9} {'stage':16s} {'seconds':>9} {'peak MiB':>9} {'stage MiB':>9} {'input MiB':>9}  detail"
+    )
     for n in (int(s) for s in args.sizes.split(",")):
         for stage in args.stages.split(","):
             if n > limits.get(stage, n):
@@ -121,7 +124,8 @@ def main() -> None:
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
             print(
-                f"{n:9d} {stage:16s} {r['seconds']:9.1f} {r['peak_mib']:9.0f} {r['input_mib']:9.0f}  {r['detail']}",
+                f"{n:9d} {stage:16s} {r['seconds']:9.2f} {r['peak_mib']:9.0f} "
+                f"{r['peak_mib'] - r['before_mib']:9.0f} {r['input_mib']:9.0f}  {r['detail']}",
                 flush=True,
             )
 

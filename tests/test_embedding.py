@@ -13,6 +13,7 @@ from histocluster.cell_measurements import measure_cells
 from histocluster.cell_pixels import TileCells, iter_tile_cells, rasterise, read_with_margin
 from histocluster.datasets import EmbeddingsDataset
 from histocluster.embedding import (
+    MEASURED_COLUMNS,
     Embeddings,
     MorphologySettings,
     cell_pixel_features,
@@ -90,22 +91,7 @@ def test_context_is_the_mean_of_the_nearest_cells_of_the_same_slide():
 def test_morphology_embedding_columns_and_weights():
     rng = np.random.default_rng(0)
     n = 30
-    cells = pd.DataFrame(
-        rng.normal(size=(n, 11)),
-        columns=[
-            "area_um2",
-            "perimeter_um",
-            "eccentricity",
-            "solidity",
-            "circularity",
-            "major_axis_um",
-            "minor_axis_um",
-            "hematoxylin_mean",
-            "hematoxylin_std",
-            "eosin_mean",
-            "eosin_std",
-        ],
-    )
+    cells = pd.DataFrame(rng.normal(size=(n, 11)), columns=MEASURED_COLUMNS)
     cells["centroid_x"], cells["centroid_y"], cells["slide_id"] = (
         rng.uniform(0, 500, n),
         rng.uniform(0, 500, n),

@@ -152,38 +152,46 @@ def centres_of(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ids, centres
 
 
-def _nearest_two(x: np.ndarray, centres: np.ndarray, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the nearest centre and all squared distances (chunked: bounded memory)."""
+def _squared_distances(part: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    part = part.astype(np.float64)
+    d = (part**2).sum(axis=1)[:, None] - 2 * part @ centres.T + (centres**2).sum(axis=1)[None, :]
+    return np.maximum(d, 0)
+
+
+def nearest_centre(x: np.ndarray, centres: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """Index of the nearest centre of every row, ``chunk`` rows at a time."""
     nearest = np.empty(len(x), dtype=np.int64)
-    d2 = np.empty((len(x), len(centres)), dtype=np.float64)
-    c2 = (centres**2).sum(axis=1)
     for start in range(0, len(x), chunk):
-        part = x[start : start + chunk].astype(np.float64)
-        d = (part**2).sum(axis=1)[:, None] - 2 * part @ centres.T + c2[None, :]
-        d2[start : start + chunk] = np.maximum(d, 0)
-        nearest[start : start + chunk] = d.argmin(axis=1)
-    return nearest, d2
+        nearest[start : start + chunk] = _squared_distances(x[start : start + chunk], centres).argmin(axis=1)
+    return nearest
 
 
-def centre_margin(x: np.ndarray, labels: np.ndarray, ids: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Scale-free confidence ``(d2 - d1) / (d2 + d1)`` in [0, 1] (see the module doc)."""
+def centre_margin(
+    x: np.ndarray, labels: np.ndarray, ids: np.ndarray, centres: np.ndarray, chunk: int = 65_536
+) -> np.ndarray:
+    """Scale-free confidence ``(d2 - d1) / (d2 + d1)`` in [0, 1] (see the module doc),
+    ``chunk`` cells at a time (memory: chunk × clusters distances, not cells × clusters)."""
     confidence = np.zeros(len(x), dtype=np.float64)
-    member = labels != NOISE
-    if len(ids) == 0 or not member.any():
+    member = np.flatnonzero(labels != NOISE)
+    if len(ids) == 0 or len(member) == 0:
         return confidence
     if len(ids) == 1:
         confidence[member] = 1.0
         return confidence
-    position = {c: i for i, c in enumerate(ids)}
-    own = np.array([position[c] for c in labels[member]])
-    _, d2 = _nearest_two(x[member], centres)
-    d_own = np.sqrt(d2[np.arange(len(own)), own])
-    d2[np.arange(len(own)), own] = np.inf
-    d_other = np.sqrt(d2.min(axis=1))
-    total = d_own + d_other
-    confidence[member] = np.clip(
-        np.divide(d_other - d_own, total, out=np.ones_like(total), where=total > 0), 0, 1
-    )
+    lookup = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
+    lookup[ids] = np.arange(len(ids))
+    for start in range(0, len(member), chunk):
+        rows = member[start : start + chunk]
+        own = lookup[labels[rows]]
+        d2 = _squared_distances(x[rows], centres)
+        line = np.arange(len(rows))
+        d_own = np.sqrt(d2[line, own])
+        d2[line, own] = np.inf
+        d_other = np.sqrt(d2.min(axis=1))
+        total = d_own + d_other
+        confidence[rows] = np.clip(
+            np.divide(d_other - d_own, total, out=np.ones_like(total), where=total > 0), 0, 1
+        )
     return confidence
 
 
@@ -333,7 +341,7 @@ def cluster_cells(
         logger.info("%d of %d cells are noise (%.1f%%)", is_noise.sum(), n, 100 * is_noise.mean())
     ids, centres = centres_of(x, labels)
     if settings.noise == "nearest" and is_noise.any() and len(ids):
-        nearest, _ = _nearest_two(x[is_noise], centres)
+        nearest = nearest_centre(x[is_noise], centres)
         labels[is_noise] = ids[nearest]
         logger.info("%d noise cells joined the cluster with the nearest centre", is_noise.sum())
         ids, centres = centres_of(x, labels)
