@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import pandas as pd
 import shapely
@@ -114,3 +115,36 @@ def iter_tile_cells(
                 labels = rasterise(polygons, tile, rgb.shape[:2], margin)
                 cx, cy = to_tile_frame(tile, tile_cells["centroid_x"], tile_cells["centroid_y"], margin)
                 yield TileCells(tile, rgb, labels, rows, np.column_stack([cx, cy]), margin)
+
+
+def crop_cells(
+    item: TileCells,
+    crop_px: int,
+    size: int,
+    cells: range | None = None,
+    fill: tuple[int, int, int] | None = None,
+    outline: tuple[int, int, int] | None = None,
+) -> np.ndarray:
+    """``size`` × ``size`` RGB crops (uint8) of ``crop_px`` tile pixels centred on the
+    centroids of a tile's cells (``cells``: positions in ``item``, all by default).
+
+    ``fill`` paints everything outside the cell that colour; ``outline`` draws the cell's
+    outline in that colour (one pixel of the output), so a viewer knows which cell is
+    meant. ``item`` must have been read with a margin of at least half a crop."""
+    cells = range(len(item.rows)) if cells is None else cells
+    crops = np.empty((len(cells), size, size, 3), dtype=np.uint8)
+    half = crop_px / 2
+    for i, k in enumerate(cells):
+        cx, cy = item.centres[k]
+        x0, y0 = int(round(cx - half)), int(round(cy - half))
+        window = item.rgb[y0 : y0 + crop_px, x0 : x0 + crop_px]
+        mine = item.labels[y0 : y0 + crop_px, x0 : x0 + crop_px] == k + 1
+        if fill is not None:
+            window = np.where(mine[..., None], window, np.array(fill, np.uint8))
+        crop = cv2.resize(np.ascontiguousarray(window), (size, size), interpolation=cv2.INTER_AREA)
+        if outline is not None and mine.any():
+            mask = cv2.resize(mine.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(crop, contours, -1, outline, 1)
+        crops[i] = crop
+    return crops

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kedro.framework.hooks import hook_impl
 
 from histocluster.params import SegmentationParams, parse, validate_parameters
+from histocluster.secrets import set_credentials
 
 #: Nodes that run a segmenter.
 SEGMENTING_NODES = {"segment_cells", "evaluate_segmentation"}
@@ -23,6 +24,11 @@ class ValidateParametersHook:
         # The raw configuration (runtime --params included), before Kedro's own
         # validation, which would fail first with a traceback.
         validate_parameters(context.config_loader["parameters"])
+        try:
+            credentials = context.config_loader["credentials"]
+        except Exception:  # no credentials file anywhere: keys may come from the environment
+            credentials = {}
+        set_credentials(credentials)
 
 
 class CheckModelFilesHook:

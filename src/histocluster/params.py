@@ -21,6 +21,7 @@ from histocluster.segmenters import make_segmenter
 from histocluster.segmenters.cellpose import CellposeSettings
 from histocluster.segmenters.watershed import WatershedSettings
 from histocluster.tissue import TissueSettings
+from histocluster.vlm import VLMSettings
 
 
 class _Strict(BaseModel):
@@ -86,7 +87,7 @@ class EvaluationParams(_Strict):
 
 
 class RepresentativeParams(_Strict):
-    n: int = Field(9, ge=1, description="representative cells per cluster")
+    n: int = Field(10, ge=1, description="representative cells per cluster")
     pool: int = Field(5, ge=1, description="chosen among the pool × n most confident cells")
 
 
@@ -116,6 +117,88 @@ class ClusteringParams(_Strict):
         return self
 
 
+class LabelSet(_Strict):
+    """A vocabulary and the question asked about each crop."""
+
+    labels: list[str] = Field(min_length=2)
+    prompt: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> LabelSet:
+        folded = [label.casefold() for label in self.labels]
+        if len(set(folded)) != len(folded) or any(not label.strip() for label in self.labels):
+            raise ValueError(f"labels must be non-empty and unique, got {self.labels}")
+        return self
+
+
+_HE_PROMPT = (
+    "This is a crop of an H&E-stained tissue section; the cell in its centre is outlined in green. "
+    "What type of cell is the outlined cell?"
+)
+DEFAULT_LABEL_SETS = {
+    "he_general": LabelSet(
+        labels=[
+            "epithelial",
+            "tumour",
+            "lymphocyte",
+            "plasma cell",
+            "neutrophil",
+            "eosinophil",
+            "macrophage",
+            "fibroblast",
+            "endothelial",
+            "smooth muscle",
+            "necrotic",
+            "other",
+        ],
+        prompt=_HE_PROMPT,
+    ),
+    "pancreatic_islet": LabelSet(
+        labels=[
+            "alpha cell",
+            "beta cell",
+            "delta cell",
+            "acinar cell",
+            "ductal cell",
+            "endothelial cell",
+            "immune cell",
+            "other",
+        ],
+        prompt=(
+            "This is a crop of a stained section of pancreas; the cell in its centre is outlined in green. "
+            "What type of cell is the outlined cell?"
+        ),
+    ),
+}
+
+
+class ClassificationParams(_Strict):
+    """Parameters of the ``classification`` pipeline."""
+
+    label_set: str = Field("he_general", description="which of label_sets the model answers from")
+    label_sets: dict[str, LabelSet] = Field(default_factory=lambda: dict(DEFAULT_LABEL_SETS))
+    representatives: int = Field(10, ge=0, description="crops per cluster shown to the model; 0 skips it")
+    crop_um: float = Field(32.0, gt=0, description="side of each crop, µm")
+    image_size: int = Field(256, ge=32, description="crop side sent to the model, px")
+    vlm: VLMSettings = VLMSettings()
+    agreement_threshold: float = Field(0.6, ge=0, le=1, description="below: the cluster is marked for review")
+    labels_file: str = Field("conf/local/cluster_labels.yml", description="a person's labels (YAML or CSV)")
+    noise: Literal["nearest", "unlabelled"] = "nearest"
+    cache_dir: str = Field("data/07_model_output/vlm_cache", description="answers cached on disk")
+
+    @model_validator(mode="after")
+    def _known_set(self) -> ClassificationParams:
+        if self.label_set not in self.label_sets:
+            raise ValueError(
+                f"label_set '{self.label_set}' is not one of label_sets {sorted(self.label_sets)}"
+            )
+        return self
+
+    @property
+    def vocabulary(self) -> LabelSet:
+        return self.label_sets[self.label_set]
+
+
 #: Top-level parameter key → model. A new pipeline adds its model here.
 PARAMETER_MODELS: dict[str, type[_Strict]] = {
     "tiling": TilingParams,
@@ -123,6 +206,7 @@ PARAMETER_MODELS: dict[str, type[_Strict]] = {
     "segmentation": SegmentationParams,
     "evaluation": EvaluationParams,
     "clustering": ClusteringParams,
+    "classification": ClassificationParams,
 }
 
 

@@ -20,14 +20,13 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 import pandas as pd
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as settings_dataclass
 from tqdm.auto import tqdm
 
-from histocluster.cell_pixels import TileCells, iter_tile_cells
+from histocluster.cell_pixels import TileCells, crop_cells, iter_tile_cells
 from histocluster.errors import UserInputError
 
 logger = logging.getLogger(__name__)
@@ -123,23 +122,10 @@ def load_resnet50(path: Path, device: str):
 def cell_crops(
     item: TileCells, crop_px: int, size: int, mask_background: bool, cells: range | None = None
 ) -> np.ndarray:
-    """``size`` × ``size`` RGB crops (uint8) of a tile's cells (``cells``: positions
-    in ``item``, all by default), centred on the centroids; ``item`` must have been read
-    with a margin of at least half a crop."""
-    cells = range(len(item.rows)) if cells is None else cells
-    crops = np.empty((len(cells), size, size, 3), dtype=np.uint8)
-    fill = (IMAGENET_MEAN * 255).astype(np.uint8)
-    half = crop_px / 2
-    for i, k in enumerate(cells):
-        cx, cy = item.centres[k]
-        x0, y0 = int(round(cx - half)), int(round(cy - half))
-        window = item.rgb[y0 : y0 + crop_px, x0 : x0 + crop_px]
-        if mask_background:
-            window = np.where(
-                (item.labels[y0 : y0 + crop_px, x0 : x0 + crop_px] == k + 1)[..., None], window, fill
-            )
-        crops[i] = cv2.resize(np.ascontiguousarray(window), (size, size), interpolation=cv2.INTER_AREA)
-    return crops
+    """ResNet input crops: :func:`~histocluster.cell_pixels.crop_cells`, with the
+    background painted ImageNet-mean when ``mask_background``."""
+    fill = tuple(int(v) for v in (IMAGENET_MEAN * 255).astype(np.uint8)) if mask_background else None
+    return crop_cells(item, crop_px, size, cells, fill=fill)
 
 
 class ResNetEmbedder:

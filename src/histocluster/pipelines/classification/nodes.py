@@ -1,0 +1,179 @@
+"""Nodes of the ``classification`` pipeline: ask the model about representative cells,
+vote per cluster, let a person's labels override, and label every cell."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from histocluster.cell_pixels import TileCells, crop_cells, iter_tile_cells
+from histocluster.clustering import NOISE, nearest_centre
+from histocluster.embedding import Embeddings
+from histocluster.labelling import apply_human, count_labels, propagate, read_cluster_labels, vote
+from histocluster.params import ClassificationParams
+from histocluster.secrets import openai_api_key
+from histocluster.vlm import Answer, AnswerCache, VLMClassifier, answer_record
+
+logger = logging.getLogger(__name__)
+
+ANSWER_COLUMNS = [
+    "cluster_id",
+    "rank",
+    "cell_id",
+    "label",
+    "status",
+    "raw",
+    "cached",
+    "cost_usd",
+    "error",
+    "model",
+]
+OUTLINE = (0, 255, 0)
+
+
+def _crops(
+    slides: pd.DataFrame,
+    tiles: pd.DataFrame,
+    cells: pd.DataFrame,
+    chosen: pd.DataFrame,
+    params: ClassificationParams,
+) -> dict[str, np.ndarray]:
+    """Outlined crops of the chosen cells, by cell_id (cells whose pixels cannot be read
+    are reported and left out)."""
+    wanted = cells[cells["cell_id"].isin(chosen["cell_id"])].reset_index(drop=True)
+    mpps = tiles.set_index("tile_id")[["out_mpp_x", "out_mpp_y"]].prod(axis=1) ** 0.5
+    margin = int(np.ceil(params.crop_um / mpps.min() / 2)) + 1 if len(mpps) else 0
+    crops: dict[str, np.ndarray] = {}
+    for item in iter_tile_cells(slides, tiles, wanted, margin=margin):
+        if not isinstance(item, TileCells):
+            what, rows, error = item
+            logger.error("%s: cannot be read (%s); %d representatives not shown", what, error, len(rows))
+            continue
+        crop_px = max(2, int(round(params.crop_um / item.mpp)))
+        images = crop_cells(item, crop_px, params.image_size, outline=OUTLINE)
+        for row, image in zip(item.rows, images, strict=True):
+            crops[wanted.loc[row, "cell_id"]] = image
+    return crops
+
+
+def ask_model(
+    slides: pd.DataFrame,
+    tiles: pd.DataFrame,
+    cells: pd.DataFrame,
+    representatives: pd.DataFrame,
+    params: ClassificationParams,
+) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
+    """The model's answer for the first ``representatives`` cells of each cluster
+    (:mod:`histocluster.vlm`), and their crops (for people: ``<cluster_id>/<rank>_<cell_id>``).
+    Without an API key, or with ``representatives: 0``, nothing is asked and every row
+    says ``skipped``."""
+    chosen = representatives[representatives["rank"] < params.representatives].sort_values(
+        ["cluster_id", "rank"]
+    )
+    crops = _crops(slides, tiles, cells, chosen, params) if len(chosen) else {}
+    chosen = chosen[chosen["cell_id"].isin(crops)]
+    pngs = []
+    for cell_id in chosen["cell_id"]:
+        buffer = io.BytesIO()
+        Image.fromarray(crops[cell_id]).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    key = openai_api_key()
+    model = params.vlm.model
+    if params.representatives == 0:
+        logger.info("Classification: representatives is 0, the model is not asked")
+        answers = [Answer(None, "skipped", error="representatives: 0")] * len(pngs)
+    elif key is None:
+        logger.warning(
+            "Classification: no API key (credentials `openai: {api_key: ...}` in conf/local/credentials.yml "
+            "or OPENAI_API_KEY): the model step is skipped; labels from %s still apply",
+            params.labels_file,
+        )
+        answers = [Answer(None, "skipped", error="no API key")] * len(pngs)
+    else:
+        vocabulary = params.vocabulary
+        classifier = VLMClassifier(
+            params.vlm, key.reveal(), vocabulary.prompt, vocabulary.labels, AnswerCache(params.cache_dir)
+        )
+        answers = classifier.ask(pngs)
+    table = pd.DataFrame(
+        [answer_record(a) for a in answers],
+        columns=[
+            "label",
+            "status",
+            "raw",
+            "cached",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_usd",
+            "error",
+        ],
+    )
+    table = pd.concat([chosen[["cluster_id", "rank", "cell_id"]].reset_index(drop=True), table], axis=1)
+    table["model"] = model
+    figures = {
+        f"{row.cluster_id}/{row.rank:02d}_{row.cell_id}": Image.fromarray(crops[row.cell_id])
+        for row in chosen.itertuples()
+    }
+    return table[ANSWER_COLUMNS], figures
+
+
+def label_clusters(
+    answers: pd.DataFrame, summary: pd.DataFrame, params: ClassificationParams
+) -> pd.DataFrame:
+    """Majority vote per cluster (:func:`histocluster.labelling.vote`), then a person's
+    labels from ``labels_file`` override it."""
+    cluster_ids = sorted(int(c) for c in summary["cluster_id"] if c != NOISE)
+    labels = vote(answers, cluster_ids, params.agreement_threshold, params.vlm.model)
+    human = read_cluster_labels(params.labels_file)
+    if human:
+        labels, unknown = apply_human(labels, human)
+        logger.info(
+            "Classification: %d cluster labels from %s", len(human) - len(unknown), params.labels_file
+        )
+        if unknown:
+            logger.warning(
+                "%s names cluster(s) %s, which this clustering does not have (written for an older run?)",
+                params.labels_file,
+                unknown,
+            )
+        outside = sorted({v for v in human.values()} - set(params.vocabulary.labels))
+        if outside:
+            logger.info("Labels outside the '%s' vocabulary, kept as written: %s", params.label_set, outside)
+    counts = labels["status"].value_counts().to_dict()
+    logger.info("Cluster labels: %s", ", ".join(f"{k} {v}" for k, v in counts.items()) or "no clusters")
+    return labels
+
+
+def label_cells(
+    clusters: pd.DataFrame,
+    cluster_labels: pd.DataFrame,
+    embeddings: Embeddings,
+    reducer: dict,
+    clusterer,
+    params: ClassificationParams,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A label (or an explicit ``unlabelled`` / ``review``) for every cell, and counts
+    per label per slide (:func:`histocluster.labelling.propagate`)."""
+    nearest = None
+    noise = clusters["is_noise"].to_numpy()
+    labelled = cluster_labels.loc[cluster_labels["status"] == "labelled", "cluster_id"].to_numpy()
+    if params.noise == "nearest" and noise.any() and len(labelled):
+        keep = np.isin(clusterer.cluster_ids, labelled)
+        row_of = pd.Series(np.arange(len(embeddings)), index=embeddings.cell_ids)
+        rows = row_of.loc[clusters.loc[noise, "cell_id"]].to_numpy()
+        reduced = reducer["reduction"].transform(np.asarray(embeddings.matrix[np.sort(rows)]))
+        reduced = reduced[np.argsort(np.argsort(rows))]  # back to the noise cells' order
+        nearest = clusterer.cluster_ids[keep][nearest_centre(reduced, clusterer.centres[keep])]
+    cell_labels = propagate(clusters, cluster_labels, params.noise, nearest)
+    counts = count_labels(cell_labels)
+    overall = counts[counts["slide_id"] == "all"]
+    logger.info(
+        "Labelled %d cells: %s",
+        len(cell_labels),
+        ", ".join(f"{r.label} {r.cells}" for r in overall.itertuples()),
+    )
+    return cell_labels, counts

@@ -1,0 +1,37 @@
+"""``kedro run --pipelines=classification``."""
+
+from kedro.pipeline import Node, Pipeline
+
+from histocluster.pipelines.classification.nodes import ask_model, label_cells, label_clusters
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                ask_model,
+                inputs=["slides", "tiles", "cells", "cluster_representatives", "params:classification"],
+                outputs=["representative_answers", "representative_crop_figure"],
+                name="ask_model",
+            ),
+            Node(
+                label_clusters,
+                inputs=["representative_answers", "cluster_summary", "params:classification"],
+                outputs="cluster_labels",
+                name="label_clusters",
+            ),
+            Node(
+                label_cells,
+                inputs=[
+                    "clusters",
+                    "cluster_labels",
+                    "cell_embeddings",
+                    "reducer",
+                    "clusterer",
+                    "params:classification",
+                ],
+                outputs=["cell_labels", "label_counts"],
+                name="label_cells",
+            ),
+        ]
+    )

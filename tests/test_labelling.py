@@ -1,0 +1,117 @@
+"""Votes, a person's labels file, propagation to every cell and counts, by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from histocluster.labelling import (
+    LabelsFileError,
+    apply_human,
+    count_labels,
+    propagate,
+    read_cluster_labels,
+    vote,
+)
+
+
+def answers(rows):
+    return pd.DataFrame(rows, columns=["cluster_id", "label", "status", "cost_usd"])
+
+
+def test_majority_vote_agreement_and_review():
+    table = answers(
+        [
+            (0, "lymphocyte", "ok", 0.01),
+            (0, "lymphocyte", "ok", 0.01),
+            (0, "fibroblast", "ok", 0.01),
+            (0, None, "rejected", 0.01),  # not a vote
+            (1, "fibroblast", "ok", 0.0),
+            (1, "epithelial", "ok", 0.0),
+            (2, None, "error", 0.0),
+        ]
+    )
+    labels = vote(table, [0, 1, 2, 3], threshold=0.6, model="m").set_index("cluster_id")
+    assert labels.loc[0, "label"] == "lymphocyte" and labels.loc[0, "status"] == "labelled"
+    assert labels.loc[0, "agreement"] == pytest.approx(2 / 3) and labels.loc[0, "n_answers"] == 3
+    assert json.loads(labels.loc[0, "votes"]) == {"lymphocyte": 2, "fibroblast": 1}
+    assert labels.loc[0, "cost_usd"] == pytest.approx(0.04) and labels.loc[0, "source"] == "vlm"
+    # 1:1 is below 0.6: review, with the alphabetically first of the tied labels suggested.
+    assert labels.loc[1, "status"] == "review" and labels.loc[1, "suggested"] == "epithelial"
+    assert labels.loc[2, "label"] == "unlabelled" and labels.loc[3, "label"] == "unlabelled"
+
+
+def test_labels_file_yaml_csv_and_mistakes(tmp_path):
+    yml = tmp_path / "labels.yml"
+    yml.write_text("7: lymphocyte\ncluster 12: fibroblast\n'3': tumour\n")
+    assert read_cluster_labels(yml) == {7: "lymphocyte", 12: "fibroblast", 3: "tumour"}
+    csv = tmp_path / "labels.csv"
+    csv.write_text("cluster_id,label\n4,plasma cell\n5, macrophage\n")
+    assert read_cluster_labels(csv) == {4: "plasma cell", 5: "macrophage"}
+    assert read_cluster_labels(tmp_path / "none.yml") == {}
+    yml.write_text("seven: lymphocyte\n")
+    with pytest.raises(LabelsFileError, match=r"labels.yml: key 'seven': 'seven' is not a cluster number"):
+        read_cluster_labels(yml)
+    yml.write_text("7: \n")
+    with pytest.raises(LabelsFileError, match=r"cluster\(s\) \[7\] have an empty label"):
+        read_cluster_labels(yml)
+    csv.write_text("cluster,name\n4,x\n")
+    with pytest.raises(LabelsFileError, match="columns cluster_id,label"):
+        read_cluster_labels(csv)
+    yml.write_text("7: [unclosed\n")
+    with pytest.raises(LabelsFileError, match="not valid YAML"):
+        read_cluster_labels(yml)
+
+
+def test_human_labels_override_the_model():
+    labels = vote(answers([(0, "lymphocyte", "ok", 0.0), (1, "x", "error", 0.0)]), [0, 1], 0.5, "m")
+    merged, unknown = apply_human(labels, {1: "plasma cell", 9: "tumour"})
+    merged = merged.set_index("cluster_id")
+    assert merged.loc[1, "label"] == "plasma cell" and merged.loc[1, "source"] == "human"
+    assert merged.loc[1, "status"] == "labelled" and merged.loc[1, "agreement"] == 1.0
+    assert merged.loc[0, "source"] == "vlm" and unknown == [9]
+
+
+def _clusters():
+    return pd.DataFrame(
+        {
+            "cell_id": ["a", "b", "c", "d", "e"],
+            "slide_id": ["s1", "s1", "s2", "s2", "s2"],
+            "cluster_id": [0, 0, 1, 2, -1],
+            "is_noise": [False, False, False, False, True],
+            "confidence": [0.8, 0.4, 0.9, 0.5, 0.0],
+        }
+    )
+
+
+def test_every_cell_gets_a_label_or_an_explicit_status():
+    labels = vote(
+        answers(
+            [(0, "lymphocyte", "ok", 0), (0, "lymphocyte", "ok", 0), (1, "x", "ok", 0), (1, "y", "ok", 0)]
+        ),
+        [0, 1, 2],
+        0.6,
+        "m",
+    )
+    cells = propagate(_clusters(), labels, noise="nearest", nearest_labelled=np.array([0])).set_index(
+        "cell_id"
+    )
+    assert list(cells["label"]) == ["lymphocyte", "lymphocyte", "review", "unlabelled", "lymphocyte"]
+    assert list(cells["status"]) == ["labelled", "labelled", "review", "unlabelled", "noise_nearest"]
+    assert cells.loc["a", "confidence"] == pytest.approx(0.8) and cells.loc[
+        "e", "confidence"
+    ] == pytest.approx(0.5)
+    assert cells.loc["c", "confidence"] == 0 and cells.loc["c", "source"] == "none"
+    alone = propagate(_clusters(), labels, noise="unlabelled").set_index("cell_id")
+    assert alone.loc["e", "label"] == "unlabelled" and alone.loc["e", "status"] == "unlabelled"
+
+
+def test_counts_per_slide_and_overall():
+    cells = pd.DataFrame({"slide_id": ["s1", "s1", "s2"], "label": ["x", "y", "x"]})
+    counts = count_labels(cells).set_index(["slide_id", "label"])
+    assert counts.loc[("all", "x"), "cells"] == 2 and counts.loc[("s1", "y"), "fraction"] == 0.5
+    assert counts.loc[("s2", "x"), "fraction"] == 1.0
+    assert count_labels(cells.iloc[:0]).empty
