@@ -71,13 +71,16 @@ def test_without_a_key_human_labels_still_reach_every_cell(in_project):
 def test_a_model_on_loopback_labels_clusters_and_a_rerun_costs_nothing(in_project, monkeypatch):
     root = in_project
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
+
     # The "model" calls every cell a lymphocyte, except in two of every ten requests.
-    replies = lambda request, n: (
-        200,
-        completion('{"label": "lymphocyte"}' if n % 10 > 1 else "no idea"),
-        {},
-        0.0,
-    )  # noqa: E731
+    def replies(request, n):
+        return (
+            200,
+            completion('{"label": "lymphocyte"}' if n % 10 > 1 else "no idea"),
+            {},
+            0.0,
+        )  # noqa: E731
+
     records: list[logging.LogRecord] = []
     with ChatServer(replies) as server:
         params = {"classification.vlm.base_url": server.base_url, "classification.vlm.model": "loopback"}
