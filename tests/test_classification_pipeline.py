@@ -79,7 +79,7 @@ def test_a_model_on_loopback_labels_clusters_and_a_rerun_costs_nothing(in_projec
             completion('{"label": "lymphocyte"}' if n % 10 > 1 else "no idea"),
             {},
             0.0,
-        )  # noqa: E731
+        )
 
     records: list[logging.LogRecord] = []
     with ChatServer(replies) as server:
