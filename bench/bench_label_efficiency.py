@@ -29,7 +29,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import io
 import json
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +49,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from histocluster.cell_features import pixel_features
 from histocluster.cell_measurements import measure_objects
+from histocluster.cell_pixels import TileCells, crop_cells
 from histocluster.cluster_summary import pick_representatives
 from histocluster.clustering import (
     NOISE,
@@ -52,10 +58,14 @@ from histocluster.clustering import (
     KMeansSettings,
     LeidenSettings,
     cluster_cells,
+    nearest_centre,
 )
 from histocluster.embedding import MorphologySettings, morphology_embedding
+from histocluster.labelling import propagate, vote
+from histocluster.params import ClassificationParams
 from histocluster.reduction import ReductionSettings, fit_reduce
 from histocluster.segmenters.watershed import segment_nuclei
+from histocluster.vlm import AnswerCache, VLMClassifier, VLMSettings
 
 
 def _tile(image_id: str, shape: tuple[int, int], mpp: float) -> dict:
@@ -74,6 +84,16 @@ def _tile(image_id: str, shape: tuple[int, int], mpp: float) -> dict:
     }
 
 
+def image_and_labels(
+    bench: Path, image_id: str, mpp: float, points_only: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its instance map: the true one, or the watershed's for points-only sets."""
+    rgb = np.asarray(Image.open(next((bench / "images").glob(f"{image_id}.*"))).convert("RGB"))
+    if points_only:
+        return rgb, segment_nuclei(rgb, mpp).astype(np.int32)
+    return rgb, np.asarray(Image.open(bench / "instances" / f"{image_id}.png")).astype(np.int32)
+
+
 def load_cells(bench: Path, ring_um: float) -> tuple[pd.DataFrame, float, float]:
     """Measured cells of every bench image with their true type (NaN where unknown),
     µm/px, and the share of ground-truth cells that were found (1 with true masks)."""
@@ -83,11 +103,7 @@ def load_cells(bench: Path, ring_um: float) -> tuple[pd.DataFrame, float, float]
     points_only = bool(info.get("points_only"))
     frames, found, total = [], 0, 0
     for image_id, types in truth.groupby("image_id"):
-        rgb = np.asarray(Image.open(next((bench / "images").glob(f"{image_id}.*"))).convert("RGB"))
-        if points_only:
-            labels = segment_nuclei(rgb, mpp).astype(np.int32)
-        else:
-            labels = np.asarray(Image.open(bench / "instances" / f"{image_id}.png")).astype(np.int32)
+        rgb, labels = image_and_labels(bench, image_id, mpp, points_only)
         cells = measure_objects(labels, rgb, _tile(image_id, labels.shape, mpp), "bench")
         if cells.empty:
             total += len(types)
@@ -113,7 +129,13 @@ def load_cells(bench: Path, ring_um: float) -> tuple[pd.DataFrame, float, float]
 
 
 def scores(y_true, y_pred) -> dict:
-    return {"accuracy": accuracy_score(y_true, y_pred), "macro_f1": f1_score(y_true, y_pred, average="macro")}
+    """Accuracy, and macro-F1 over the true classes (a `review` or `unlabelled` answer is
+    simply wrong, not a class of its own)."""
+    classes = sorted(set(y_true))
+    return {
+        "accuracy": accuracy_score(y_true, y_pred),
+        "macro_f1": f1_score(y_true, y_pred, average="macro", labels=classes, zero_division=0),
+    }
 
 
 def oracle_names(clusters: pd.DataFrame, y: np.ndarray, r: int) -> tuple[dict, pd.DataFrame]:
@@ -148,6 +170,94 @@ def cluster_then(x, y, cells, settings, r, propagate):
     pred = np.array([names.get(c, fallback) for c in result.labels], dtype=object)
     pred[result.labels == NOISE] = fallback  # noise: the most common name (a person would not see it)
     return pred, decisions
+
+
+def representative_crops(
+    bench: Path, cells: pd.DataFrame, chosen: pd.DataFrame, mpp: float
+) -> dict[str, bytes]:
+    """PNG crops (as the classification pipeline makes them: 32 µm, 256 px, outlined)
+    of the chosen cells, by cell_id."""
+    info = json.loads((bench / "info.json").read_text())
+    settings = ClassificationParams()
+    crop_px = max(2, round(settings.crop_um / mpp))
+    margin = crop_px // 2 + 1
+    wanted = cells[cells["cell_id"].isin(chosen["cell_id"])]
+    out = {}
+    for image_id, group in wanted.groupby("image_id"):
+        rgb, labels = image_and_labels(bench, image_id, mpp, bool(info.get("points_only")))
+        own = np.zeros_like(labels)
+        for k, label in enumerate(group["label"]):
+            own[labels == label] = k + 1
+        padded = np.pad(rgb, ((margin, margin), (margin, margin), (0, 0)), constant_values=255)
+        item = TileCells(
+            {"tile_id": image_id},
+            padded,
+            np.pad(own, margin),
+            np.arange(len(group)),
+            group[["centroid_x", "centroid_y"]].to_numpy() + margin,
+            margin,
+        )
+        crops = crop_cells(item, crop_px, settings.image_size, outline=(0, 255, 0))
+        for cell_id, crop in zip(group["cell_id"], crops, strict=True):
+            buffer = io.BytesIO()
+            Image.fromarray(crop).save(buffer, format="PNG")
+            out[cell_id] = buffer.getvalue()
+    return out
+
+
+def through_classification(bench, x, y, cells, settings, mpp, threshold, cache) -> tuple[np.ndarray, int]:
+    """Clusters → representatives → crops → the real VLM client and a loopback server whose
+    "model" answers each crop with its cell's true type (untyped cells: an answer outside the
+    vocabulary) → majority vote with the agreement threshold → propagation to every cell."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from chat_server import ChatServer, completion  # the tests' loopback Chat Completions server
+
+    result = cluster_cells(x, cells["image_id"].to_numpy(), settings)
+    clusters = pd.DataFrame(
+        {
+            "cell_id": cells["cell_id"],
+            "slide_id": cells["image_id"],
+            "tile_id": cells["image_id"],
+            "cluster_id": result.labels,
+            "is_noise": result.is_noise,
+            "confidence": result.confidence,
+        }
+    )
+    reps = pick_representatives(clusters, ClassificationParams().representatives)
+    pngs = representative_crops(bench, cells, reps, mpp)
+    truth = dict(zip(cells["cell_id"], y, strict=True))
+    by_image = {hashlib.sha256(png).hexdigest(): truth[cell_id] for cell_id, png in pngs.items()}
+    vocabulary = sorted({str(t) for t in y if pd.notna(t)})
+
+    def reply(request, n):
+        url = request["messages"][0]["content"][1]["image_url"]["url"]
+        answer = by_image.get(hashlib.sha256(base64.b64decode(url.split(",", 1)[1])).hexdigest())
+        content = json.dumps({"label": answer if isinstance(answer, str) else "unknown"})
+        return 200, completion(content), {}, 0.0
+
+    reps = reps[reps["cell_id"].isin(pngs)]
+    with ChatServer(reply) as server:
+        vlm = VLMSettings(
+            base_url=server.base_url, model="oracle", max_requests=10**6, max_cost_usd=10**6, concurrency=8
+        )
+        answers = VLMClassifier(vlm, "oracle-key", "oracle", vocabulary, AnswerCache(cache)).ask(
+            [pngs[c] for c in reps["cell_id"]]
+        )
+    table = reps[["cluster_id", "cell_id"]].assign(
+        label=[a.label for a in answers], status=[a.status for a in answers], cost_usd=0.0
+    )
+    cluster_ids = sorted(int(c) for c in np.unique(result.labels) if c != NOISE)
+    labels = vote(table, cluster_ids, threshold, "oracle")
+    noise_nearest = None
+    if result.is_noise.any():
+        labelled = labels.loc[labels["status"] == "labelled", "cluster_id"].to_numpy()
+        keep = np.isin(result.model.cluster_ids, labelled)
+        if keep.any():
+            noise_nearest = result.model.cluster_ids[keep][
+                nearest_centre(x[result.is_noise], result.model.centres[keep])
+            ]
+    cell_labels = propagate(clusters, labels, "nearest", noise_nearest)
+    return cell_labels["label"].to_numpy(dtype=object), len(cluster_ids)
 
 
 def random_then(model, x, y, k, seed):
@@ -185,6 +295,11 @@ def main() -> None:
     parser.add_argument("--no-texture", action="store_true", help="cell-table measurements only")
     parser.add_argument("--reductions", default="none,pca,umap")
     parser.add_argument("--methods", default="kmeans,leiden,hdbscan,dbscan")
+    parser.add_argument(
+        "--through-classification",
+        action="store_true",
+        help="also KMeans → the classification code (VLM client, oracle server, vote, propagation)",
+    )
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -247,6 +362,21 @@ def main() -> None:
                 s = leiden_for(z, cells, k, 0)
                 pred, decisions = cluster_then(z, y, cells, s, args.representatives, "lr")
                 report(f"leiden lr {tag}", decisions, [pred], f"resolution {s.leiden.resolution:.3g}")
+        if args.through_classification:
+            threshold = ClassificationParams().agreement_threshold
+            with tempfile.TemporaryDirectory() as cache:
+                for k in budgets:
+                    s = ClusterSettings(kmeans=KMeansSettings(n_clusters=k))
+                    pred, decisions = through_classification(
+                        args.bench, z, y, cells, s, mpp, threshold, cache
+                    )
+                    review = float(np.mean(pred[typed] == "review"))
+                    report(
+                        f"kmeans → classification {tag}",
+                        decisions,
+                        [pred],
+                        f"{review:.1%} of cells in review",
+                    )
         if "hdbscan" in methods:
             pred, decisions = cluster_then(
                 z, y, cells, ClusterSettings(method="hdbscan"), args.representatives, "majority"

@@ -33,6 +33,7 @@ def main() -> None:
         quality = catalog.load("tile_quality") if catalog.exists("tile_quality") else None
         cells = catalog.load("cells") if catalog.exists("cells") else None
         clusters = catalog.load("clusters") if catalog.exists("clusters") else None
+        cell_labels = catalog.load("cell_labels") if catalog.exists("cell_labels") else None
     print("\nhistocluster results")
     print("====================")
     for row in slides.itertuples():
@@ -55,15 +56,24 @@ def main() -> None:
         print(
             f"  all slides: {len(clusters)} cells in {n_clusters} clusters ({int(clusters['is_noise'].sum())} noise)"
         )
+    if cell_labels is not None and len(cell_labels):
+        counts = cell_labels["label"].value_counts()
+        print("  labels: " + ", ".join(f"{label} {n}" for label, n in counts.items()))
+        if set(counts.index) <= {"unlabelled", "review"}:
+            print(
+                "  No cluster is named yet: look at data/08_reporting/representative_crop/<cluster>/,\n"
+                "  write conf/local/cluster_labels.yml (e.g. `0: lymphocyte`) and run\n"
+                "  `kedro run --pipelines=classification` (or set OPENAI_API_KEY for a model)."
+            )
     print("\nTables (Kedro-versioned, newest shown):")
-    for folder in sorted(ROOT.glob("data/0[1-7]_*/*.parquet")):
+    for folder in sorted([*ROOT.glob("data/0[1-7]_*/*.parquet"), *ROOT.glob("data/08_reporting/*.csv")]):
         latest = _latest(folder)
         if latest:
             print(f"  {latest.relative_to(ROOT)}")
     print("\nPictures (open these):")
     for folder in sorted(ROOT.glob("data/08_reporting/*")):
-        if folder.is_dir():
-            files = sorted(folder.rglob("*.png"))
+        files = sorted(folder.rglob("*.png")) if folder.is_dir() else []
+        if files:
             print(f"  {folder.relative_to(ROOT)}/  ({len(files)} PNG)")
     for figure in sorted(ROOT.glob("data/08_reporting/*.png")):
         print(f"  {figure.relative_to(ROOT)}")
