@@ -114,3 +114,28 @@ def test_labels_file_mistake_is_one_clear_message(in_project):
     (root / "conf" / "local" / "cluster_labels.yml").write_text("lymphocytes: 7\n")
     output = kedro_user_error(root, "--pipelines=classification")
     assert "cluster_labels.yml: key 'lymphocytes': 'lymphocytes' is not a cluster number" in output
+
+
+def test_key_from_kedro_credentials(in_project):
+    root = in_project
+    credentials = root / "conf" / "local" / "credentials.yml"
+    credentials.write_text(f"openai:\n  api_key: {KEY}\n")
+    try:
+        with ChatServer(lambda request, n: (200, completion('{"label": "fibroblast"}'), {}, 0.0)) as server:
+            kedro_run(
+                root,
+                "classification",
+                **{
+                    "classification.vlm.base_url": server.base_url,
+                    "classification.vlm.model": "from-credentials",
+                },
+            )
+        assert server.requests and {r["headers"]["authorization"] for r in server.requests} == {
+            f"Bearer {KEY}"
+        }
+    finally:
+        credentials.unlink()
+    (cluster_labels,) = load(root, "cluster_labels")
+    assert set(cluster_labels["label"]) == {"fibroblast"} and set(cluster_labels["model"]) == {
+        "from-credentials"
+    }
