@@ -199,6 +199,34 @@ class ClassificationParams(_Strict):
         return self.label_sets[self.label_set]
 
 
+class OverlayParams(_Strict):
+    tiles_per_cluster: int = Field(2, ge=0, description="tiles holding a cluster's most confident cells")
+    min_confidence: float = Field(0.3, ge=0, le=1, description="cells below are not annotated (filtered)")
+    filtered: bool = Field(True, description="annotate only cells at or above min_confidence")
+    boxes: bool = False
+    texts: bool = True
+    max_texts: int = Field(30, ge=0, description="labels written per image, most confident first")
+
+
+class GalleryParams(_Strict):
+    crop_um: float = Field(32.0, gt=0)
+    size: int = Field(128, ge=32, description="crop side in the gallery, px")
+    columns: int = Field(5, ge=1)
+
+
+class AnnotationParams(_Strict):
+    """Parameters of the ``annotation`` pipeline."""
+
+    colour_by: Literal["label", "cluster"] = Field("label", description="upstream --annotation_color_by")
+    overlay: OverlayParams = OverlayParams()
+    gallery: GalleryParams = GalleryParams()
+    overview_mpp: float = Field(4.0, gt=0, description="µm/px of the whole-slide overview")
+    geojson_gzip_above: int = Field(
+        50_000, ge=0, description="cells per slide above which GeoJSON is gzipped"
+    )
+    report_gallery_size: int = Field(80, ge=32, description="crop side in the HTML report, px")
+
+
 #: Top-level parameter key → model. A new pipeline adds its model here.
 PARAMETER_MODELS: dict[str, type[_Strict]] = {
     "tiling": TilingParams,
@@ -207,6 +235,7 @@ PARAMETER_MODELS: dict[str, type[_Strict]] = {
     "evaluation": EvaluationParams,
     "clustering": ClusteringParams,
     "classification": ClassificationParams,
+    "annotation": AnnotationParams,
 }
 
 

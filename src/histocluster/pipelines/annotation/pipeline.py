@@ -1,0 +1,86 @@
+"""``kedro run --pipelines=annotation``."""
+
+from kedro.pipeline import Node, Pipeline
+
+from histocluster.pipelines.annotation.nodes import (
+    annotate_cells,
+    count_cells,
+    draw_galleries,
+    draw_overlays,
+    draw_slide_overviews,
+    export_qupath,
+    export_viewer_json,
+    write_report,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                annotate_cells,
+                inputs=["cells", "clusters", "cell_labels", "params:annotation"],
+                outputs="annotated_cells",
+                name="annotate_cells",
+            ),
+            Node(
+                export_qupath,
+                inputs=["annotated_cells", "params:annotation"],
+                outputs="qupath_geojson",
+                name="export_qupath",
+            ),
+            Node(
+                export_viewer_json,
+                inputs=["slides", "tiles", "annotated_cells"],
+                outputs="viewer_json",
+                name="export_viewer_json",
+            ),
+            Node(
+                draw_galleries,
+                inputs=[
+                    "slides",
+                    "tiles",
+                    "annotated_cells",
+                    "cluster_representatives",
+                    "cluster_summary",
+                    "cluster_labels",
+                    "params:annotation",
+                ],
+                outputs="cluster_gallery_figure",
+                name="draw_galleries",
+            ),
+            Node(
+                draw_overlays,
+                inputs=["slides", "tiles", "annotated_cells", "params:annotation"],
+                outputs="cell_overlay_figure",
+                name="draw_overlays",
+            ),
+            Node(
+                draw_slide_overviews,
+                inputs=["slides", "annotated_cells", "params:annotation"],
+                outputs="cell_overview_figure",
+                name="draw_slide_overviews",
+            ),
+            Node(
+                count_cells,
+                inputs="annotated_cells",
+                outputs=["annotation_counts", "label_counts_plot"],
+                name="count_cells",
+            ),
+            Node(
+                write_report,
+                inputs=[
+                    "slides",
+                    "tiles",
+                    "tile_quality",
+                    "annotated_cells",
+                    "cluster_summary",
+                    "cluster_representatives",
+                    "cluster_labels",
+                    "params:annotation",
+                ],
+                outputs="report_html",
+                name="write_report",
+            ),
+        ]
+    )
