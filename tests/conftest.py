@@ -39,12 +39,12 @@ def cmu_slide(tmp_path_factory) -> Path:
     return fetch(tmp_path_factory.mktemp("sample"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tcga_slide() -> Path:
     return shared_slide("tcga-cr-7395-01a-01-ts1.svs")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def kidney_image() -> Path:
     return shared_slide("kidney-48-5.tif")
 

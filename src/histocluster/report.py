@@ -24,7 +24,7 @@ h1{margin-bottom:0}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:1em}.card{border:1px solid #ddd;padding:.5em;border-radius:4px}
-.card img{max-width:100%}.empty{color:#a00}.swatch{display:inline-block;width:.9em;height:.9em;margin-right:.3em}
+.card img{max-width:100%;vertical-align:top}.empty{color:#a00}.swatch{display:inline-block;width:.9em;height:.9em;margin-right:.3em}
 nav a{margin-right:1em}
 """
 

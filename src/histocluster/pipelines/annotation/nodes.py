@@ -215,6 +215,7 @@ def _figure_tag(figure: plt.Figure, alt: str) -> str:
 
 def write_report(
     slides: pd.DataFrame,
+    tiling_overviews: dict,
     tiles: pd.DataFrame,
     tile_quality: pd.DataFrame,
     table: pd.DataFrame,
@@ -250,7 +251,17 @@ def write_report(
                 slides.set_index("slide_id").loc[row.slide_id], cells, legend, params, overall["coloured by"]
             )
             note = "" if len(cells) else report.empty("no cells found on this slide")
-            yield f"<div class='card'><b>{row.slide_id}</b> — {row.width}×{row.height} px, {row.mpp_x:.3f} µm/px, {len(cells):,} cells{note}{report.image_tag(image, row.slide_id)}</div>"
+            overview = tiling_overviews.get(row.slide_id)
+            tissue = (
+                report.image_tag(overview(), f"{row.slide_id} tissue and tiles", max_side=560)
+                if overview
+                else ""
+            )
+            yield (
+                f"<div class='card'><b>{row.slide_id}</b> — {row.width}×{row.height} px, {row.mpp_x:.3f} µm/px, "
+                f"{len(cells):,} cells{note}<div class='grid'>{tissue}"
+                f"{report.image_tag(image, row.slide_id, max_side=560)}</div></div>"
+            )
 
     quality = tile_quality.copy()
     filtering = (

@@ -71,6 +71,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 write_report,
                 inputs=[
                     "slides",
+                    "tiling_overview_figure",
                     "tiles",
                     "tile_quality",
                     "annotated_cells",

@@ -1,0 +1,182 @@
+"""Annotation outputs: QuPath GeoJSON by QuPath's rules, viewer JSON, pictures, report."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from PIL import Image
+from shapely.geometry import shape
+
+from histocluster import annotation, qupath, report
+from histocluster.cell_measurements import measure_cells
+
+from .test_stitching import tile_record
+
+
+def _cells() -> pd.DataFrame:
+    labels = np.zeros((64, 64), np.int32)
+    yy, xx = np.indices(labels.shape)
+    labels[(yy - 20) ** 2 + (xx - 20) ** 2 <= 64] = 1
+    labels[30:40, 40:55] = 2
+    labels[50:58, 5:12] = 3
+    rgb = np.full((64, 64, 3), 200, np.uint8)
+    cells = measure_cells(labels, rgb, tile_record(64, 0.5, x=1000, y=2000, scale=2), "watershed")
+    clusters = pd.DataFrame(
+        {
+            "cell_id": cells["cell_id"],
+            "cluster_id": [0, 1, -1],
+            "is_noise": [False, False, True],
+            "confidence": [0.9, 0.6, 0.0],
+            "map_x": [0.0, 1.0, 2.0],
+            "map_y": [0.0, 1.0, 2.0],
+        }
+    )
+    labels_table = pd.DataFrame(
+        {
+            "cell_id": cells["cell_id"][:2],
+            "label": ["lymphocyte", "review"],
+            "source": ["human", "none"],
+            "confidence": [0.9, 0.0],
+        }
+    )
+    return annotation.annotated_cells(cells, clusters, labels_table)
+
+
+def qupath_rules(collection: dict) -> None:
+    """What QuPath's GeoJSON import requires of detections (checked field by field)."""
+    assert collection["type"] == "FeatureCollection" and isinstance(collection["features"], list)
+    ids = set()
+    for feature in collection["features"]:
+        assert feature["type"] == "Feature"
+        assert str(uuid.UUID(feature["id"])) == feature["id"]  # a UUID string
+        ids.add(feature["id"])
+        geometry = feature["geometry"]
+        assert geometry["type"] in ("Polygon", "MultiPolygon")
+        polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
+        for rings in polygons:
+            for ring in rings:
+                assert len(ring) >= 4 and ring[0] == ring[-1]  # closed
+                assert all(len(p) == 2 and all(isinstance(v, (int, float)) for v in p) for p in ring)
+        geom = shape(geometry)
+        assert geom.is_valid and not geom.is_empty and geom.area > 0
+        props = feature["properties"]
+        assert props["objectType"] == "detection"
+        classification = props["classification"]
+        assert isinstance(classification["name"], str) and classification["name"]
+        colour = classification["color"]
+        assert len(colour) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in colour)
+        assert isinstance(props["measurements"], dict)
+        assert all(isinstance(v, float) and np.isfinite(v) for v in props["measurements"].values())
+    assert len(ids) == len(collection["features"])  # unique
+
+
+@pytest.mark.parametrize("name", ["cells.geojson", "cells.geojson.gz"])
+def test_qupath_geojson_follows_the_rules_and_matches_the_cells(tmp_path, name):
+    table = _cells()
+    names, colours, legend = annotation.colour_table(table, "label")
+    table = table.assign(class_name=names.to_numpy(), colour=colours.to_numpy())
+    count = qupath.write_feature_collection(tmp_path / name, qupath.features(table, legend))
+    assert count == 3 and not list(tmp_path.glob("*.partial"))
+    if name.endswith(".gz"):
+        with gzip.open(tmp_path / name, "rt") as handle:
+            collection = json.load(handle)
+    else:
+        collection = json.loads((tmp_path / name).read_text())
+    qupath_rules(collection)
+    by_name = {f["properties"]["name"]: f for f in collection["features"]}
+    for row in table.itertuples():
+        feature = by_name[row.cell_id]
+        assert feature["id"] == qupath.cell_uuid(row.cell_id)  # stable across reruns
+        original = shapely.from_wkb(row.polygon)
+        assert shape(feature["geometry"]).symmetric_difference(original).area < 1e-3 * original.area
+        assert feature["properties"]["classification"]["name"] == row.label
+        assert feature["properties"]["measurements"]["Area µm^2"] == pytest.approx(row.area_um2)
+        assert feature["properties"]["measurements"]["Cluster"] == row.cluster_id
+    assert (
+        by_name[table.cell_id[2]]["properties"]["classification"]["name"] == "unlabelled"
+    )  # noise, no label
+
+
+def test_geojson_is_streamed_not_built(tmp_path):
+    """A generator of 20,000 features is written without being listed first."""
+    seen = []
+
+    def many():
+        for k in range(20_000):
+            seen.append(k)
+            yield {"type": "Feature", "id": str(uuid.uuid4()), "geometry": None, "properties": {}}
+
+    assert qupath.write_feature_collection(tmp_path / "big.geojson", many()) == 20_000
+    assert len(json.loads((tmp_path / "big.geojson").read_text())["features"]) == 20_000
+
+
+def test_viewer_json_is_in_level0_pixels_with_mpp():
+    table = _cells()
+    slide = pd.Series(
+        {"path": "s.svs", "width": 5000, "height": 4000, "mpp_x": 0.25, "mpp_y": 0.25}, name="s"
+    )
+    tiles = pd.DataFrame([tile_record(64, 0.5, x=1000, y=2000, scale=2)]).set_index("tile_id")
+    viewer = annotation.viewer_json(slide, tiles, table)
+    assert viewer["mpp_x"] == 0.25 and viewer["coordinates"] == "level-0 pixels of the slide"
+    (tile,) = viewer["tiles"]
+    assert (tile["x"], tile["y"], tile["w"], tile["h"]) == (1000, 2000, 128, 128)
+    cells = {c["cell_id"]: c for c in tile["cells"]}
+    first = cells[table.cell_id[0]]
+    assert first["pred_class"] == "lymphocyte" and first["cluster_id"] == 0
+    xs, ys = np.array(first["polygon"]).T
+    assert (
+        1000 <= xs.min() and xs.max() <= 1128 and 2000 <= ys.min() and ys.max() <= 2128
+    )  # level 0, not tile px
+    assert first["bbox"][0] <= first["centroid"][0] <= first["bbox"][2]
+
+
+def test_label_colours_are_stable_and_unsure_is_grey_or_orange():
+    assert annotation.label_colour("lymphocyte") == annotation.label_colour("lymphocyte")
+    assert annotation.label_colour("lymphocyte") != annotation.label_colour("fibroblast")
+    assert annotation.label_colour("unlabelled") == (128, 128, 128)
+    assert annotation.label_colour("review") == (255, 170, 0)
+
+
+def test_overlay_draws_outlines_where_the_cells_are():
+    table = _cells()
+    rgb = np.full((64, 64, 3), 255, np.uint8)
+    tile = tile_record(64, 0.5, x=1000, y=2000, scale=2)
+    colours = pd.Series([(255, 0, 0)] * len(table))
+    image = np.asarray(annotation.tile_overlay(rgb, tile, table, colours, None, False, 0))
+    red = (image[..., 0] == 255) & (image[..., 1] == 0)
+    assert red[10:31, 10:31].any() and red[29:41, 39:56].any()  # around cells 1 and 2
+    assert not red[:5, :].any()  # nothing far from the cells
+    grey = (image == annotation.NOISE_RGB).all(axis=-1)
+    assert grey[49:59, 4:13].any()  # the noise cell, drawn distinctly
+
+
+def test_gallery_has_a_tile_per_crop_and_a_title():
+    crops = [np.full((32, 32, 3), 30 * k, np.uint8) for k in range(7)]
+    image = annotation.gallery(
+        crops, [f"c{k}" for k in range(7)], "cluster 3: 7 cells\nlymphocyte", columns=5
+    )
+    assert image.width == 5 * 38 + 6 and image.height == 40 + 2 * (32 + 14 + 6) + 6
+    empty = annotation.gallery([], [], "cluster 9", columns=5)
+    assert empty.width > 0
+
+
+def test_report_is_one_page_with_every_section():
+    page = report.build(
+        "r",
+        {"cells": 3},
+        {
+            "slides": report.image_tag(Image.new("RGB", (20, 10), "red"), "s"),
+            "labels": iter(["<p>x</p>", "<p>y</p>"]),
+        },
+    )
+    assert page.startswith("<!DOCTYPE html>") and page.count("<section") == len(report.SECTIONS)
+    assert re.search(r'src="data:image/jpeg;base64,[A-Za-z0-9+/=]+"', page)
+    assert "<p>x</p>\n<p>y</p>" in page and "not run" in page  # missing sections say so
+    assert "http" not in page  # nothing fetched from elsewhere

@@ -1,0 +1,151 @@
+"""The annotation pipeline in a real Kedro run on the sample slide; the report in a real
+headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
+
+from .conftest import make_project
+from .test_annotation import qupath_rules
+from .test_pipelines import kedro_run, load, messages
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory, cmu_slide, kidney_image):
+    """Everything (`kedro run`) on two tiles of the sample slide and a slide without
+    cells, with a person's label for cluster 0."""
+    root = make_project(tmp_path_factory.mktemp("annotation") / "project", [cmu_slide, kidney_image])
+    (root / "conf" / "local" / "cluster_labels.yml").write_text("0: lymphocyte\n")
+    records: list[logging.LogRecord] = []
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        kedro_run(
+            root, log=records, **{"tiling.max_tiles": 2, "clustering.clusterer.kmeans.cells_per_cluster": 60}
+        )
+    finally:
+        os.chdir(cwd)
+    return root, records
+
+
+def test_qupath_geojson_per_slide(annotated):
+    root, _ = annotated
+    cells, cell_labels = load(root, "cells", "cell_labels")
+    files = sorted((root / "data/08_reporting/qupath").iterdir())
+    assert [f.name for f in files] == ["cmu-1-small-region.geojson"]  # the blank slide has no cells
+    collection = json.loads(files[0].read_text())
+    qupath_rules(collection)
+    assert len(collection["features"]) == len(cells)
+    names = {f["properties"]["classification"]["name"] for f in collection["features"]}
+    assert names == set(cell_labels["label"]) and "lymphocyte" in names
+
+
+def test_viewer_json_galleries_overlays_overviews_and_counts(annotated):
+    root, _ = annotated
+    cells, summary = load(root, "cells", "cluster_summary")
+    report_dir = root / "data/08_reporting"
+    viewer = json.loads((report_dir / "viewer/cmu-1-small-region.json").read_text())
+    assert sum(len(t["cells"]) for t in viewer["tiles"]) == len(cells) and viewer["mpp_x"] == pytest.approx(
+        0.499
+    )
+    galleries = sorted((report_dir / "cluster_gallery").glob("*.png"))
+    assert len(galleries) == (summary["cluster_id"] >= 0).sum()
+    overlays = list((report_dir / "cell_overlay").rglob("*.png"))
+    assert overlays and all(Image.open(p).size == (512, 512) for p in overlays)
+    overviews = sorted(p.stem for p in (report_dir / "cell_overview").glob("*.png"))
+    assert overviews == ["cmu-1-small-region", "kidney-48-5"]
+    counts = json.loads((report_dir / "counts.json").read_text())
+    assert counts["all"]["cells"] == len(cells) == sum(counts["all"]["labels"].values())
+    assert counts["slides"]["cmu-1-small-region"]["cells"] == len(cells)
+    assert (report_dir / "label_counts.png").is_file()
+
+
+def test_report_has_every_section_and_says_what_is_missing(annotated):
+    root, records = annotated
+    page = (root / "data/08_reporting/report.html").read_text()
+    for section in ("slides", "filtering", "segmentation", "clusters", "galleries", "labels"):
+        assert f"<section id='{section}'>" in page
+    assert "kidney-48-5" in page and "no cells found on this slide" in page
+    assert page.count("data:image/jpeg;base64,") >= 5
+    assert "Report:" in messages(records)
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)"
+)
+def test_report_renders_in_headless_chromium(annotated, tmp_path):
+    root, _ = annotated
+    url = (root / "data/08_reporting/report.html").resolve().as_uri()
+    base = [
+        "chromium",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--allow-file-access-from-files",
+    ]
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*base, "--window-size=1200,3000", f"--screenshot={shot}", url],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1200, 3000)
+    # Rendered, not blank: each band of the page has content (text or pictures).
+    grey = image.convert("L")
+    bands = [grey.crop((0, y, 1200, y + 500)) for y in range(0, 3000, 500)]
+    assert all(band.getextrema()[0] < 200 for band in bands[:4])
+    # The DOM after rendering: every section, and every picture decoded (width > 0).
+    script = (
+        "<script>window.onload=()=>{document.title=[...document.images].filter(i=>i.naturalWidth>0).length"
+        "+'/'+document.images.length}</script>"
+    )
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        (root / "data/08_reporting/report.html").read_text().replace("</body>", script + "</body>")
+    )
+    dom = subprocess.run(
+        [*base, "--dump-dom", "--virtual-time-budget=5000", probe.as_uri()],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    for section in ("slides", "filtering", "segmentation", "clusters", "galleries", "labels"):
+        assert f'id="{section}"' in dom
+    decoded, total = dom.split("<title>")[1].split("</title>")[0].split("/")
+    assert int(total) >= 5 and decoded == total
+
+
+def test_example_notebook_runs_against_the_run(annotated):
+    """notebooks/explore_clusters.ipynb, executed as a user would (kernel in notebooks/)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from .conftest import ROOT
+
+    root, _ = annotated
+    notebook = nbformat.read(ROOT / "notebooks" / "explore_clusters.ipynb", as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")  # stripped
+    (root / "notebooks").mkdir(exist_ok=True)
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(root / "notebooks")}},
+    ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the map and the gallery are shown
+    assert any("cells in" in o.get("text", "") for o in outputs)
