@@ -79,6 +79,10 @@ def main() -> None:
         print(f"  {figure.relative_to(ROOT)}")
     if (ROOT / "data/08_reporting/cluster_map.json").exists():
         print("  data/08_reporting/cluster_map.json  (interactive cell map: kedro viz shows it)")
+    report = ROOT / "data/08_reporting/report.html"
+    if report.exists():
+        print(f"\nStart here: {report.relative_to(ROOT)}  (open it in a browser)")
+        print("QuPath: data/08_reporting/qupath/<slide_id>.geojson (File > Import objects)")
     print("\nBrowse the pipeline and its data: kedro viz run   (or `make viz` for a static build)")
 
 
