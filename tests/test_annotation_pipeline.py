@@ -149,3 +149,18 @@ def test_example_notebook_runs_against_the_run(annotated):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the map and the gallery are shown
     assert any("cells in" in o.get("text", "") for o in outputs)
+
+
+def test_overlays_of_every_tile_on_request(annotated):
+    root, _ = annotated
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        kedro_run(
+            root, "annotation", **{"annotation.overlay.all_tiles": True, "annotation.colour_by": "cluster"}
+        )
+    finally:
+        os.chdir(cwd)
+    (cells,) = load(root, "cells")
+    folder = root / "data/08_reporting/cell_overlay/cmu-1-small-region"
+    assert {p.stem for p in folder.glob("*.png")} >= set(cells["tile_id"])

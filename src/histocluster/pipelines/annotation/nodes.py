@@ -136,7 +136,8 @@ def draw_overlays(
 ) -> dict:
     """``<slide_id>/cluster_<id>_<tile_id>``: for each cluster, the ``tiles_per_cluster``
     tiles holding most of its cells above ``min_confidence``, every cell of the tile drawn
-    (only the confident ones when ``filtered``) — lazy, one tile read per picture."""
+    (only the confident ones when ``filtered``); with ``all_tiles`` also
+    ``<slide_id>/<tile_id>`` for every tile with cells — lazy, one tile read per picture."""
     by_tile = tiles.set_index("tile_id")
     o = params.overlay
     out = {}
@@ -153,6 +154,10 @@ def draw_overlays(
             out[f"{tile['slide_id']}/cluster_{int(cluster_id):03d}_{tile_id}"] = partial(
                 _overlay, slides, tile, tile_cells, params
             )
+    if o.all_tiles:  # every tile with cells, still drawn one at a time when saved
+        for tile_id, tile_cells in table.groupby("tile_id"):
+            tile = {"tile_id": tile_id, **by_tile.loc[tile_id].to_dict()}
+            out[f"{tile['slide_id']}/{tile_id}"] = partial(_overlay, slides, tile, tile_cells, params)
     return out
 
 
