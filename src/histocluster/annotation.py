@@ -16,7 +16,7 @@ import pandas as pd
 import shapely
 from PIL import Image, ImageDraw, ImageFont
 
-from histocluster.cell_pixels import TileCells, crop_cells, iter_tile_cells
+from histocluster.cell_pixels import iter_cell_crops
 from histocluster.cluster_plots import cluster_colours
 from histocluster.clustering import NOISE
 from histocluster.labelling import REVIEW, UNLABELLED
@@ -214,16 +214,10 @@ def crops_of(
     slides: pd.DataFrame, tiles: pd.DataFrame, cells: pd.DataFrame, crop_um: float, size: int
 ) -> Iterator[tuple[str, np.ndarray]]:
     """(cell_id, outlined crop of ``crop_um`` at ``size`` px) for cells whose pixels can be
-    read, tile by tile."""
-    cells = cells.reset_index(drop=True)
-    mpps = tiles.set_index("tile_id")[["out_mpp_x", "out_mpp_y"]].prod(axis=1) ** 0.5
-    margin = int(np.ceil(crop_um / mpps.min() / 2)) + 1 if len(mpps) else 0
-    for item in iter_tile_cells(slides, tiles, cells, margin=margin):
-        if not isinstance(item, TileCells):
-            continue
-        crop_px = max(2, int(round(crop_um / item.mpp)))
-        for row, crop in zip(item.rows, crop_cells(item, crop_px, size, outline=OUTLINE), strict=True):
-            yield cells.loc[row, "cell_id"], crop
+    read (:func:`~histocluster.cell_pixels.iter_cell_crops`)."""
+    for item in iter_cell_crops(slides, tiles, cells, crop_um, size, outline=OUTLINE):
+        if len(item) == 2:
+            yield item
 
 
 def _outline(wkb: bytes) -> list[list[float]]:

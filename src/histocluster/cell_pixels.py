@@ -148,3 +148,54 @@ def crop_cells(
             cv2.drawContours(crop, contours, -1, outline, 1)
         crops[i] = crop
     return crops
+
+
+def iter_cell_crops(
+    slides: pd.DataFrame,
+    tiles: pd.DataFrame,
+    cells: pd.DataFrame,
+    crop_um: float,
+    size: int,
+    outline: tuple[int, int, int] | None = None,
+) -> Iterator[tuple[str, np.ndarray] | tuple[str, np.ndarray, str]]:
+    """``(cell_id, crop)`` for a few cells: a ``crop_um`` square centred on each, read on
+    its own at its tile's resolution (white beyond the slide), resized to ``size`` px,
+    the cell outlined when asked. For galleries and the model, where reading whole tiles
+    for ten cells would waste most of the reading. A slide that cannot be opened yields
+    ``(what, rows, error)`` instead."""
+    cells = cells.reset_index(drop=True)
+    tiles_by_id = tiles.set_index("tile_id")
+    paths = slides.set_index("slide_id")["path"]
+    for slide_id, slide_cells in cells.groupby("slide_id", sort=False):
+        try:
+            reader = open_slide(paths.loc[slide_id])
+        except Exception as exc:
+            yield f"slide {slide_id}", slide_cells.index.to_numpy(), f"{type(exc).__name__}: {exc}"
+            continue
+        with reader:
+            for row in slide_cells.itertuples():
+                tile = tiles_by_id.loc[row.tile_id]
+                sx, sy = tile_scale(tile)
+                mpp = float(np.sqrt(tile["out_mpp_x"] * tile["out_mpp_y"]))
+                crop_px = max(2, int(round(crop_um / mpp)))
+                box = {
+                    "tile_id": row.tile_id,
+                    "x": row.centroid_x - crop_px / 2 * sx,
+                    "y": row.centroid_y - crop_px / 2 * sy,
+                    "w": crop_px * sx,
+                    "h": crop_px * sy,
+                    "out_w": crop_px,
+                    "out_h": crop_px,
+                    "out_mpp_x": tile["out_mpp_x"],
+                    "out_mpp_y": tile["out_mpp_y"],
+                }
+                try:
+                    rgb = read_with_margin(reader, box, 0)
+                except Exception as exc:
+                    yield f"cell {row.cell_id}", np.array([row.Index]), f"{type(exc).__name__}: {exc}"
+                    continue
+                labels = rasterise(shapely.from_wkb([row.polygon]), box, rgb.shape[:2])
+                item = TileCells(
+                    box, rgb, labels, np.array([row.Index]), np.array([[crop_px / 2, crop_px / 2]]), 0
+                )
+                yield row.cell_id, crop_cells(item, crop_px, size, outline=outline)[0]

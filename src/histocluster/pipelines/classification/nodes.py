@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from histocluster.cell_pixels import TileCells, crop_cells, iter_tile_cells
+from histocluster.cell_pixels import iter_cell_crops
 from histocluster.clustering import NOISE, nearest_centre
 from histocluster.embedding import Embeddings
 from histocluster.labelling import apply_human, count_labels, propagate, read_cluster_labels, vote
@@ -44,19 +44,15 @@ def _crops(
 ) -> dict[str, np.ndarray]:
     """Outlined crops of the chosen cells, by cell_id (cells whose pixels cannot be read
     are reported and left out)."""
-    wanted = cells[cells["cell_id"].isin(chosen["cell_id"])].reset_index(drop=True)
-    mpps = tiles.set_index("tile_id")[["out_mpp_x", "out_mpp_y"]].prod(axis=1) ** 0.5
-    margin = int(np.ceil(params.crop_um / mpps.min() / 2)) + 1 if len(mpps) else 0
+    wanted = cells[cells["cell_id"].isin(chosen["cell_id"])]
     crops: dict[str, np.ndarray] = {}
-    for item in iter_tile_cells(slides, tiles, wanted, margin=margin):
-        if not isinstance(item, TileCells):
+    for item in iter_cell_crops(slides, tiles, wanted, params.crop_um, params.image_size, outline=OUTLINE):
+        if len(item) == 3:
             what, rows, error = item
             logger.error("%s: cannot be read (%s); %d representatives not shown", what, error, len(rows))
             continue
-        crop_px = max(2, int(round(params.crop_um / item.mpp)))
-        images = crop_cells(item, crop_px, params.image_size, outline=OUTLINE)
-        for row, image in zip(item.rows, images, strict=True):
-            crops[wanted.loc[row, "cell_id"]] = image
+        cell_id, crop = item
+        crops[cell_id] = crop
     return crops
 
 
