@@ -123,7 +123,7 @@ def test_viewer_json_is_in_level0_pixels_with_mpp():
         {"path": "s.svs", "width": 5000, "height": 4000, "mpp_x": 0.25, "mpp_y": 0.25}, name="s"
     )
     tiles = pd.DataFrame([tile_record(64, 0.5, x=1000, y=2000, scale=2)]).set_index("tile_id")
-    viewer = annotation.viewer_json(slide, tiles, table)
+    viewer = annotation.viewer_json(slide, tiles, table).as_dict()
     assert viewer["mpp_x"] == 0.25 and viewer["coordinates"] == "level-0 pixels of the slide"
     (tile,) = viewer["tiles"]
     assert (tile["x"], tile["y"], tile["w"], tile["h"]) == (1000, 2000, 128, 128)
@@ -180,3 +180,20 @@ def test_report_is_one_page_with_every_section():
     assert re.search(r'src="data:image/jpeg;base64,[A-Za-z0-9+/=]+"', page)
     assert "<p>x</p>\n<p>y</p>" in page and "not run" in page  # missing sections say so
     assert "http" not in page  # nothing fetched from elsewhere
+
+
+def test_viewer_json_is_written_as_a_stream(tmp_path):
+    from histocluster.datasets import StreamedJSONDataset
+
+    produced = []
+
+    def items():
+        for k in range(3):
+            produced.append(k)
+            yield {"k": k}
+
+    dataset = StreamedJSONDataset(filepath=str(tmp_path / "v.json"))
+    dataset.save(annotation.StreamedJSON({"slide_id": "s", "mpp_x": 0.5}, "tiles", items()))
+    assert dataset.load() == {"slide_id": "s", "mpp_x": 0.5, "tiles": [{"k": 0}, {"k": 1}, {"k": 2}]}
+    dataset.save(lambda: annotation.StreamedJSON({}, "tiles", iter([])))
+    assert dataset.load() == {"tiles": []}

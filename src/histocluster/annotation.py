@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -228,35 +229,49 @@ def _outline(wkb: bytes) -> list[list[float]]:
     return [[round(x, 2), round(y, 2)] for x, y in geometry.exterior.coords]
 
 
-def viewer_json(slide: pd.Series, tiles: pd.DataFrame, table: pd.DataFrame) -> dict:
-    """Upstream's post-processing shape (tiles with their cells: polygon, pred_class,
-    cluster_id, cluster_confidence, bbox), in level-0 pixels with the slide's µm/px."""
-    out_tiles = []
+@dataclass
+class StreamedJSON:
+    """A JSON object written piece by piece: ``header``'s keys, then ``list_key`` holding
+    ``items`` one at a time (see :class:`histocluster.datasets.StreamedJSONDataset`)."""
+
+    header: dict
+    list_key: str
+    items: Iterable[dict]
+
+    def as_dict(self) -> dict:
+        return {**self.header, self.list_key: list(self.items)}
+
+
+def _viewer_tiles(tiles: pd.DataFrame, table: pd.DataFrame) -> Iterator[dict]:
     for tile_id, cells in table.groupby("tile_id", sort=True):
         tile = tiles.loc[tile_id]
-        out_tiles.append(
-            {
-                "tile_id": tile_id,
-                "x": int(tile["x"]),
-                "y": int(tile["y"]),
-                "w": int(tile["w"]),
-                "h": int(tile["h"]),
-                "cells": [
-                    {
-                        "cell_id": row.cell_id,
-                        "polygon": _outline(row.polygon),
-                        "centroid": [round(row.centroid_x, 2), round(row.centroid_y, 2)],
-                        "bbox": [row.bbox_x0, row.bbox_y0, row.bbox_x1, row.bbox_y1],
-                        "pred_class": row.label,
-                        "cluster_id": int(row.cluster_id),
-                        "cluster_confidence": round(float(row.cluster_confidence), 4),
-                        "label_confidence": round(float(row.label_confidence), 4),
-                    }
-                    for row in cells.itertuples(index=False)
-                ],
-            }
-        )
-    return {
+        yield {
+            "tile_id": tile_id,
+            "x": int(tile["x"]),
+            "y": int(tile["y"]),
+            "w": int(tile["w"]),
+            "h": int(tile["h"]),
+            "cells": [
+                {
+                    "cell_id": row.cell_id,
+                    "polygon": _outline(row.polygon),
+                    "centroid": [round(row.centroid_x, 2), round(row.centroid_y, 2)],
+                    "bbox": [row.bbox_x0, row.bbox_y0, row.bbox_x1, row.bbox_y1],
+                    "pred_class": row.label,
+                    "cluster_id": int(row.cluster_id),
+                    "cluster_confidence": round(float(row.cluster_confidence), 4),
+                    "label_confidence": round(float(row.label_confidence), 4),
+                }
+                for row in cells.itertuples(index=False)
+            ],
+        }
+
+
+def viewer_json(slide: pd.Series, tiles: pd.DataFrame, table: pd.DataFrame) -> StreamedJSON:
+    """Upstream's post-processing shape (tiles with their cells: polygon, pred_class,
+    cluster_id, cluster_confidence, bbox), in level-0 pixels with the slide's µm/px;
+    tiles are produced one at a time as the file is written."""
+    header = {
         "slide_id": slide.name,
         "path": str(slide["path"]),
         "width": int(slide["width"]),
@@ -264,8 +279,8 @@ def viewer_json(slide: pd.Series, tiles: pd.DataFrame, table: pd.DataFrame) -> d
         "mpp_x": float(slide["mpp_x"]),
         "mpp_y": float(slide["mpp_y"]),
         "coordinates": "level-0 pixels of the slide",
-        "tiles": out_tiles,
     }
+    return StreamedJSON(header, "tiles", _viewer_tiles(tiles, table))
 
 
 def counts(table: pd.DataFrame) -> dict:
