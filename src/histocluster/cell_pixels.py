@@ -88,6 +88,19 @@ def read_with_margin(reader: SlideReader, tile: dict, margin: int) -> np.ndarray
     return rgb
 
 
+def _slides_of(
+    slides: pd.DataFrame, cells: pd.DataFrame
+) -> Iterator[tuple[str, pd.DataFrame, SlideReader | str]]:
+    """(slide_id, its cells, an open reader — or the error that stopped it opening)."""
+    paths = slides.set_index("slide_id")["path"]
+    for slide_id, slide_cells in cells.groupby("slide_id", sort=False):
+        try:
+            reader: SlideReader | str = open_slide(paths.loc[slide_id])
+        except Exception as exc:
+            reader = f"{type(exc).__name__}: {exc}"
+        yield slide_id, slide_cells, reader
+
+
 def iter_tile_cells(
     slides: pd.DataFrame, tiles: pd.DataFrame, cells: pd.DataFrame, margin: int = 0
 ) -> Iterator[TileCells | tuple[str, np.ndarray, str]]:
@@ -95,12 +108,9 @@ def iter_tile_cells(
     cannot be read yields ``(what, rows, error)`` instead, so the caller can report it
     and go on; ``rows`` are the cells that got no pixels."""
     tiles_by_id = tiles.set_index("tile_id")
-    paths = slides.set_index("slide_id")["path"]
-    for slide_id, slide_cells in cells.groupby("slide_id", sort=False):
-        try:
-            reader = open_slide(paths.loc[slide_id])
-        except Exception as exc:
-            yield f"slide {slide_id}", slide_cells.index.to_numpy(), f"{type(exc).__name__}: {exc}"
+    for slide_id, slide_cells, reader in _slides_of(slides, cells):
+        if isinstance(reader, str):
+            yield f"slide {slide_id}", slide_cells.index.to_numpy(), reader
             continue
         with reader:
             for tile_id, tile_cells in slide_cells.groupby("tile_id", sort=False):
@@ -165,12 +175,9 @@ def iter_cell_crops(
     ``(what, rows, error)`` instead."""
     cells = cells.reset_index(drop=True)
     tiles_by_id = tiles.set_index("tile_id")
-    paths = slides.set_index("slide_id")["path"]
-    for slide_id, slide_cells in cells.groupby("slide_id", sort=False):
-        try:
-            reader = open_slide(paths.loc[slide_id])
-        except Exception as exc:
-            yield f"slide {slide_id}", slide_cells.index.to_numpy(), f"{type(exc).__name__}: {exc}"
+    for slide_id, slide_cells, reader in _slides_of(slides, cells):
+        if isinstance(reader, str):
+            yield f"slide {slide_id}", slide_cells.index.to_numpy(), reader
             continue
         with reader:
             for row in slide_cells.itertuples():
