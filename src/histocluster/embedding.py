@@ -28,6 +28,7 @@ import pandas as pd
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as settings_dataclass
 from sklearn.neighbors import NearestNeighbors
+from tqdm.auto import tqdm
 
 from histocluster.cell_features import PIXEL_COLUMNS, pixel_features
 from histocluster.cell_measurements import SHAPE_COLUMNS, STAIN_COLUMNS
@@ -128,7 +129,10 @@ def cell_pixel_features(
     NaN, and are reported."""
     cells = cells.reset_index(drop=True)
     out = np.full((len(cells), len(PIXEL_COLUMNS)), np.nan, dtype=np.float32)
+    progress = tqdm(total=len(cells), desc="Texture features", unit="cell")
     for item in iter_tile_cells(slides, tiles, cells):
+        progress.update(len(item.rows) if isinstance(item, TileCells) else len(item[1]))
+        progress.set_postfix(slide=item.tile["slide_id"] if isinstance(item, TileCells) else item[0])
         if not isinstance(item, TileCells):
             what, rows, error = item
             logger.error(
@@ -139,6 +143,7 @@ def cell_pixel_features(
         # label k + 1 is row k of this tile's cells; a cell too small to cover a pixel
         # centre keeps NaN (standardisation turns it into the mean).
         out[item.rows[features["label"].to_numpy() - 1]] = features[PIXEL_COLUMNS].to_numpy()
+    progress.close()
     return pd.DataFrame(out, columns=PIXEL_COLUMNS)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as settings_dataclass
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -266,9 +267,14 @@ class VLMClassifier:
                 self.cache.put(keys[i], {"raw": answer.raw, "model": self.settings.model})
             return i, answer
 
-        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
+        with (
+            ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool,
+            tqdm(total=len(pending), desc=f"Asking {self.settings.model}", unit="image") as progress,
+        ):
             for i, answer in pool.map(run, pending):
                 answers[i] = answer
+                progress.update(1)
+                progress.set_postfix(requests=self.budget.requests, usd=f"{self.budget.cost:.3f}")
         result = [a for a in answers if a is not None]
         counts = {status: sum(a.status == status for a in result) for status in STATUSES}
         logger.info(
