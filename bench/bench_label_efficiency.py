@@ -303,7 +303,11 @@ def main() -> None:
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    settings = MorphologySettings(texture=not args.no_texture, context_neighbours=args.context)
+    # CoNSeP/CRC images are crops of a few slides from one scanner: standardise over all cells
+    # (per-image z-scores of 256-px crops would erase real differences between them).
+    settings = MorphologySettings(
+        texture=not args.no_texture, context_neighbours=args.context, standardise_within="all"
+    )
     cells, mpp, detected = load_cells(args.bench, settings.ring_um)
     x, columns = morphology_embedding(cells, np.full(len(cells), mpp), settings, cells)
     y = cells["cell_type"].to_numpy().astype(object)

@@ -210,3 +210,25 @@ def test_in_place_helpers_leave_no_second_copy():
     wanted = matrix[keep].copy()
     kept = keep_rows(matrix, keep, chunk=4)
     assert np.shares_memory(kept, matrix) and np.array_equal(kept, wanted)
+
+
+def test_per_slide_standardisation_removes_a_stain_shift():
+    """The same cells on two slides, one scanned darker: standardised over all cells the
+    slides separate; within each slide, the copies land on each other."""
+    from histocluster.clustering import ClusterSettings, KMeansSettings, cluster_cells
+
+    rng = np.random.default_rng(0)
+    base = pd.DataFrame(rng.normal(size=(100, 11)), columns=MEASURED_COLUMNS)
+    base["hematoxylin_mean"] = np.repeat([0.0, 3.0], 50)  # two cell types
+    dark = base.copy()
+    dark[["hematoxylin_mean", "eosin_mean"]] += 6.0  # the darker slide
+    cells = pd.concat([base, dark], ignore_index=True)
+    cells["slide_id"] = ["a"] * 100 + ["b"] * 100
+    cells["centroid_x"], cells["centroid_y"] = rng.uniform(0, 500, 200), rng.uniform(0, 500, 200)
+    settings = ClusterSettings(kmeans=KMeansSettings(n_clusters=2))
+    for within, mixed in (("all", False), ("slide", True)):
+        morph = MorphologySettings(texture=False, context_neighbours=0, standardise_within=within)
+        x, _ = morphology_embedding(cells, np.full(200, 0.5), morph)
+        labels = cluster_cells(x, cells["slide_id"].to_numpy(), settings).labels
+        spans = {len(set(cells.loc[labels == c, "slide_id"])) for c in set(labels)}
+        assert spans == ({2} if mixed else {1}), within

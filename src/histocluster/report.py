@@ -46,6 +46,11 @@ def table_html(frame: pd.DataFrame, max_rows: int = 200) -> str:
     return frame.head(max_rows).to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}", escape=True)
 
 
+def details(summary: str, body: str) -> str:
+    """A collapsed block (long tables stay out of the way of the pictures)."""
+    return f"<details><summary>{html.escape(summary)}</summary>{body}</details>"
+
+
 def empty(message: str) -> str:
     return f'<p class="empty">{html.escape(message)}</p>'
 

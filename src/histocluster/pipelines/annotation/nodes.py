@@ -306,7 +306,27 @@ def write_report(
         cluster_section = [
             _figure_tag(cluster_map_figure(clustered), "cluster map") if len(clustered) else "",
             _figure_tag(cluster_sizes_figure(summary), "cluster sizes") if len(summary) else "",
-            report.table_html(summary.drop(columns=["representatives", "slide_counts"], errors="ignore")),
+            report.details(
+                f"cluster table ({len(summary)} rows)",
+                report.table_html(
+                    summary[
+                        [
+                            c
+                            for c in (
+                                "cluster_id",
+                                "size",
+                                "fraction",
+                                "n_slides",
+                                "mean_confidence",
+                                "mean_area_um2",
+                                "mean_eccentricity",
+                                "mean_hematoxylin_mean",
+                            )
+                            if c in summary.columns
+                        ]
+                    ]
+                ),
+            ),
         ]
     else:
         cluster_section = [report.empty("no clusters: there are no cells")]
@@ -338,8 +358,13 @@ def write_report(
             for r in label_rows.itertuples()
         )
         + "</table>",
-        report.table_html(
-            cluster_labels.drop(columns=["votes"], errors="ignore") if len(cluster_labels) else cluster_labels
+        report.details(
+            f"cluster labels ({len(cluster_labels)} clusters)",
+            report.table_html(
+                cluster_labels.drop(columns=["votes"], errors="ignore")
+                if len(cluster_labels)
+                else cluster_labels
+            ),
         ),
     ]
     page = report.build(
