@@ -305,11 +305,9 @@ def main() -> None:
     t0 = time.perf_counter()
     # CoNSeP/CRC images are crops of a few slides from one scanner: standardise over all cells
     # (per-image z-scores of 256-px crops would erase real differences between them).
-    settings = MorphologySettings(
-        texture=not args.no_texture, context_neighbours=args.context, standardise_within="all"
-    )
+    settings = MorphologySettings(texture=not args.no_texture, context_neighbours=args.context)
     cells, mpp, detected = load_cells(args.bench, settings.ring_um)
-    x, columns = morphology_embedding(cells, np.full(len(cells), mpp), settings, cells)
+    x, columns = morphology_embedding(cells, np.full(len(cells), mpp), settings, cells, within="all")
     y = cells["cell_type"].to_numpy().astype(object)
     typed = pd.notna(y)
     n = int(typed.sum())

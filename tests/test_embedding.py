@@ -227,8 +227,27 @@ def test_per_slide_standardisation_removes_a_stain_shift():
     cells["centroid_x"], cells["centroid_y"] = rng.uniform(0, 500, 200), rng.uniform(0, 500, 200)
     settings = ClusterSettings(kmeans=KMeansSettings(n_clusters=2))
     for within, mixed in (("all", False), ("slide", True)):
-        morph = MorphologySettings(texture=False, context_neighbours=0, standardise_within=within)
-        x, _ = morphology_embedding(cells, np.full(200, 0.5), morph)
+        morph = MorphologySettings(texture=False, context_neighbours=0)
+        x, _ = morphology_embedding(cells, np.full(200, 0.5), morph, within=within)
         labels = cluster_cells(x, cells["slide_id"].to_numpy(), settings).labels
         spans = {len(set(cells.loc[labels == c, "slide_id"])) for c in set(labels)}
         assert spans == ({2} if mixed else {1}), within
+
+
+def test_standardise_within_groups_in_place_and_out_of_order():
+    from histocluster.embedding import standardise_within
+
+    rng = np.random.default_rng(2)
+    x = np.vstack([rng.normal(0, 1, (40, 3)), rng.normal(10, 5, (60, 3))]).astype(np.float32)
+    groups = np.array(["a"] * 40 + ["b"] * 60)
+    out = standardise_within(x, groups, inplace=True)
+    assert out is x  # contiguous groups: changed in place
+    for g in ("a", "b"):
+        assert np.allclose(out[groups == g].mean(axis=0), 0, atol=1e-5)
+        assert np.allclose(out[groups == g].std(axis=0), 1, atol=1e-3)
+    order = rng.permutation(100)  # slides interleaved: same answer row by row
+    shuffled = standardise_within(
+        np.vstack([rng.normal(0, 1, (40, 3)), rng.normal(10, 5, (60, 3))])[order], groups[order]
+    )
+    for g in ("a", "b"):
+        assert np.allclose(shuffled[groups[order] == g].mean(axis=0), 0, atol=1e-5)

@@ -11,7 +11,8 @@ The ``morphology`` embedding of a cell is
 
 each column standardised (zero mean, unit variance, clipped to ±``clip`` so that one
 huge artefact does not dominate a direction; constant columns become 0) — by default
-within each slide first (``standardise_within: slide``): on the shared slides, with
+within each slide first (``within="slide"``, the pipeline's ``clustering.standardise_within``):
+on the shared slides, with
 standardisation over all cells every one of 100 clusters held cells of a single slide
 (stain and scanner differences dominate); within slides 78 of 100 span both.
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -51,10 +51,6 @@ class MorphologySettings:
     ring_um: float = Field(2.0, gt=0, description="width of the ring around each cell, µm")
     context_neighbours: int = Field(8, ge=0, description="k nearest cells averaged as context; 0 = none")
     clip: float = Field(5.0, gt=0, description="standardised values are clipped to ±clip")
-    standardise_within: Literal["all", "slide"] = Field(
-        "slide",
-        description="standardise within each slide (removes per-slide stain shifts), or over all cells",
-    )
 
 
 @dataclass
@@ -80,14 +76,36 @@ class Embeddings:
         return int(self.matrix.shape[1])
 
 
+def standardise_within(
+    x: np.ndarray, groups: np.ndarray | None, clip: float = 5.0, inplace: bool = False
+) -> np.ndarray:
+    """:func:`standardise` within each group (slide) first, then over all rows. Groups
+    stored as contiguous rows (as the cell table is, slide after slide) are done in place;
+    with one group (or ``groups`` None) this is plain :func:`standardise`."""
+    x = writeable_float32(x, inplace)
+    if groups is not None and len(pd.unique(groups)) > 1:
+        for _, index in pd.Series(groups).groupby(np.asarray(groups), sort=False).indices.items():
+            if index[-1] - index[0] + 1 == len(index):
+                standardise(x[index[0] : index[-1] + 1], clip, inplace=True)
+            else:
+                x[index] = standardise(x[index], clip)
+    return standardise(x, clip, inplace=True)
+
+
+def writeable_float32(x: np.ndarray, inplace: bool) -> np.ndarray:
+    """``x`` itself when it may be changed in place (writeable float32), else a float32 copy."""
+    if inplace and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.writeable:
+        return x
+    return np.array(x, dtype=np.float32)
+
+
 def standardise(x: np.ndarray, clip: float = 5.0, inplace: bool = False, chunk: int = 65_536) -> np.ndarray:
     """Columns to zero mean and unit variance (float32), clipped to ±clip; constant
     columns and non-finite values become 0. With ``inplace``, a writeable float32 ``x``
     (a column slice of a larger matrix too) is changed and returned; otherwise ``x`` is
     left as is. Works through ``chunk`` rows at a time, so in place it needs no memory
     beyond one chunk whatever the matrix's size."""
-    if not (inplace and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.writeable):
-        x = np.array(x, dtype=np.float32)
+    x = writeable_float32(x, inplace)
     n, d = x.shape
     count, total, squares = np.zeros(d), np.zeros(d), np.zeros(d)
     for start in range(0, n, chunk):
@@ -160,6 +178,7 @@ def morphology_embedding(
     mpp: np.ndarray,
     settings: MorphologySettings,
     pixels: pd.DataFrame | None = None,
+    within: str = "slide",
 ) -> tuple[np.ndarray, list[str]]:
     """The ``morphology`` embedding (float32, one row per cell) and its column names.
 
@@ -168,6 +187,8 @@ def morphology_embedding(
         mpp: µm per level-0 pixel of each cell's slide (for the neighbourhood in µm).
         settings: which parts to include.
         pixels: :func:`cell_pixel_features` of the same cells, when ``texture`` is on.
+        within: ``slide`` standardises within each slide first (:func:`standardise_within`),
+            ``all`` over all cells only.
     """
     columns = list(MEASURED_COLUMNS)
     x = np.array(cells[MEASURED_COLUMNS], dtype=np.float32)  # own, writeable copy
@@ -176,10 +197,8 @@ def morphology_embedding(
             raise ValueError("texture features asked for but no pixel features given")
         x = np.hstack([x, pixels[PIXEL_COLUMNS].to_numpy(dtype=np.float32)])
         columns += PIXEL_COLUMNS
-    if settings.standardise_within == "slide":
-        for _, index in cells.groupby("slide_id", sort=False).indices.items():
-            x[index] = standardise(x[index], settings.clip)
-    x = standardise(x, settings.clip)
+    groups = cells["slide_id"].to_numpy() if within == "slide" else None
+    x = standardise_within(x, groups, settings.clip, inplace=True)
     if settings.context_neighbours:
         points = cells[["centroid_x", "centroid_y"]].to_numpy(dtype=np.float64) * np.asarray(mpp)[:, None]
         context = neighbourhood_context(x, points, cells["slide_id"].to_numpy(), settings.context_neighbours)

@@ -100,6 +100,9 @@ class ClusteringParams(_Strict):
     """Parameters of the ``clustering`` pipeline."""
 
     device: Literal["cpu", "gpu", "auto"] = Field("cpu", description="cuML for reduction/clustering")
+    standardise_within: Literal["slide", "all"] = Field(
+        "slide", description="z-score features within each slide first (removes stain/scanner shifts)"
+    )
     embedders: dict[Literal["morphology", "resnet50"], float] = Field(
         {"morphology": 1.0}, min_length=1, description="embedder → weight in the combined embedding"
     )

@@ -17,7 +17,7 @@ from histocluster.embedding import (
     combine,
     keep_rows,
     morphology_embedding,
-    standardise,
+    standardise_within,
 )
 from histocluster.params import ClusteringParams
 from histocluster.reduction import cell_map, fit_reduce
@@ -55,7 +55,9 @@ def embed_cells(
         pixels = cell_pixel_features(slides, tiles, cells, settings.ring_um) if settings.texture else None
         if pixels is not None:
             usable &= ~pixels.isna().all(axis=1).to_numpy()
-        x, columns = morphology_embedding(cells, _level0_mpp(slides, cells), settings, pixels)
+        x, columns = morphology_embedding(
+            cells, _level0_mpp(slides, cells), settings, pixels, within=params.standardise_within
+        )
         blocks.append((x, params.embedders["morphology"]))
         names += [f"morphology:{c}" for c in columns]
     if embedder is None:
@@ -67,7 +69,8 @@ def embed_cells(
         matrix = np.empty((len(cells), start + FEATURES), dtype=np.float32)
         view = matrix[:, start:]
         usable &= embedder.embed(slides, tiles, cells, view)
-        blocks.append((standardise(view, inplace=True), params.embedders["resnet50"]))
+        groups = cells["slide_id"].to_numpy() if params.standardise_within == "slide" else None
+        blocks.append((standardise_within(view, groups, inplace=True), params.embedders["resnet50"]))
         names += [f"resnet50:{k}" for k in range(FEATURES)]
         combine(blocks, out=matrix)
     if not usable.all():
