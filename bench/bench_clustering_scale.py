@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-STAGES = ["pca", "umap", "kmeans", "leiden", "hdbscan", "dbscan", "representatives"]
+STAGES = ["pca", "umap", "map", "kmeans", "leiden", "hdbscan", "dbscan", "representatives"]
 DEFAULT_LIMITS = "umap=100000,hdbscan=100000,dbscan=100000,leiden=100000"
 
 
@@ -53,7 +53,7 @@ def run_stage(stage: str, n: int, dims: int, blobs: int, device: str) -> dict:
 
     x = data(n, dims, blobs)
     slides = np.array(["s"], dtype=object).repeat(n)
-    if stage not in ("pca", "umap"):  # clusterers work on the reduced space, as in the pipeline
+    if stage not in ("pca", "umap"):  # map and clusterers work on the reduced space, as in the pipeline
         x = fit_reduce(x, ReductionSettings(method="pca", n_components=30), device)[1]
     before = peak_mib()
     t = time.perf_counter()
@@ -61,6 +61,11 @@ def run_stage(stage: str, n: int, dims: int, blobs: int, device: str) -> dict:
         components = 30 if stage == "pca" else 50
         fit_reduce(x, ReductionSettings(method=stage, n_components=components, random_state=None), device)
         detail = f"{dims} → {components} dims"
+    elif stage == "map":
+        from histocluster.reduction import cell_map
+
+        cell_map(x, ReductionSettings(random_state=None), device)
+        detail = "2-D UMAP map (pipeline default: fitted on ≤ 50,000 cells, the rest placed by k-NN)"
     elif stage == "representatives":
         import pandas as pd
 

@@ -237,3 +237,21 @@ def test_summary_counts_slides_and_lists_representatives():
     assert summary.loc[0, "mean_area_um2"] == pytest.approx(np.mean(np.arange(12)))
     assert list(summary.loc[0, "representatives"]) == ["cell00", "cell07"]
     assert summary["fraction"].sum() == pytest.approx(1.0)
+
+
+def test_large_maps_are_fitted_on_a_sample_and_the_rest_placed():
+    from histocluster.reduction import ReductionSettings, cell_map
+
+    x, truth = blobs(n_per=100, centres=((0, 0), (30, 0), (0, 30)))
+    x = np.column_stack([x, np.random.default_rng(1).normal(size=len(x))]).astype(np.float32)  # 3-d
+    reducer, coords = cell_map(x, ReductionSettings(map_method="umap", map_max_cells=120, n_neighbors=10))
+    assert coords.shape == (300, 2) and np.isfinite(coords).all()
+    # Cells placed by neighbours land with their own blob: each blob's cells are closer to
+    # their blob's centre on the map than to the other blobs' centres.
+    centres = np.array([coords[truth == k].mean(axis=0) for k in range(3)])
+    nearest = np.argmin(((coords[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == truth).mean() > 0.95
+    # New cells are placed the same way: next to their blob.
+    new = np.array([[0.5, 0.2, 0.0], [29.5, 0.4, 0.1]], np.float32)
+    placed = reducer.transform(new)
+    assert list(np.argmin(((placed[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)) == [0, 1]

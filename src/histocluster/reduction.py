@@ -36,6 +36,9 @@ class ReductionSettings:
     metric: str = "euclidean"
     random_state: int | None = 0
     map_method: Literal["umap", "pca"] = Field("umap", description="how the 2-D cell map is made")
+    map_max_cells: int = Field(
+        50_000, ge=100, description="UMAP map fitted on a sample this size; the other cells placed by k-NN"
+    )
 
 
 @dataclass
@@ -159,8 +162,9 @@ def cell_map(
     reduced: np.ndarray, settings: ReductionSettings, device: Device = "cpu"
 ) -> tuple[Reducer, np.ndarray]:
     """2-D coordinates for the cell map: the reduced space itself when it is already 2-D
-    or less, else a 2-D UMAP (or PCA: ``map_method``) of it. The returned
-    reducer places new cells on the map (PCA exactly, UMAP by :class:`NeighbourPlacement`)."""
+    or less, else a 2-D UMAP (or PCA: ``map_method``) of it. UMAP is fitted on at most
+    ``map_max_cells`` cells (a random sample); the others, and new cells later, are placed
+    by :class:`NeighbourPlacement` (PCA places everything exactly)."""
     n, d = reduced.shape
     if d <= 2:
         coords = np.zeros((n, 2), np.float32)
@@ -175,9 +179,28 @@ def cell_map(
         metric="euclidean",
         random_state=settings.random_state,
     )
-    reducer, coords = fit_reduce(reduced, map_settings, device)
+    seed = settings.random_state or 0
+    sample = None
+    if settings.map_method == "umap" and n > settings.map_max_cells:
+        sample = np.sort(np.random.default_rng(seed).choice(n, settings.map_max_cells, replace=False))
+    reducer, fitted = fit_reduce(reduced if sample is None else reduced[sample], map_settings, device)
     if reducer.method == "umap":
-        reducer.model = NeighbourPlacement.fit(reduced, coords, seed=settings.random_state or 0)
+        reducer.model = NeighbourPlacement.fit(
+            reduced if sample is None else reduced[sample], fitted, seed=seed
+        )
+    if sample is None:
+        coords = fitted
+    else:
+        logger.info(
+            "Cell map: UMAP on %d of %d cells, the others placed by their nearest neighbours", len(sample), n
+        )
+        coords = np.empty((n, fitted.shape[1]), np.float32)
+        rest = np.ones(n, dtype=bool)
+        rest[sample] = False
+        coords[sample] = fitted
+        for start in range(0, int(rest.sum()), 100_000):
+            index = np.flatnonzero(rest)[start : start + 100_000]
+            coords[index] = reducer.model.transform(reduced[index])
     if coords.shape[1] != 2:
         out = np.zeros((n, 2), np.float32)
         out[:, : min(2, coords.shape[1])] = coords[:, :2]
