@@ -30,7 +30,6 @@ def cuml_problem() -> str | None:
     """Why cuML cannot run here, or None when it can."""
     try:
         import cuml  # noqa: F401
-        from cuda.bindings import runtime  # noqa: F401  (cuml-cu13 brings cuda-python)
     except Exception as exc:  # ImportError, or a CUDA library that fails to load
         return f"cuML does not import ({type(exc).__name__}: {exc})"
     try:
