@@ -49,7 +49,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from histocluster.cell_features import pixel_features
 from histocluster.cell_measurements import measure_objects
-from histocluster.cell_pixels import TileCells, crop_cells
+from histocluster.cell_pixels import OUTLINE, TileCells, crop_cells
 from histocluster.cluster_summary import pick_representatives
 from histocluster.clustering import (
     NOISE,
@@ -148,7 +148,9 @@ def oracle_names(clusters: pd.DataFrame, y: np.ndarray, r: int) -> tuple[dict, p
     return names, reps
 
 
-def cluster_then(x, y, cells, settings, r, propagate):
+def clustered(x, cells, settings):
+    """The clustering result and its table in the pipeline's ``clusters`` shape (each
+    bench image stands for a slide and a tile)."""
     result = cluster_cells(x, cells["image_id"].to_numpy(), settings)
     clusters = pd.DataFrame(
         {
@@ -156,9 +158,15 @@ def cluster_then(x, y, cells, settings, r, propagate):
             "slide_id": cells["image_id"],
             "tile_id": cells["image_id"],
             "cluster_id": result.labels,
+            "is_noise": result.is_noise,
             "confidence": result.confidence,
         }
     )
+    return result, clusters
+
+
+def cluster_then(x, y, cells, settings, r, propagate):
+    result, clusters = clustered(x, cells, settings)
     names, reps = oracle_names(clusters, y, r)
     decisions = len(names)
     if propagate == "lr" and len(set(names.values())) > 1:
@@ -195,9 +203,8 @@ def representative_crops(
             np.pad(own, margin),
             np.arange(len(group)),
             group[["centroid_x", "centroid_y"]].to_numpy() + margin,
-            margin,
         )
-        crops = crop_cells(item, crop_px, settings.image_size, outline=(0, 255, 0))
+        crops = crop_cells(item, crop_px, settings.image_size, outline=OUTLINE)
         for cell_id, crop in zip(group["cell_id"], crops, strict=True):
             buffer = io.BytesIO()
             Image.fromarray(crop).save(buffer, format="PNG")
@@ -212,17 +219,7 @@ def through_classification(bench, x, y, cells, settings, mpp, threshold, cache) 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from chat_server import ChatServer, completion  # the tests' loopback Chat Completions server
 
-    result = cluster_cells(x, cells["image_id"].to_numpy(), settings)
-    clusters = pd.DataFrame(
-        {
-            "cell_id": cells["cell_id"],
-            "slide_id": cells["image_id"],
-            "tile_id": cells["image_id"],
-            "cluster_id": result.labels,
-            "is_noise": result.is_noise,
-            "confidence": result.confidence,
-        }
-    )
+    result, clusters = clustered(x, cells, settings)
     reps = pick_representatives(clusters, ClassificationParams().representatives)
     pngs = representative_crops(bench, cells, reps, mpp)
     truth = dict(zip(cells["cell_id"], y, strict=True))

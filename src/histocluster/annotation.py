@@ -17,14 +17,12 @@ import pandas as pd
 import shapely
 from PIL import Image, ImageDraw, ImageFont
 
-from histocluster.cell_pixels import iter_cell_crops
 from histocluster.cluster_plots import cluster_colours
 from histocluster.clustering import NOISE
 from histocluster.labelling import REVIEW, UNLABELLED
 
 NOISE_RGB = (150, 150, 150)
 UNSURE_RGB = {UNLABELLED: (128, 128, 128), REVIEW: (255, 170, 0)}
-OUTLINE = (0, 255, 0)
 
 
 def _font(size: int = 12) -> ImageFont.ImageFont:
@@ -209,16 +207,6 @@ def gallery(crops: list[np.ndarray], captions: list[str], title: str, columns: i
         canvas.paste(Image.fromarray(crop), (x, y))
         draw.text((x, y + size + 1), caption[: size // 6], fill=(60, 60, 60), font=_font(10))
     return canvas
-
-
-def crops_of(
-    slides: pd.DataFrame, tiles: pd.DataFrame, cells: pd.DataFrame, crop_um: float, size: int
-) -> Iterator[tuple[str, np.ndarray]]:
-    """(cell_id, outlined crop of ``crop_um`` at ``size`` px) for cells whose pixels can be
-    read (:func:`~histocluster.cell_pixels.iter_cell_crops`)."""
-    for item in iter_cell_crops(slides, tiles, cells, crop_um, size, outline=OUTLINE):
-        if len(item) == 2:
-            yield item
 
 
 def _outline(wkb: bytes) -> list[list[float]]:

@@ -23,13 +23,16 @@ from histocluster.stitching import tile_scale
 
 logger = logging.getLogger(__name__)
 
+#: Colour of the outline that marks which cell a crop is about.
+OUTLINE = (0, 255, 0)
+
 
 @dataclass
 class TileCells:
     """One tile's pixels and the cells it owns.
 
-    ``rgb`` covers the tile plus ``margin`` output pixels on every side (white beyond
-    the slide's edge); ``labels`` has the same frame, cell ``k`` of ``rows`` drawn with
+    ``rgb`` covers the tile plus the ``margin`` asked of :func:`iter_tile_cells` on every
+    side (white beyond the slide's edge); ``labels`` has the same frame, cell ``k`` of ``rows`` drawn with
     value ``k + 1``; ``centres`` are the cells' centroids (x, y) in that frame.
     """
 
@@ -38,7 +41,6 @@ class TileCells:
     labels: np.ndarray
     rows: np.ndarray  # positions of the cells in the cell table
     centres: np.ndarray
-    margin: int
 
     @property
     def mpp(self) -> float:
@@ -124,7 +126,7 @@ def iter_tile_cells(
                 polygons = shapely.from_wkb(tile_cells["polygon"].to_numpy())
                 labels = rasterise(polygons, tile, rgb.shape[:2], margin)
                 cx, cy = to_tile_frame(tile, tile_cells["centroid_x"], tile_cells["centroid_y"], margin)
-                yield TileCells(tile, rgb, labels, rows, np.column_stack([cx, cy]), margin)
+                yield TileCells(tile, rgb, labels, rows, np.column_stack([cx, cy]))
 
 
 def crop_cells(
@@ -160,24 +162,27 @@ def crop_cells(
     return crops
 
 
-def iter_cell_crops(
+def cell_crops_by_id(
     slides: pd.DataFrame,
     tiles: pd.DataFrame,
     cells: pd.DataFrame,
     crop_um: float,
     size: int,
-    outline: tuple[int, int, int] | None = None,
-) -> Iterator[tuple[str, np.ndarray] | tuple[str, np.ndarray, str]]:
-    """``(cell_id, crop)`` for a few cells: a ``crop_um`` square centred on each, read on
-    its own at its tile's resolution (white beyond the slide), resized to ``size`` px,
-    the cell outlined when asked. For galleries and the model, where reading whole tiles
-    for ten cells would waste most of the reading. A slide that cannot be opened yields
-    ``(what, rows, error)`` instead."""
+    outline: tuple[int, int, int] | None = OUTLINE,
+) -> dict[str, np.ndarray]:
+    """Crops of a few cells by cell_id: a ``crop_um`` square centred on each, read on its
+    own at its tile's resolution (white beyond the slide), resized to ``size`` px, the
+    cell outlined (green by default). For galleries and the model, where reading whole
+    tiles for ten cells would waste most of the reading. Cells whose slide or pixels
+    cannot be read are logged and left out."""
     cells = cells.reset_index(drop=True)
     tiles_by_id = tiles.set_index("tile_id")
+    crops: dict[str, np.ndarray] = {}
     for slide_id, slide_cells, reader in _slides_of(slides, cells):
         if isinstance(reader, str):
-            yield f"slide {slide_id}", slide_cells.index.to_numpy(), reader
+            logger.error(
+                "Slide %s: cannot be read (%s); %d cells not shown", slide_id, reader, len(slide_cells)
+            )
             continue
         with reader:
             for row in slide_cells.itertuples():
@@ -199,10 +204,13 @@ def iter_cell_crops(
                 try:
                     rgb = read_with_margin(reader, box, 0)
                 except Exception as exc:
-                    yield f"cell {row.cell_id}", np.array([row.Index]), f"{type(exc).__name__}: {exc}"
+                    logger.error(
+                        "Cell %s: cannot be read (%s: %s); not shown", row.cell_id, type(exc).__name__, exc
+                    )
                     continue
                 labels = rasterise(shapely.from_wkb([row.polygon]), box, rgb.shape[:2])
                 item = TileCells(
-                    box, rgb, labels, np.array([row.Index]), np.array([[crop_px / 2, crop_px / 2]]), 0
+                    box, rgb, labels, np.array([row.Index]), np.array([[crop_px / 2, crop_px / 2]])
                 )
-                yield row.cell_id, crop_cells(item, crop_px, size, outline=outline)[0]
+                crops[row.cell_id] = crop_cells(item, crop_px, size, outline=outline)[0]
+    return crops

@@ -275,11 +275,8 @@ def _dbscan(x: np.ndarray, s: ClusterSettings, gpu: bool) -> np.ndarray:
 
 
 def _cluster_once(x: np.ndarray, s: ClusterSettings, gpu: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Labels (noise = -1) and, for HDBSCAN, membership probabilities of one group."""
-    if len(x) == 1:
-        return np.zeros(1, dtype=np.int64), None
-    if np.ptp(x, axis=0).max(initial=0.0) == 0:
-        return np.zeros(len(x), dtype=np.int64), None  # identical cells: one cluster
+    """Labels (noise = -1) and, for HDBSCAN, membership probabilities of one group of
+    at least two cells that are not all identical."""
     if s.method == "kmeans":
         return _kmeans(x, s, gpu), None
     if s.method == "leiden":
@@ -318,7 +315,8 @@ def cluster_cells(
         offset = 0
         for group, index in groups.items():
             part = x[index]
-            if np.ptp(part, axis=0).max(initial=0.0) == 0 and len(part) > 1:
+            identical = len(part) > 1 and np.ptp(part, axis=0).max(initial=0.0) == 0
+            if identical:
                 messages.append(f"{group}: all {len(part)} cells have the same features: one cluster")
             if settings.method == "dbscan" and len(part) < settings.dbscan.min_samples:
                 messages.append(
@@ -326,7 +324,10 @@ def cluster_cells(
                     "all noise"
                 )
                 continue
-            found, proba = _cluster_once(part, settings, gpu)
+            if len(part) == 1 or identical:  # one cell, or cells nothing tells apart: one cluster
+                found, proba = np.zeros(len(part), dtype=np.int64), None
+            else:
+                found, proba = _cluster_once(part, settings, gpu)
             found = np.asarray(found, dtype=np.int64)
             kept = found != NOISE
             labels[index[kept]] = found[kept] + offset

@@ -70,36 +70,10 @@ def vote(answers: pd.DataFrame, cluster_ids: list[int], threshold: float, model:
             continue
         top = next(iter(votes))
         agreement = votes[top] / len(valid)
-        if agreement >= threshold:
-            rows.append(
-                (
-                    cluster_id,
-                    top,
-                    "labelled",
-                    "vlm",
-                    json.dumps(votes),
-                    agreement,
-                    len(valid),
-                    top,
-                    model,
-                    cost,
-                )
-            )
-        else:
-            rows.append(
-                (
-                    cluster_id,
-                    REVIEW,
-                    REVIEW,
-                    "vlm",
-                    json.dumps(votes),
-                    agreement,
-                    len(valid),
-                    top,
-                    model,
-                    cost,
-                )
-            )
+        status = "labelled" if agreement >= threshold else REVIEW
+        label = top if status == "labelled" else REVIEW
+        row = (cluster_id, label, status, "vlm", json.dumps(votes), agreement, len(valid), top, model, cost)
+        rows.append(row)
     return pd.DataFrame(rows, columns=CLUSTER_LABEL_COLUMNS).astype({"cluster_id": "int64"})
 
 

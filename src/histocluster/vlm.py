@@ -24,7 +24,7 @@ import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ConfigDict, Field
@@ -300,7 +300,3 @@ class VLMClassifier:
                 "VLM: %d requests failed (%s)", counts["error"], next(a.error for a in result if a.error)
             )
         return result
-
-
-def answer_record(answer: Answer) -> dict:
-    return asdict(answer)

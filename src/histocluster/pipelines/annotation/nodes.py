@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from histocluster import annotation, qupath, report  # noqa: E402
+from histocluster.cell_pixels import cell_crops_by_id  # noqa: E402
 from histocluster.cluster_plots import cluster_map_figure, cluster_sizes_figure  # noqa: E402
 from histocluster.clustering import NOISE  # noqa: E402
 from histocluster.params import AnnotationParams  # noqa: E402
@@ -75,9 +76,11 @@ def _gallery(
     slides, tiles, table, reps, summary_row, labels_row, params: AnnotationParams, size: int
 ) -> Image.Image:
     chosen = table[table["cell_id"].isin(reps["cell_id"])]
-    crops = dict(annotation.crops_of(slides, tiles, chosen, params.gallery.crop_um, size))
-    ordered = [c for c in reps.sort_values("rank")["cell_id"] if c in crops]
-    captions = [f"{table.loc[table.cell_id == c, 'slide_id'].iloc[0]}" for c in ordered]
+    crops = cell_crops_by_id(slides, tiles, chosen, params.gallery.crop_um, size)
+    ordered = reps.sort_values("rank")
+    ordered = ordered[ordered["cell_id"].isin(crops)]
+    captions = list(ordered["slide_id"])
+    ordered = list(ordered["cell_id"])
     cluster_id = int(summary_row["cluster_id"])
     label = labels_row.get("label", "unlabelled") if labels_row is not None else "unlabelled"
     line2 = f"{label}"
@@ -221,6 +224,7 @@ def _figure_tag(figure: plt.Figure, alt: str) -> str:
 def write_report(
     slides: pd.DataFrame,
     tiling_overviews: dict,
+    cell_overviews: dict,
     tiles: pd.DataFrame,
     tile_quality: pd.DataFrame,
     table: pd.DataFrame,
@@ -242,7 +246,6 @@ def write_report(
         "clusters": f"{n_clusters} ({len(labelled)} named)",
         "coloured by": colour_by(table, params),
     }
-    legend = _legend(table, params)
 
     def slide_cards():
         if slides.empty:
@@ -252,9 +255,7 @@ def write_report(
                 yield f"<div class='card'><b>{row.slide_id}</b>{report.empty('not readable: ' + str(row.error))}</div>"
                 continue
             cells = table[table["slide_id"] == row.slide_id]
-            image = _overview(
-                slides.set_index("slide_id").loc[row.slide_id], cells, legend, params, overall["coloured by"]
-            )
+            image = cell_overviews[row.slide_id]()  # drawn by draw_slide_overviews
             note = "" if len(cells) else report.empty("no cells found on this slide")
             overview = tiling_overviews.get(row.slide_id)
             tissue = (
@@ -268,14 +269,13 @@ def write_report(
                 f"{report.image_tag(image, row.slide_id, max_side=560)}</div></div>"
             )
 
-    quality = tile_quality.copy()
     filtering = (
         report.table_html(
-            quality.groupby("slide_id")
+            tile_quality.groupby("slide_id")
             .agg(tiles=("tile_id", "size"), kept=("keep", "sum"))
             .reset_index()
             .merge(
-                quality[~quality["keep"]]
+                tile_quality[~tile_quality["keep"]]
                 .groupby("slide_id")["reason"]
                 .agg(lambda r: ", ".join(sorted(set(r)))[:200])
                 .rename("rejected because")
@@ -285,7 +285,7 @@ def write_report(
             )
             .fillna("")
         )
-        if len(quality)
+        if len(tile_quality)
         else report.empty("no tiles (no tissue found, or the tiling stage did not run)")
     )
     segmentation = (

@@ -72,6 +72,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "slides",
                     "tiling_overview_figure",
+                    "cell_overview_figure",
                     "tiles",
                     "tile_quality",
                     "annotated_cells",

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from histocluster.cell_pixels import iter_cell_crops
+from histocluster.cell_pixels import cell_crops_by_id
 from histocluster.clustering import NOISE, nearest_centre
 from histocluster.embedding import Embeddings
 from histocluster.labelling import apply_human, count_labels, propagate, read_cluster_labels, vote
 from histocluster.params import ClassificationParams
 from histocluster.secrets import openai_api_key
-from histocluster.vlm import Answer, AnswerCache, VLMClassifier, answer_record
+from histocluster.vlm import Answer, AnswerCache, VLMClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -32,28 +33,6 @@ ANSWER_COLUMNS = [
     "error",
     "model",
 ]
-OUTLINE = (0, 255, 0)
-
-
-def _crops(
-    slides: pd.DataFrame,
-    tiles: pd.DataFrame,
-    cells: pd.DataFrame,
-    chosen: pd.DataFrame,
-    params: ClassificationParams,
-) -> dict[str, np.ndarray]:
-    """Outlined crops of the chosen cells, by cell_id (cells whose pixels cannot be read
-    are reported and left out)."""
-    wanted = cells[cells["cell_id"].isin(chosen["cell_id"])]
-    crops: dict[str, np.ndarray] = {}
-    for item in iter_cell_crops(slides, tiles, wanted, params.crop_um, params.image_size, outline=OUTLINE):
-        if len(item) == 3:
-            what, rows, error = item
-            logger.error("%s: cannot be read (%s); %d representatives not shown", what, error, len(rows))
-            continue
-        cell_id, crop = item
-        crops[cell_id] = crop
-    return crops
 
 
 def ask_model(
@@ -70,7 +49,8 @@ def ask_model(
     chosen = representatives[representatives["rank"] < params.representatives].sort_values(
         ["cluster_id", "rank"]
     )
-    crops = _crops(slides, tiles, cells, chosen, params) if len(chosen) else {}
+    wanted = cells[cells["cell_id"].isin(chosen["cell_id"])]
+    crops = cell_crops_by_id(slides, tiles, wanted, params.crop_um, params.image_size) if len(chosen) else {}
     chosen = chosen[chosen["cell_id"].isin(crops)]
     pngs = []
     for cell_id in chosen["cell_id"]:
@@ -96,7 +76,7 @@ def ask_model(
         )
         answers = classifier.ask(pngs)
     table = pd.DataFrame(
-        [answer_record(a) for a in answers],
+        [asdict(a) for a in answers],
         columns=[
             "label",
             "status",
