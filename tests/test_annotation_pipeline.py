@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 
@@ -26,14 +25,9 @@ def annotated(tmp_path_factory, cmu_slide, kidney_image):
     root = make_project(tmp_path_factory.mktemp("annotation") / "project", [cmu_slide, kidney_image])
     (root / "conf" / "local" / "cluster_labels.yml").write_text("0: lymphocyte\n")
     records: list[logging.LogRecord] = []
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        kedro_run(
-            root, log=records, **{"tiling.max_tiles": 2, "clustering.clusterer.kmeans.cells_per_cluster": 60}
-        )
-    finally:
-        os.chdir(cwd)
+    kedro_run(
+        root, log=records, **{"tiling.max_tiles": 2, "clustering.clusterer.kmeans.cells_per_cluster": 60}
+    )
     return root, records
 
 
@@ -153,14 +147,7 @@ def test_example_notebook_runs_against_the_run(annotated):
 
 def test_overlays_of_every_tile_on_request(annotated):
     root, _ = annotated
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        kedro_run(
-            root, "annotation", **{"annotation.overlay.all_tiles": True, "annotation.colour_by": "cluster"}
-        )
-    finally:
-        os.chdir(cwd)
+    kedro_run(root, "annotation", **{"annotation.overlay.all_tiles": True, "annotation.colour_by": "cluster"})
     (cells,) = load(root, "cells")
     folder = root / "data/08_reporting/cell_overlay/cmu-1-small-region"
     assert {p.stem for p in folder.glob("*.png")} >= set(cells["tile_id"])

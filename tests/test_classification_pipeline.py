@@ -4,7 +4,6 @@ real openai client talking to a Chat Completions server on loopback."""
 from __future__ import annotations
 
 import logging
-import os
 
 import pytest
 
@@ -19,18 +18,12 @@ KEY = "sk-test-NEVER-IN-OUTPUTS-42"
 @pytest.fixture(scope="module")
 def project_root(tmp_path_factory, cmu_slide):
     root = make_project(tmp_path_factory.mktemp("classification") / "project", [cmu_slide])
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        kedro_run(root, **{"tiling.max_tiles": 2, "clustering.clusterer.kmeans.cells_per_cluster": 50})
-    finally:
-        os.chdir(cwd)
+    kedro_run(root, **{"tiling.max_tiles": 2, "clustering.clusterer.kmeans.cells_per_cluster": 50})
     return root
 
 
 @pytest.fixture
 def in_project(project_root, monkeypatch):
-    monkeypatch.chdir(project_root)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     labels = project_root / "conf" / "local" / "cluster_labels.yml"
     labels.unlink(missing_ok=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,22 +23,10 @@ def clustered(tmp_path_factory, cmu_slide):
 
     root = make_project(tmp_path_factory.mktemp("clustering") / "project", [cmu_slide])
     records: list[logging.LogRecord] = []
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        kedro_run(
-            root, log=records, **{"tiling.max_tiles": 3, "clustering.clusterer.kmeans.cells_per_cluster": 40}
-        )
-    finally:
-        os.chdir(cwd)
+    kedro_run(
+        root, log=records, **{"tiling.max_tiles": 3, "clustering.clusterer.kmeans.cells_per_cluster": 40}
+    )
     return root, records
-
-
-@pytest.fixture(autouse=True)
-def _in_project(request, monkeypatch):
-    """Kedro runs from the project root (slide paths in the tables are relative to it)."""
-    if "clustered" in request.fixturenames:
-        monkeypatch.chdir(request.getfixturevalue("clustered")[0])
 
 
 def test_every_cell_gets_a_cluster_a_confidence_and_a_place_on_the_map(clustered):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -36,11 +37,16 @@ def nested(dotted: dict) -> dict:
 def kedro_run(root: Path, pipeline: str | None = None, log: list | None = None, **runtime_params) -> None:
     """Run a pipeline in a real session; ``log`` collects the project's log records.
 
-    Kedro's logging setup (at bootstrap and session creation) replaces handlers, so
-    pytest's caplog sees nothing; the collector is attached once the session exists.
+    Runs from ``root``, as ``kedro run`` does (slide paths in the tables are relative to
+    the project). Kedro's logging setup (at bootstrap and session creation) replaces
+    handlers, so pytest's caplog sees nothing; the collector is attached once the session
+    exists.
     """
     bootstrap_project(root)
-    with KedroSession.create(project_path=root, runtime_params=nested(runtime_params) or None) as session:
+    with (
+        contextlib.chdir(root),
+        KedroSession.create(project_path=root, runtime_params=nested(runtime_params) or None) as session,
+    ):
         logger = logging.getLogger("histocluster")
         handler = logging.Handler(logging.INFO)
         handler.emit = (log if log is not None else []).append
@@ -56,8 +62,9 @@ def messages(records: list[logging.LogRecord]) -> str:
 
 
 def load(root: Path, *names: str):
+    """Datasets of the project's catalog, loaded from ``root``."""
     bootstrap_project(root)
-    with KedroSession.create(project_path=root) as session:
+    with contextlib.chdir(root), KedroSession.create(project_path=root) as session:
         catalog = session.load_context().catalog
         return [catalog.load(name) for name in names]
 
