@@ -64,7 +64,7 @@ from histocluster.embedding import MorphologySettings, morphology_embedding
 from histocluster.labelling import propagate, vote
 from histocluster.params import ClassificationParams
 from histocluster.reduction import ReductionSettings, fit_reduce
-from histocluster.segmenters.watershed import segment_nuclei
+from histocluster.segmenters.watershed import WatershedSettings, segment_nuclei
 from histocluster.vlm import AnswerCache, VLMClassifier, VLMSettings
 
 
@@ -85,16 +85,19 @@ def _tile(image_id: str, shape: tuple[int, int], mpp: float) -> dict:
 
 
 def image_and_labels(
-    bench: Path, image_id: str, mpp: float, points_only: bool
+    bench: Path, image_id: str, mpp: float, points_only: bool, foreground: str = "threshold"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """An image and its instance map: the true one, or the watershed's for points-only sets."""
+    """An image and its instance map: the true one, or the watershed's (with the given
+    foreground, ``network`` or ``threshold``) for points-only sets."""
     rgb = np.asarray(Image.open(next((bench / "images").glob(f"{image_id}.*"))).convert("RGB"))
     if points_only:
-        return rgb, segment_nuclei(rgb, mpp).astype(np.int32)
+        return rgb, segment_nuclei(rgb, mpp, WatershedSettings(foreground=foreground)).astype(np.int32)
     return rgb, np.asarray(Image.open(bench / "instances" / f"{image_id}.png")).astype(np.int32)
 
 
-def load_cells(bench: Path, ring_um: float) -> tuple[pd.DataFrame, float, float]:
+def load_cells(
+    bench: Path, ring_um: float, foreground: str = "threshold"
+) -> tuple[pd.DataFrame, float, float]:
     """Measured cells of every bench image with their true type (NaN where unknown),
     µm/px, and the share of ground-truth cells that were found (1 with true masks)."""
     info = json.loads((bench / "info.json").read_text())
@@ -103,7 +106,7 @@ def load_cells(bench: Path, ring_um: float) -> tuple[pd.DataFrame, float, float]
     points_only = bool(info.get("points_only"))
     frames, found, total = [], 0, 0
     for image_id, types in truth.groupby("image_id"):
-        rgb, labels = image_and_labels(bench, image_id, mpp, points_only)
+        rgb, labels = image_and_labels(bench, image_id, mpp, points_only, foreground)
         cells = measure_objects(labels, rgb, _tile(image_id, labels.shape, mpp), "bench")
         if cells.empty:
             total += len(types)
@@ -181,7 +184,7 @@ def cluster_then(x, y, cells, settings, r, propagate):
 
 
 def representative_crops(
-    bench: Path, cells: pd.DataFrame, chosen: pd.DataFrame, mpp: float
+    bench: Path, cells: pd.DataFrame, chosen: pd.DataFrame, mpp: float, foreground: str = "threshold"
 ) -> dict[str, bytes]:
     """PNG crops (as the classification pipeline makes them: 32 µm, 256 px, outlined)
     of the chosen cells, by cell_id."""
@@ -192,7 +195,7 @@ def representative_crops(
     wanted = cells[cells["cell_id"].isin(chosen["cell_id"])]
     out = {}
     for image_id, group in wanted.groupby("image_id"):
-        rgb, labels = image_and_labels(bench, image_id, mpp, bool(info.get("points_only")))
+        rgb, labels = image_and_labels(bench, image_id, mpp, bool(info.get("points_only")), foreground)
         own = np.zeros_like(labels)
         for k, label in enumerate(group["label"]):
             own[labels == label] = k + 1
@@ -212,7 +215,9 @@ def representative_crops(
     return out
 
 
-def through_classification(bench, x, y, cells, settings, mpp, threshold, cache) -> tuple[np.ndarray, int]:
+def through_classification(
+    bench, x, y, cells, settings, mpp, threshold, cache, foreground="threshold"
+) -> tuple[np.ndarray, int]:
     """Clusters → representatives → crops → the real VLM client and a loopback server whose
     "model" answers each crop with its cell's true type (untyped cells: an answer outside the
     vocabulary) → majority vote with the agreement threshold → propagation to every cell."""
@@ -221,7 +226,7 @@ def through_classification(bench, x, y, cells, settings, mpp, threshold, cache) 
 
     result, clusters = clustered(x, cells, settings)
     reps = pick_representatives(clusters, ClassificationParams().representatives)
-    pngs = representative_crops(bench, cells, reps, mpp)
+    pngs = representative_crops(bench, cells, reps, mpp, foreground)
     truth = dict(zip(cells["cell_id"], y, strict=True))
     by_image = {hashlib.sha256(png).hexdigest(): truth[cell_id] for cell_id, png in pngs.items()}
     vocabulary = sorted({str(t) for t in y if pd.notna(t)})
@@ -293,6 +298,12 @@ def main() -> None:
     parser.add_argument("--reductions", default="none,pca,umap")
     parser.add_argument("--methods", default="kmeans,leiden,hdbscan,dbscan")
     parser.add_argument(
+        "--foreground",
+        choices=("network", "threshold"),
+        default="threshold",
+        help="watershed foreground for points-only sets (CRC); the segmenter's default is threshold",
+    )
+    parser.add_argument(
         "--through-classification",
         action="store_true",
         help="also KMeans → the classification code (VLM client, oracle server, vote, propagation)",
@@ -303,7 +314,7 @@ def main() -> None:
     # CoNSeP/CRC images are crops of a few slides from one scanner: standardise over all cells
     # (per-image z-scores of 256-px crops would erase real differences between them).
     settings = MorphologySettings(texture=not args.no_texture, context_neighbours=args.context)
-    cells, mpp, detected = load_cells(args.bench, settings.ring_um)
+    cells, mpp, detected = load_cells(args.bench, settings.ring_um, args.foreground)
     x, columns = morphology_embedding(cells, np.full(len(cells), mpp), settings, cells, within="all")
     y = cells["cell_type"].to_numpy().astype(object)
     typed = pd.notna(y)
@@ -367,7 +378,7 @@ def main() -> None:
                 for k in budgets:
                     s = ClusterSettings(kmeans=KMeansSettings(n_clusters=k))
                     pred, decisions = through_classification(
-                        args.bench, z, y, cells, s, mpp, threshold, cache
+                        args.bench, z, y, cells, s, mpp, threshold, cache, args.foreground
                     )
                     review = float(np.mean(pred[typed] == "review"))
                     report(

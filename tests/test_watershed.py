@@ -1,4 +1,4 @@
-"""The watershed nuclei segmenter on synthetic H&E images with known nuclei."""
+"""The watershed nuclei segmenter (network and threshold foregrounds) on synthetic H&E images."""
 
 from __future__ import annotations
 
@@ -30,25 +30,36 @@ def synthetic_he(mpp: float, centres_um, radius_um: float = 3.5, size_um: float 
 CENTRES = [(20, 20), (20, 60), (50, 35), (80, 80), (75, 20), (45, 80)]
 
 
+FOREGROUNDS = ["network", "threshold"]
+
+
+@pytest.mark.parametrize("foreground", FOREGROUNDS)
 @pytest.mark.parametrize("mpp", [0.25, 0.5])
-def test_separate_nuclei_found_at_both_resolutions(mpp):
+def test_separate_nuclei_found_at_both_resolutions(mpp, foreground):
     rgb, truth = synthetic_he(mpp, CENTRES)
-    labels = segment_nuclei(rgb, mpp)
+    labels = segment_nuclei(rgb, mpp, WatershedSettings(foreground=foreground))
+    assert labels.shape == truth.shape and labels.dtype == np.int32
     s = score(truth, labels)
     assert s.n_pred == len(CENTRES)
     assert s.f1 == 1.0 and s.aji > 0.8
 
 
-def test_touching_nuclei_are_split():
+@pytest.mark.parametrize("foreground", FOREGROUNDS)
+def test_touching_nuclei_are_split(foreground):
     rgb, truth = synthetic_he(0.25, [(50, 45), (50, 51)])  # 6 µm apart, radius 3.5: overlapping
-    labels = segment_nuclei(rgb, 0.25)
+    labels = segment_nuclei(rgb, 0.25, WatershedSettings(foreground=foreground))
     assert len(np.unique(labels[labels > 0])) == 2
     assert score(truth, labels).f1 == 1.0
 
 
-def test_blank_tissue_has_no_nuclei():
+@pytest.mark.parametrize("foreground", FOREGROUNDS)
+def test_blank_tissue_has_no_nuclei(foreground):
     rgb, _ = synthetic_he(0.5, [])
-    assert segment_nuclei(rgb, 0.5).max() == 0
+    assert segment_nuclei(rgb, 0.5, WatershedSettings(foreground=foreground)).max() == 0
+
+
+def test_threshold_is_the_default_foreground():
+    assert WatershedSettings().foreground == "threshold"
 
 
 def test_haematoxylin_is_high_in_nuclei_only():

@@ -1,6 +1,7 @@
 """Segmenters behind one interface: ``segment(images, mpp) -> label maps``.
 
-* ``watershed`` (:mod:`.watershed`): classical H&E nuclei segmentation, CPU.
+* ``watershed`` (:mod:`.watershed`): H&E nuclei by marker-controlled watershed, CPU; the
+  foreground from a threshold (classical) or from the small U-Net of :mod:`.nuclei_net`.
 * ``cellpose`` (:mod:`.cellpose`): Cellpose-SAM, GPU (CPU works, slowly).
 """
 

@@ -1,9 +1,18 @@
-"""Classical H&E nuclei segmentation: colour deconvolution, threshold, watershed.
+"""H&E nuclei segmentation by marker-controlled watershed, on the CPU.
 
 Every size is a physical size (µm or µm²) converted with the image's µm/px, so the
-same settings hold at 0.25 and 0.5 µm/px.
+same settings hold at 0.25 and 0.5 µm/px. Two ways to find the foreground and the
+markers, chosen by ``foreground``:
 
-Steps:
+``network``: a small U-Net (:mod:`.nuclei_net`, shipped weights trained on
+CoNSeP) gives each pixel a probability of background, nucleus interior and nucleus
+boundary. Foreground: interior + boundary above ``foreground_probability``, holes up to
+``max_hole_um2`` filled. Landscape: the foreground's smoothed distance transform times
+(½ + the interior probability smoothed over ``interior_smoothing_um``), so the ridge
+between touching nuclei, which the network calls boundary, sinks. Markers and watershed
+as in steps 3–4 below, on that landscape.
+
+``threshold`` (default; classical, no learned part):
 1. Haematoxylin optical density by colour deconvolution (Ruifrok & Johnston; the
    scikit-image H&E-DAB matrix), smoothed with a Gaussian of ``smoothing_um``.
 2. Foreground: haematoxylin above Otsu's threshold of the image (times
@@ -13,17 +22,25 @@ Steps:
    and ``marker_h_um`` above their surroundings — one per nucleus in a clump.
 4. Watershed of the inverted distance map (plus ``intensity_weight`` × darkness, so cuts
    follow pale gaps) from those markers inside the foreground.
+
+Either way, nuclei under ``min_area_um2`` or over ``max_area_um2`` are dropped.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Literal
+
 import numpy as np
+import torch
+import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
 
+from histocluster.segmenters.nuclei_net import NucleiUNet, load_network, predict_probabilities
 from histocluster.stain import haematoxylin
 
 
@@ -31,6 +48,10 @@ from histocluster.stain import haematoxylin
 class WatershedSettings:
     """Knobs of :func:`segment_nuclei`, physical units."""
 
+    foreground: Literal["network", "threshold"] = "threshold"
+    weights_path: str | None = Field(None, description="nuclei network checkpoint; None = shipped weights")
+    foreground_probability: float = Field(0.4, gt=0, lt=1)
+    interior_smoothing_um: float = Field(1.0, ge=0)
     smoothing_um: float = Field(0.5, ge=0)
     threshold_scale: float = Field(1.0, gt=0)
     min_threshold: float = Field(0.05, ge=0)
@@ -56,11 +77,15 @@ def foreground(h: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
     sizes = np.bincount(labels.ravel())
     keep = sizes >= s.min_area_um2 / area
     keep[0] = False
-    mask = keep[labels]
+    return fill_small_holes(keep[labels], s.max_hole_um2 / area)
+
+
+def fill_small_holes(mask: np.ndarray, max_pixels: float) -> np.ndarray:
+    """``mask`` with its holes of at most ``max_pixels`` filled."""
     holes = ndi.binary_fill_holes(mask) & ~mask
     hole_labels, _ = ndi.label(holes)
     hole_sizes = np.bincount(hole_labels.ravel())
-    small = hole_sizes <= s.max_hole_um2 / area
+    small = hole_sizes <= max_pixels
     small[0] = False
     return mask | small[hole_labels]
 
@@ -78,9 +103,72 @@ def markers(distance: np.ndarray, mask: np.ndarray, mpp: float, s: WatershedSett
     return labels
 
 
+@lru_cache(maxsize=4)
+def cached_network(weights_path: str | None) -> NucleiUNet:
+    """The nuclei network for ``weights_path``, loaded once per process."""
+    return load_network(weights_path)
+
+
+def drop_by_area(labels: np.ndarray, mpp: float, min_um2: float, max_um2: float) -> np.ndarray:
+    """``labels`` with objects under ``min_um2`` or over ``max_um2`` set to background (in place)."""
+    sizes = np.bincount(labels.ravel())
+    area = mpp * mpp
+    bad = (sizes < min_um2 / area) | (sizes > max_um2 / area)
+    bad[0] = False
+    labels[bad[labels]] = 0
+    return labels
+
+
+def seed_orphans(seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``seeds`` plus one seed for each connected component of ``mask`` that has none."""
+    components, n = ndi.label(mask)
+    has_seed = np.zeros(n + 1, dtype=bool)
+    has_seed[np.unique(components[seeds > 0])] = True
+    orphan = ~has_seed[components] & mask
+    return np.where(orphan, components + seeds.max(), seeds)
+
+
+def network_labels(probabilities: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
+    """Nuclei from the network's (background, interior, boundary) probabilities at ``mpp``."""
+    mask = probabilities[1] + probabilities[2] > s.foreground_probability
+    mask = fill_small_holes(mask, s.max_hole_um2 / (mpp * mpp))
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=np.int32)
+    interior = probabilities[1]
+    if s.interior_smoothing_um > 0:
+        interior = ndi.gaussian_filter(interior, s.interior_smoothing_um / mpp)
+    landscape = distance_landscape(mask, mpp) * (0.5 + interior)
+    seeds = seed_orphans(markers(landscape, mask, mpp, s), mask)
+    labels = watershed(-landscape, seeds, mask=mask).astype(np.int32)
+    return drop_by_area(labels, mpp, s.min_area_um2, s.max_area_um2)
+
+
+def distance_landscape(mask: np.ndarray, mpp: float) -> np.ndarray:
+    """Distance to the background (px), smoothed over 0.5 µm (at least one pixel)."""
+    distance = ndi.distance_transform_edt(mask).astype(np.float32)
+    return ndi.gaussian_filter(distance, max(1.0, 0.5 / mpp))
+
+
+def segment_with_network(rgb: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
+    """:func:`network_labels` of the network's probabilities, brought to the image's size."""
+    probabilities = predict_probabilities(cached_network(s.weights_path), rgb, mpp)
+    if probabilities.shape[1:] != rgb.shape[:2]:
+        probabilities = F.interpolate(
+            torch.from_numpy(probabilities)[None], size=rgb.shape[:2], mode="bilinear"
+        )[0].numpy()
+    return network_labels(probabilities, mpp, s)
+
+
 def segment_nuclei(rgb: np.ndarray, mpp: float, settings: WatershedSettings | None = None) -> np.ndarray:
     """Instance label map (int32, 0 = background) of the nuclei in an H&E RGB image."""
     s = settings or WatershedSettings()
+    if s.foreground == "network":
+        return segment_with_network(rgb, mpp, s)
+    return segment_with_threshold(rgb, mpp, s)
+
+
+def segment_with_threshold(rgb: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
+    """The classical path: Otsu foreground, distance-transform markers, watershed."""
     h = haematoxylin(rgb)
     sigma = s.smoothing_um / mpp
     if sigma > 0:
@@ -88,27 +176,16 @@ def segment_nuclei(rgb: np.ndarray, mpp: float, settings: WatershedSettings | No
     mask = foreground(h, mpp, s)
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.int32)
-    distance = ndi.distance_transform_edt(mask).astype(np.float32)
-    smooth_distance = ndi.gaussian_filter(distance, max(1.0, 0.5 / mpp))
-    seeds = markers(smooth_distance, mask, mpp, s)
+    smooth_distance = distance_landscape(mask, mpp)
     # Components without a marker (small, flat) get one of their own.
-    components, n = ndi.label(mask)
-    has_seed = np.zeros(n + 1, dtype=bool)
-    has_seed[np.unique(components[seeds > 0])] = True
-    orphan = ~has_seed[components] & mask
-    seeds = np.where(orphan, components + seeds.max(), seeds)
+    seeds = seed_orphans(markers(smooth_distance, mask, mpp, s), mask)
     landscape = -smooth_distance
     if s.intensity_weight > 0:
         landscape = landscape - s.intensity_weight * (h / max(float(h.max()), 1e-6)) * (
             s.min_distance_um / mpp
         )
     labels = watershed(landscape, seeds, mask=mask).astype(np.int32)
-    sizes = np.bincount(labels.ravel())
-    area = mpp * mpp
-    bad = (sizes < s.min_area_um2 / area) | (sizes > s.max_area_um2 / area)
-    bad[0] = False
-    labels[bad[labels]] = 0
-    return labels
+    return drop_by_area(labels, mpp, s.min_area_um2, s.max_area_um2)
 
 
 class WatershedSegmenter:

@@ -1,0 +1,116 @@
+"""A small U-Net that maps an H&E image to nucleus probability maps, for the CPU.
+
+Three classes per pixel: background, nucleus interior, nucleus boundary (the outermost
+pixel ring of each nucleus, which also runs between touching nuclei). The network works
+at :data:`WORK_MPP` µm/px whatever the input resolution, on optical density, so it sees
+nuclei at one physical size. About 140k weights.
+
+The shipped weights (``weights/nuclei_unet.pt``) were trained by
+``bench/train_nuclei_net.py`` on the CoNSeP development tiles only (colorectal, research
+use); MoNuSeg, on which the README reports quality, was never seen in training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from histocluster.errors import UserInputError
+from histocluster.stain import OD_LUT
+
+#: µm per pixel the network sees.
+WORK_MPP = 0.5
+#: Channel widths of the encoder levels (full, 1/2, 1/4, 1/8 resolution).
+CHANNELS = (12, 24, 48, 48)
+#: Classes of the output, in order.
+CLASSES = ("background", "interior", "boundary")
+#: The weights that come with the package.
+DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "nuclei_unet.pt"
+#: Input size multiple (three 2× poolings).
+_MULTIPLE = 8
+
+
+def _block(inputs: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU(inplace=True)
+    )
+
+
+class NucleiUNet(nn.Module):
+    """Three-level U-Net; input optical density (n, 3, h, w), output class logits (n, 3, h, w)."""
+
+    def __init__(self, channels: tuple[int, int, int, int] = CHANNELS) -> None:
+        super().__init__()
+        c0, c1, c2, c3 = channels
+        self.channels = tuple(channels)
+        self.enc0 = nn.Sequential(_block(3, c0), _block(c0, c0))
+        self.enc1 = nn.Sequential(_block(c0, c1), _block(c1, c1))
+        self.enc2 = nn.Sequential(_block(c1, c2), _block(c2, c2))
+        self.bottom = nn.Sequential(_block(c2, c3), _block(c3, c3))
+        self.dec2 = _block(c3 + c2, c2)
+        self.dec1 = _block(c2 + c1, c1)
+        self.dec0 = _block(c1 + c0, c0)
+        self.head = nn.Conv2d(c0, len(CLASSES), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x0 = self.enc0(x)
+        x1 = self.enc1(F.max_pool2d(x0, 2))
+        x2 = self.enc2(F.max_pool2d(x1, 2))
+        bottom = self.bottom(F.max_pool2d(x2, 2))
+        d = self.dec2(torch.cat([F.interpolate(bottom, size=x2.shape[-2:]), x2], 1))
+        d = self.dec1(torch.cat([F.interpolate(d, size=x1.shape[-2:]), x1], 1))
+        d = self.dec0(torch.cat([F.interpolate(d, size=x0.shape[-2:]), x0], 1))
+        return self.head(d)
+
+
+def load_network(path: str | Path | None = None) -> NucleiUNet:
+    """The network with weights from ``path`` (default: the shipped file), in eval mode.
+
+    Raises:
+        UserInputError: the file is missing or is not a checkpoint of this network.
+    """
+    path = Path(path) if path else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise UserInputError(
+            f"{path}: nuclei network weights not found; set segmentation.watershed.weights_path "
+            "to a file written by bench/train_nuclei_net.py, or leave it empty for the shipped weights"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        network = NucleiUNet(tuple(checkpoint["channels"]))
+        network.load_state_dict(checkpoint["state_dict"])
+    except Exception as error:  # noqa: BLE001 — any unpickling/shape problem is the file's fault
+        raise UserInputError(f"{path}: not a nuclei network checkpoint ({error})") from error
+    return network.eval().to(memory_format=torch.channels_last)
+
+
+def image_to_input(rgb: np.ndarray) -> torch.Tensor:
+    """Optical density of an RGB uint8 image as a (1, 3, h, w) float tensor."""
+    od = OD_LUT[np.asarray(rgb, dtype=np.uint8)]
+    return torch.from_numpy(np.ascontiguousarray(od.transpose(2, 0, 1)))[None]
+
+
+def predict_probabilities(network: NucleiUNet, rgb: np.ndarray, mpp: float) -> np.ndarray:
+    """Class probabilities (3, h', w') at :data:`WORK_MPP` of an RGB image at ``mpp`` µm/px.
+
+    The image is resampled (area-averaged when shrinking) to the work resolution and
+    reflect-padded to a multiple of 8; the output is cropped back to the resampled size,
+    ``round(h * mpp / WORK_MPP)`` × ``round(w * mpp / WORK_MPP)``.
+    """
+    x = image_to_input(rgb)
+    h, w = x.shape[-2:]
+    size = (max(1, round(h * mpp / WORK_MPP)), max(1, round(w * mpp / WORK_MPP)))
+    with torch.inference_mode():
+        if size != (h, w):
+            x = F.interpolate(x, size=size, mode="area" if size[0] < h else "bilinear")
+        pad_h, pad_w = -size[0] % _MULTIPLE, -size[1] % _MULTIPLE
+        if pad_h or pad_w:
+            mode = "reflect" if min(size) > max(pad_h, pad_w) else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        logits = network(x.contiguous(memory_format=torch.channels_last))
+        probabilities = torch.softmax(logits[0, :, : size[0], : size[1]], dim=0)
+    return probabilities.numpy()
