@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from histocluster.segmenters.nuclei_net import CHANNELS, WORK_MPP, NucleiUNet
-from histocluster.stain import _HED_FROM_RGB, _RGB_FROM_HED, OD_LUT
+from histocluster.segmenters.nuclei_net import CHANNELS, WORK_MPP, NucleiUNet, image_to_input
+from histocluster.stain import _HED_FROM_RGB, _RGB_FROM_HED
 
 
 def load_set(bench: Path) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -42,13 +42,12 @@ def load_set(bench: Path) -> tuple[float, torch.Tensor, torch.Tensor]:
         truth = bench / "instances" / f"{path.stem}.png"
         if not truth.is_file():
             continue
-        rgb = np.asarray(Image.open(path).convert("RGB"))
-        images.append(OD_LUT[rgb].transpose(2, 0, 1))
+        images.append(image_to_input(np.asarray(Image.open(path).convert("RGB")))[0])
         labels.append(np.asarray(Image.open(truth)).astype(np.float32)[None])
-    sizes = {image.shape for image in images}
+    sizes = {tuple(image.shape) for image in images}
     if len(sizes) != 1:
         raise SystemExit(f"{bench}: images of several sizes {sizes}; this script wants one size")
-    return mpp, torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels))
+    return mpp, torch.stack(images), torch.from_numpy(np.stack(labels))
 
 
 def targets(labels: torch.Tensor) -> torch.Tensor:
@@ -163,7 +162,7 @@ def main() -> None:
             raise SystemExit("loss is not finite")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {
-        "channels": list(CHANNELS),
+        "channels": list(network.channels),
         "state_dict": network.state_dict(),
         "trained_on": str(args.bench.name),
         "epochs": args.epochs,

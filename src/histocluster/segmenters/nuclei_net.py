@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from histocluster.errors import UserInputError
-from histocluster.stain import OD_LUT
+from histocluster.stain import optical_density
 
 #: µm per pixel the network sees.
 WORK_MPP = 0.5
@@ -46,7 +46,7 @@ class NucleiUNet(nn.Module):
     def __init__(self, channels: tuple[int, int, int, int] = CHANNELS) -> None:
         super().__init__()
         c0, c1, c2, c3 = channels
-        self.channels = tuple(channels)
+        self.channels = tuple(channels)  # saved with the weights, to rebuild the network
         self.enc0 = nn.Sequential(_block(3, c0), _block(c0, c0))
         self.enc1 = nn.Sequential(_block(c0, c1), _block(c1, c1))
         self.enc2 = nn.Sequential(_block(c1, c2), _block(c2, c2))
@@ -90,7 +90,7 @@ def load_network(path: str | Path | None = None) -> NucleiUNet:
 
 def image_to_input(rgb: np.ndarray) -> torch.Tensor:
     """Optical density of an RGB uint8 image as a (1, 3, h, w) float tensor."""
-    od = OD_LUT[np.asarray(rgb, dtype=np.uint8)]
+    od = optical_density(rgb)
     return torch.from_numpy(np.ascontiguousarray(od.transpose(2, 0, 1)))[None]
 
 

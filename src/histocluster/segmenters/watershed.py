@@ -29,19 +29,19 @@ Either way, nuclei under ``min_area_um2`` or over ``max_area_um2`` are dropped.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
 
-from histocluster.segmenters.nuclei_net import NucleiUNet, load_network, predict_probabilities
 from histocluster.stain import haematoxylin
+
+if TYPE_CHECKING:  # torch is imported only when the network foreground is used
+    from histocluster.segmenters.nuclei_net import NucleiUNet
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -106,6 +106,8 @@ def markers(distance: np.ndarray, mask: np.ndarray, mpp: float, s: WatershedSett
 @lru_cache(maxsize=4)
 def cached_network(weights_path: str | None) -> NucleiUNet:
     """The nuclei network for ``weights_path``, loaded once per process."""
+    from histocluster.segmenters.nuclei_net import load_network
+
     return load_network(weights_path)
 
 
@@ -151,6 +153,11 @@ def distance_landscape(mask: np.ndarray, mpp: float) -> np.ndarray:
 
 def segment_with_network(rgb: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
     """:func:`network_labels` of the network's probabilities, brought to the image's size."""
+    import torch
+    import torch.nn.functional as F
+
+    from histocluster.segmenters.nuclei_net import predict_probabilities
+
     probabilities = predict_probabilities(cached_network(s.weights_path), rgb, mpp)
     if probabilities.shape[1:] != rgb.shape[:2]:
         probabilities = F.interpolate(
