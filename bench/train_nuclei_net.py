@@ -1,14 +1,17 @@
-"""Train the small nuclei U-Net (``histocluster.segmenters.nuclei_net``) on a bench set.
+"""Train the small nuclei U-Net (``histocluster.segmenters.nuclei_net``) on bench sets.
 
 The shipped weights were made with::
 
-    python bench/train_nuclei_net.py ../shared/data/bench/consep \
-        --out src/histocluster/segmenters/weights/nuclei_unet.pt
+    python bench/train_nuclei_net.py ../shared/data/bench/monuseg ../shared/data/bench/consep \
+        --out src/histocluster/segmenters/weights/nuclei_unet.pt --epochs 120 --seed 0 --threads 2
 
-on CPU (two threads). Training uses only the given set (CoNSeP for the shipped file), so
-MoNuSeg stays unseen for ``bench/bench_segmentation_quality.py``.
+on CPU (two threads, about 15 min). ``--exclude ID ...`` leaves images out (a held-out
+fold): ``bench/crossval_nuclei_net.py`` uses it to measure quality on MoNuSeg images the
+network never saw.
 
-Every step draws a batch of tiles and augments them: a right-angle rotation and flip, a
+Every step draws a batch: each item from a set picked with equal odds (so 13 large
+MoNuSeg images weigh as much as 432 small CoNSeP tiles), then an image of that set and a
+random window of it, augmented: a right-angle rotation and flip, a
 resolution drawn around the network's work resolution (so the same weights hold from
 about 0.45 to 0.58 µm/px after resampling), a haematoxylin/eosin/residual density jitter
 (scanner and stain differences), brightness and a slight blur. Targets are three classes
@@ -23,6 +26,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,20 +38,30 @@ from histocluster.segmenters.nuclei_net import CHANNELS, WORK_MPP, NucleiUNet, i
 from histocluster.stain import _HED_FROM_RGB, _RGB_FROM_HED
 
 
-def load_set(bench: Path) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """µm/px, optical densities (n, 3, h, w) and instance maps (n, 1, h, w) of a bench set."""
+@dataclass
+class BenchImage:
+    """One training image: optical density (3, h, w), instance map (1, h, w), µm/px."""
+
+    name: str
+    od: torch.Tensor
+    labels: torch.Tensor
+    mpp: float
+
+
+def load_set(bench: Path, exclude: frozenset[str] = frozenset()) -> list[BenchImage]:
+    """The images of a bench set that have instance maps, less those whose id is in ``exclude``."""
     mpp = float(json.loads((bench / "info.json").read_text())["mpp"])
-    images, labels = [], []
+    images = []
     for path in sorted((bench / "images").iterdir()):
         truth = bench / "instances" / f"{path.stem}.png"
-        if not truth.is_file():
+        if not truth.is_file() or path.stem in exclude:
             continue
-        images.append(image_to_input(np.asarray(Image.open(path).convert("RGB")))[0])
-        labels.append(np.asarray(Image.open(truth)).astype(np.float32)[None])
-    sizes = {tuple(image.shape) for image in images}
-    if len(sizes) != 1:
-        raise SystemExit(f"{bench}: images of several sizes {sizes}; this script wants one size")
-    return mpp, torch.stack(images), torch.from_numpy(np.stack(labels))
+        od = image_to_input(np.asarray(Image.open(path).convert("RGB")))[0]
+        labels = torch.from_numpy(np.asarray(Image.open(truth)).astype(np.float32)[None])
+        images.append(BenchImage(path.stem, od, labels, mpp))
+    if not images:
+        raise SystemExit(f"{bench}: no images with instance maps left to train on")
+    return images
 
 
 def targets(labels: torch.Tensor) -> torch.Tensor:
@@ -62,29 +76,30 @@ def targets(labels: torch.Tensor) -> torch.Tensor:
 
 
 def augment(
-    od: torch.Tensor,
-    labels: torch.Tensor,
-    mpp: float,
+    batch: list[BenchImage],
     crop: int,
     rng: np.random.Generator,
     stain_jitter: float = 0.35,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One augmented batch at a random resolution near the work resolution."""
-    work = rng.uniform(0.45, 0.58) * WORK_MPP / 0.5
-    size = round(od.shape[-1] * mpp / work)
-    od = F.interpolate(od, size=(size, size), mode="area")
-    labels = F.interpolate(labels, size=(size, size), mode="nearest")
-    if size < crop:
-        raise SystemExit(f"tiles too small: {size} px at {work:.2f} µm/px < crop {crop}")
-    n = od.shape[0]
+    """One augmented batch: a random window of each image, at a random resolution near the
+    work resolution, rotated/flipped, stain-jittered, darkened or lightened, sometimes blurred."""
+    n = len(batch)
     out_od = torch.empty((n, 3, crop, crop))
     out_labels = torch.empty((n, 1, crop, crop))
     hed_from_rgb = torch.from_numpy(_HED_FROM_RGB.astype(np.float32))
     rgb_from_hed = torch.from_numpy(_RGB_FROM_HED.astype(np.float32))
-    for i in range(n):
-        y, x = rng.integers(0, size - crop + 1, size=2)
-        image = od[i, :, y : y + crop, x : x + crop]
-        label = labels[i, :, y : y + crop, x : x + crop]
+    for i, item in enumerate(batch):
+        work = rng.uniform(0.45, 0.58) * WORK_MPP / 0.5
+        window = math.ceil(crop * work / item.mpp)  # source pixels that become ``crop`` at ``work``
+        h, w = item.od.shape[-2:]
+        if window > min(h, w):
+            raise SystemExit(f"{item.name}: {h}×{w} px is smaller than a {crop} px crop at {work:.2f} µm/px")
+        y, x = int(rng.integers(0, h - window + 1)), int(rng.integers(0, w - window + 1))
+        image = item.od[None, :, y : y + window, x : x + window]
+        label = item.labels[None, :, y : y + window, x : x + window]
+        mode = "area" if window > crop else "bilinear"
+        image = F.interpolate(image, size=(crop, crop), mode=mode)[0]
+        label = F.interpolate(label, size=(crop, crop), mode="nearest")[0]
         k = int(rng.integers(4))
         image, label = torch.rot90(image, k, (1, 2)), torch.rot90(label, k, (1, 2))
         if rng.random() < 0.5:
@@ -111,19 +126,37 @@ def augment(
     return out_od, targets(out_labels)
 
 
+def draw_batch(sets: list[list[BenchImage]], size: int, rng: np.random.Generator) -> list[BenchImage]:
+    """``size`` images: each from a set drawn with equal odds, then an image of that set."""
+    picks = []
+    for _ in range(size):
+        images = sets[int(rng.integers(len(sets)))]
+        picks.append(images[int(rng.integers(len(images)))])
+    return picks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("bench", type=Path, help="training set in the bench layout")
+    parser.add_argument("bench", type=Path, nargs="+", help="training sets in the bench layout")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint to write")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--exclude", nargs="*", default=[], help="image ids to leave out (held-out fold)")
+    parser.add_argument("--epochs", type=int, default=120)
+    parser.add_argument("--steps", type=int, default=27, help="steps per epoch")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--crop", type=int, default=104, help="training crop in px (multiple of 8)")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--boundary-weight", type=float, default=2.0)
     parser.add_argument("--stain-jitter", type=float, default=0.35, help="± relative H/E/residual density")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs=4,
+        default=list(CHANNELS),
+        help="widths at full, 1/2, 1/4, 1/8 resolution",
+    )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -131,23 +164,22 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    mpp, od, labels = load_set(args.bench)
-    n = od.shape[0]
-    steps_per_epoch = max(1, n // args.batch)
-    total = args.epochs * steps_per_epoch
-    network = NucleiUNet(CHANNELS)
+    exclude = frozenset(args.exclude)
+    sets = [load_set(bench, exclude) for bench in args.bench]
+    total = args.epochs * args.steps
+    network = NucleiUNet(tuple(args.channels))
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=total)
     weights = torch.tensor([1.0, 1.0, args.boundary_weight])
-    print(f"{n} tiles at {mpp} µm/px; {args.epochs} epochs × {steps_per_epoch} steps; {CHANNELS}")
+    for bench, images in zip(args.bench, sets, strict=True):
+        print(f"{bench}: {len(images)} images at {images[0].mpp} µm/px")
+    print(f"{args.epochs} epochs × {args.steps} steps of {args.batch}; channels {tuple(args.channels)}")
     start = time.perf_counter()
     network.train()
     for epoch in range(args.epochs):
-        order = rng.permutation(n)
         losses = []
-        for step in range(steps_per_epoch):
-            index = torch.from_numpy(order[step * args.batch : (step + 1) * args.batch])
-            x, y = augment(od[index], labels[index], mpp, args.crop, rng, args.stain_jitter)
+        for _ in range(args.steps):
+            x, y = augment(draw_batch(sets, args.batch, rng), args.crop, rng, args.stain_jitter)
             loss = F.cross_entropy(network(x), y, weight=weights)
             optimiser.zero_grad()
             loss.backward()
@@ -164,7 +196,10 @@ def main() -> None:
     checkpoint = {
         "channels": list(network.channels),
         "state_dict": network.state_dict(),
-        "trained_on": str(args.bench.name),
+        "trained_on": [
+            {"set": bench.name, "images": [image.name for image in images]}
+            for bench, images in zip(args.bench, sets, strict=True)
+        ],
         "epochs": args.epochs,
         "seed": args.seed,
         "stain_jitter": args.stain_jitter,

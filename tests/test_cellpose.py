@@ -82,6 +82,14 @@ def test_missing_checkpoint_stops_the_run_before_any_work(project, cmu_slide, tm
     assert not (root / "data" / "02_intermediate" / "slides.parquet").exists()  # tiling never ran
 
 
+@pytest.mark.slow
+def test_missing_network_weights_stop_the_run_before_any_work(project, cmu_slide, tmp_path):
+    root = project([cmu_slide])
+    output = kedro_user_error(root, "--params", f"segmentation.watershed.weights_path={tmp_path / 'gone.pt'}")
+    assert f"{tmp_path / 'gone.pt'}: nuclei network weights not found" in output
+    assert not (root / "data" / "02_intermediate" / "slides.parquet").exists()  # tiling never ran
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_bfloat16_batch_on_gpu(random_checkpoint):

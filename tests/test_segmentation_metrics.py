@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import json
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from histocluster.errors import UserInputError
+from histocluster.segmentation_evaluation import (
+    SUMMARY_METRICS,
+    evaluate_points,
+    organ,
+    point_scores,
+    summarise,
+)
 from histocluster.segmentation_metrics import aji, overlaps, score
 
 
@@ -73,3 +86,55 @@ def test_overlap_table_by_hand():
 def test_shape_mismatch():
     with pytest.raises(ValueError, match="shape"):
         score(np.zeros((3, 3), int), np.zeros((3, 4), int))
+
+
+def test_point_scores_by_hand():
+    labels = np.zeros((10, 10), np.int32)
+    labels[0:4, 0:4] = 1  # holds two points: a merge
+    labels[6:9, 6:9] = 2  # holds one point
+    labels[0:3, 7:10] = 3  # holds the clipped point
+    labels[5:6, 0:2] = 4  # holds none: unmarked nuclei do not count against it
+    # x, y: (1, 1) and (3, 3) in nucleus 1; (7, 7) in 2; (5, 5) background; (12, -3) clips to (9, 0): nucleus 3.
+    points = np.array([[1.2, 1.0], [2.6, 2.9], [7.0, 7.4], [5.0, 5.0], [12.0, -3.0]])
+    assert point_scores(labels, points) == {"points": 5, "hit": 4, "nuclei_hit": 3, "single": 2}
+    assert point_scores(labels, np.empty((0, 2)))["points"] == 0
+
+
+def test_evaluate_points_on_a_small_points_set(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "info.json").write_text(json.dumps({"mpp": 0.5, "points_only": True}))
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "cells.csv").write_text(
+        "image_id,instance_id,x,y,cell_type\na,,1,1,epithelial\na,,2,2,epithelial\na,,8,8,inflammatory\n"
+    )
+
+    def two_squares(rgb: np.ndarray, mpp: float) -> np.ndarray:
+        assert mpp == 0.5 and rgb.shape == (10, 10, 3)
+        labels = np.zeros(rgb.shape[:2], np.int32)
+        labels[0:2, 0:2] = 1
+        labels[2:4, 2:4] = 2
+        return labels
+
+    result = evaluate_points(tmp_path, two_squares)
+    assert result["points"] == 3 and result["images"] == 1
+    assert result["recall"] == 2 / 3 and result["single"] == 1.0
+    assert result["recall_per_type"] == {"epithelial": 1.0, "inflammatory": 0.0}
+    (tmp_path / "cells.csv").write_text("image_id,instance_id,x,y,cell_type\nb,,1,1,x\n")
+    with pytest.raises(UserInputError, match="image 'b' is not in"):
+        evaluate_points(tmp_path, two_squares)
+
+
+def test_summary_pools_rows_of_several_runs():
+    rows = pd.DataFrame(
+        {
+            "image_id": ["TCGA-21-a", "TCGA-B0-b", "TCGA-B0-c"],
+            "megapixels": [1.0, 1.0, 2.0],
+            "seconds": [1.0, 0.5, 0.5],
+        }
+        | {m: [0.3, 0.6, 0.9] for m in SUMMARY_METRICS}
+    )
+    rows["organ"] = rows["image_id"].map(organ)
+    summary = summarise(rows, Path("x"), 0.25)
+    assert summary["megapixels_per_second"] == 2.0  # 4 Mpx in 2 s, not the mean of per-image speeds
+    assert summary["mean"]["f1"] == pytest.approx(0.6)
+    assert summary["per_organ"]["kidney"] == {m: pytest.approx(0.75) for m in SUMMARY_METRICS} | {"images": 2}

@@ -58,8 +58,8 @@ def test_blank_tissue_has_no_nuclei(foreground):
     assert segment_nuclei(rgb, 0.5, WatershedSettings(foreground=foreground)).max() == 0
 
 
-def test_threshold_is_the_default_foreground():
-    assert WatershedSettings().foreground == "threshold"
+def test_network_is_the_default_foreground():
+    assert WatershedSettings().foreground == "network"
 
 
 def test_haematoxylin_is_high_in_nuclei_only():

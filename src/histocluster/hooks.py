@@ -32,8 +32,9 @@ class ValidateParametersHook:
 
 
 class CheckModelFilesHook:
-    """A run that will segment with Cellpose needs its checkpoint: look for it (and fetch
-    it where allowed) before the first node, so a missing file costs no work."""
+    """A run that will segment needs its model file: Cellpose's checkpoint (looked for, and
+    fetched where allowed) or the nuclei network's weights (loaded), before the first node,
+    so a missing or broken file costs no work."""
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
@@ -46,3 +47,7 @@ class CheckModelFilesHook:
             from histocluster.segmenters.cellpose import resolve_checkpoint
 
             resolve_checkpoint(params.cellpose)
+        elif params.watershed.foreground == "network":
+            from histocluster.segmenters.watershed import cached_network
+
+            cached_network(params.watershed.weights_path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -61,14 +61,25 @@ def bench_items(bench: Path) -> tuple[float, list[tuple[str, Path, Path]]]:
     return mpp, items
 
 
-def evaluate(bench: Path, segment: Segmenter, resolution: float | None = None) -> tuple[pd.DataFrame, dict]:
-    """Per-image scores and a summary (mean over images, per organ, speed).
+def evaluate(
+    bench: Path,
+    segment: Segmenter,
+    resolution: float | None = None,
+    image_ids: Collection[str] | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Per-image scores and their :func:`summarise` summary.
 
     ``resolution`` (µm/px) resamples each image before segmenting and maps the labels
-    back with nearest-neighbour, to measure at the pipeline's resolution.
+    back with nearest-neighbour, to measure at the pipeline's resolution. ``image_ids``
+    limits the run to those images (e.g. one held-out fold).
     """
     mpp, items = bench_items(bench)
-    rows, seconds, megapixels = [], 0.0, 0.0
+    if image_ids is not None:
+        missing = set(image_ids) - {image_id for image_id, _, _ in items}
+        if missing:
+            raise UserInputError(f"{bench}: no image with instances for {sorted(missing)}")
+        items = [item for item in items if item[0] in set(image_ids)]
+    rows = []
     for image_id, image_path, truth_path in items:
         rgb = np.asarray(Image.open(image_path).convert("RGB"))
         truth = np.asarray(Image.open(truth_path))
@@ -79,26 +90,98 @@ def evaluate(bench: Path, segment: Segmenter, resolution: float | None = None) -
             work_mpp = mpp * rgb.shape[1] / size[0]
         start = time.perf_counter()
         labels = segment(work, work_mpp)
-        seconds += time.perf_counter() - start
-        megapixels += work.shape[0] * work.shape[1] / 1e6
+        seconds = time.perf_counter() - start
         if labels.shape != truth.shape:
             labels = np.asarray(
                 Image.fromarray(labels.astype(np.int32)).resize(truth.shape[::-1], Image.Resampling.NEAREST)
             )
-        rows.append({"image_id": image_id, "organ": organ(image_id), **score(truth, labels).as_dict()})
+        rows.append(
+            {"image_id": image_id, "organ": organ(image_id), **score(truth, labels).as_dict()}
+            | {"megapixels": work.shape[0] * work.shape[1] / 1e6, "seconds": seconds}
+        )
     scores = pd.DataFrame(rows)
-    summary = {
+    return scores, summarise(scores, bench, resolution or mpp)
+
+
+def summarise(scores: pd.DataFrame, bench: Path, resolution: float) -> dict:
+    """Mean of each metric over images, per organ and overall, and the speed in Mpx/s.
+
+    ``scores`` are rows of :func:`evaluate` (also several runs' rows concatenated).
+    """
+    seconds = float(scores["seconds"].sum())
+    return {
         "bench": str(bench),
         "images": len(scores),
-        "resolution_mpp": resolution or mpp,
+        "resolution_mpp": resolution,
         "mean": {m: float(scores[m].mean()) for m in SUMMARY_METRICS},
         "per_organ": {
             name: {m: float(group[m].mean()) for m in SUMMARY_METRICS} | {"images": len(group)}
             for name, group in scores.groupby("organ")
         },
+        "megapixels_per_second": float(scores["megapixels"].sum()) / seconds if seconds else None,
+    }
+
+
+def point_scores(labels: np.ndarray, points_xy: np.ndarray) -> dict:
+    """How a label map covers nucleus centre points (pixel x, y), for sets without outlines.
+
+    ``recall``: share of points inside a labelled nucleus; ``single``: share of the
+    nuclei hit that hold exactly one point (1 − merge rate). Precision needs every nucleus
+    marked, which point sets such as CRCHistoPhenotypes do not promise, so it is not given.
+    """
+    if len(points_xy) == 0:
+        return {"points": 0, "hit": 0, "nuclei_hit": 0, "single": 0}
+    xy = np.rint(np.asarray(points_xy, dtype=float)).astype(int)
+    x = np.clip(xy[:, 0], 0, labels.shape[1] - 1)
+    y = np.clip(xy[:, 1], 0, labels.shape[0] - 1)
+    under = labels[y, x]
+    _, counts = np.unique(under[under > 0], return_counts=True)
+    return {
+        "points": len(under),
+        "hit": int((under > 0).sum()),
+        "nuclei_hit": len(counts),
+        "single": int((counts == 1).sum()),
+    }
+
+
+def evaluate_points(bench: Path, segment: Segmenter) -> dict:
+    """Point recall (overall and per cell type) and single-point share on a points-only
+    bench set (``cells.csv`` with image_id, x, y, cell_type), with the speed in Mpx/s."""
+    bench = Path(bench)
+    info = bench / "info.json"
+    table = bench / "cells.csv"
+    if not info.is_file() or not table.is_file():
+        raise UserInputError(f"{bench}: not a points bench set (needs info.json and cells.csv)")
+    mpp = float(json.loads(info.read_text())["mpp"])
+    cells = pd.read_csv(table)
+    images = {path.stem: path for path in (bench / "images").iterdir()}
+    totals = {"points": 0, "hit": 0, "nuclei_hit": 0, "single": 0}
+    by_type: dict[str, list[int]] = {}
+    seconds = megapixels = 0.0
+    for image_id, points in cells.groupby("image_id"):
+        if image_id not in images:
+            raise UserInputError(f"{table}: image {image_id!r} is not in {bench / 'images'}")
+        rgb = np.asarray(Image.open(images[image_id]).convert("RGB"))
+        start = time.perf_counter()
+        labels = segment(rgb, mpp)
+        seconds += time.perf_counter() - start
+        megapixels += rgb.shape[0] * rgb.shape[1] / 1e6
+        for key, value in point_scores(labels, points[["x", "y"]].to_numpy()).items():
+            totals[key] += value
+        for cell_type, group in points.groupby("cell_type"):
+            counts = point_scores(labels, group[["x", "y"]].to_numpy())
+            by_type.setdefault(cell_type, [0, 0])
+            by_type[cell_type][0] += counts["hit"]
+            by_type[cell_type][1] += counts["points"]
+    return {
+        "bench": str(bench),
+        "images": int(cells["image_id"].nunique()),
+        "points": totals["points"],
+        "recall": totals["hit"] / max(totals["points"], 1),
+        "single": totals["single"] / max(totals["nuclei_hit"], 1),
+        "recall_per_type": {name: hit / total for name, (hit, total) in sorted(by_type.items())},
         "megapixels_per_second": megapixels / seconds if seconds else None,
     }
-    return scores, summary
 
 
 def format_summary(scores: pd.DataFrame, summary: dict) -> str:

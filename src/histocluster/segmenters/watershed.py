@@ -4,15 +4,15 @@ Every size is a physical size (µm or µm²) converted with the image's µm/px, 
 same settings hold at 0.25 and 0.5 µm/px. Two ways to find the foreground and the
 markers, chosen by ``foreground``:
 
-``network``: a small U-Net (:mod:`.nuclei_net`, shipped weights trained on
-CoNSeP) gives each pixel a probability of background, nucleus interior and nucleus
+``network`` (default): a small U-Net (:mod:`.nuclei_net`, shipped weights trained on
+CoNSeP and MoNuSeg) gives each pixel a probability of background, nucleus interior and nucleus
 boundary. Foreground: interior + boundary above ``foreground_probability``, holes up to
 ``max_hole_um2`` filled. Landscape: the foreground's smoothed distance transform times
 (½ + the interior probability smoothed over ``interior_smoothing_um``), so the ridge
 between touching nuclei, which the network calls boundary, sinks. Markers and watershed
 as in steps 3–4 below, on that landscape.
 
-``threshold`` (default; classical, no learned part):
+``threshold`` (classical, no learned part):
 1. Haematoxylin optical density by colour deconvolution (Ruifrok & Johnston; the
    scikit-image H&E-DAB matrix), smoothed with a Gaussian of ``smoothing_um``.
 2. Foreground: haematoxylin above Otsu's threshold of the image (times
@@ -48,10 +48,10 @@ if TYPE_CHECKING:  # torch is imported only when the network foreground is used
 class WatershedSettings:
     """Knobs of :func:`segment_nuclei`, physical units."""
 
-    foreground: Literal["network", "threshold"] = "threshold"
+    foreground: Literal["network", "threshold"] = "network"
     weights_path: str | None = Field(None, description="nuclei network checkpoint; None = shipped weights")
-    foreground_probability: float = Field(0.4, gt=0, lt=1)
-    interior_smoothing_um: float = Field(1.0, ge=0)
+    foreground_probability: float = Field(0.5, gt=0, lt=1)
+    interior_smoothing_um: float = Field(0.5, ge=0)
     smoothing_um: float = Field(0.5, ge=0)
     threshold_scale: float = Field(1.0, gt=0)
     min_threshold: float = Field(0.05, ge=0)
