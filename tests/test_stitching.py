@@ -75,7 +75,9 @@ def test_every_nucleus_once_with_its_full_area():
     assert sorted(np.round(cells["area_um2"], 1)) == pytest.approx(
         sorted(np.round(whole["area_um2"], 1)), abs=0.6
     )
-    assert (cells["area_um2"] > 0.9 * np.pi * 3.5**2).all()
+    # Not cut: a border-cut nucleus would keep about half its area. (The network's outlines sit
+    # a little inside these flat synthetic discs: 82–93 % of the drawn area.)
+    assert (cells["area_um2"] > 0.75 * np.pi * 3.5**2).all()
 
 
 def test_a_cut_nucleus_is_dropped_by_the_tile_that_cuts_it():

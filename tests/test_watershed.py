@@ -48,8 +48,17 @@ def test_separate_nuclei_found_at_both_resolutions(mpp, foreground):
 def test_touching_nuclei_are_split(foreground):
     rgb, truth = synthetic_he(0.25, [(50, 45), (50, 51)])  # 6 µm apart, radius 3.5: overlapping
     labels = segment_nuclei(rgb, 0.25, WatershedSettings(foreground=foreground))
-    assert len(np.unique(labels[labels > 0])) == 2
-    assert score(truth, labels).f1 == 1.0
+    found = np.unique(labels[labels > 0])
+    assert len(found) == 2
+    # A split, not a slice: each object lies (≥ 90 %) in its own true nucleus. (The network's
+    # objects are smaller than these flat synthetic discs, so IoU is checked on separate discs.)
+    owners = set()
+    for label in found:
+        inside = truth[labels == label]
+        owner = np.bincount(inside).argmax()
+        assert owner > 0 and (inside == owner).mean() >= 0.9
+        owners.add(owner)
+    assert owners == {1, 2}
 
 
 @pytest.mark.parametrize("foreground", FOREGROUNDS)
