@@ -64,6 +64,7 @@ from histocluster.embedding import MorphologySettings, morphology_embedding
 from histocluster.labelling import propagate, vote
 from histocluster.params import ClassificationParams
 from histocluster.reduction import ReductionSettings, fit_reduce
+from histocluster.segmentation_evaluation import labels_at_points
 from histocluster.segmenters.watershed import WatershedSettings, segment_nuclei
 from histocluster.vlm import AnswerCache, VLMClassifier, VLMSettings
 
@@ -113,9 +114,8 @@ def load_cells(
             continue
         cells = cells.merge(pixel_features(labels, rgb, mpp, ring_um), on="label")
         if points_only:
-            rows = np.clip(types["y"].round().astype(int), 0, labels.shape[0] - 1)
-            cols = np.clip(types["x"].round().astype(int), 0, labels.shape[1] - 1)
-            hit = pd.DataFrame({"label": labels[rows, cols], "cell_type": types["cell_type"].to_numpy()})
+            under = labels_at_points(labels, types[["x", "y"]].to_numpy())
+            hit = pd.DataFrame({"label": under, "cell_type": types["cell_type"].to_numpy()})
             hit = hit[hit["label"] > 0].drop_duplicates("label")  # one point per cell
             cells = cells.merge(hit, on="label", how="left")
             found += len(hit)

@@ -22,7 +22,6 @@ ring. Loss: class-weighted cross-entropy.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from histocluster.segmentation_evaluation import bench_items
 from histocluster.segmenters.nuclei_net import CHANNELS, WORK_MPP, NucleiUNet, image_to_input
 from histocluster.stain import _HED_FROM_RGB, _RGB_FROM_HED
 
@@ -50,15 +50,14 @@ class BenchImage:
 
 def load_set(bench: Path, exclude: frozenset[str] = frozenset()) -> list[BenchImage]:
     """The images of a bench set that have instance maps, less those whose id is in ``exclude``."""
-    mpp = float(json.loads((bench / "info.json").read_text())["mpp"])
+    mpp, items = bench_items(bench)
     images = []
-    for path in sorted((bench / "images").iterdir()):
-        truth = bench / "instances" / f"{path.stem}.png"
-        if not truth.is_file() or path.stem in exclude:
+    for image_id, path, truth in items:
+        if image_id in exclude:
             continue
         od = image_to_input(np.asarray(Image.open(path).convert("RGB")))[0]
         labels = torch.from_numpy(np.asarray(Image.open(truth)).astype(np.float32)[None])
-        images.append(BenchImage(path.stem, od, labels, mpp))
+        images.append(BenchImage(image_id, od, labels, mpp))
     if not images:
         raise SystemExit(f"{bench}: no images with instance maps left to train on")
     return images

@@ -78,7 +78,8 @@ def evaluate(
         missing = set(image_ids) - {image_id for image_id, _, _ in items}
         if missing:
             raise UserInputError(f"{bench}: no image with instances for {sorted(missing)}")
-        items = [item for item in items if item[0] in set(image_ids)]
+        wanted = set(image_ids)
+        items = [item for item in items if item[0] in wanted]
     rows = []
     for image_id, image_path, truth_path in items:
         rgb = np.asarray(Image.open(image_path).convert("RGB"))
@@ -122,19 +123,26 @@ def summarise(scores: pd.DataFrame, bench: Path, resolution: float) -> dict:
     }
 
 
-def point_scores(labels: np.ndarray, points_xy: np.ndarray) -> dict:
-    """How a label map covers nucleus centre points (pixel x, y), for sets without outlines.
-
-    ``recall``: share of points inside a labelled nucleus; ``single``: share of the
-    nuclei hit that hold exactly one point (1 − merge rate). Precision needs every nucleus
-    marked, which point sets such as CRCHistoPhenotypes do not promise, so it is not given.
-    """
-    if len(points_xy) == 0:
-        return {"points": 0, "hit": 0, "nuclei_hit": 0, "single": 0}
-    xy = np.rint(np.asarray(points_xy, dtype=float)).astype(int)
+def labels_at_points(labels: np.ndarray, points_xy: np.ndarray) -> np.ndarray:
+    """The label under each point (pixel x, y; rounded, clipped to the image), 0 = background."""
+    xy = np.rint(np.asarray(points_xy, dtype=float).reshape(-1, 2)).astype(int)
     x = np.clip(xy[:, 0], 0, labels.shape[1] - 1)
     y = np.clip(xy[:, 1], 0, labels.shape[0] - 1)
-    under = labels[y, x]
+    return labels[y, x]
+
+
+def point_scores(labels: np.ndarray, points_xy: np.ndarray) -> dict:
+    """Counts of how a label map covers nucleus centre points (pixel x, y), for sets without
+    outlines: ``points``; ``hit``, the points inside a labelled nucleus; ``nuclei_hit``, the
+    nuclei holding a point; ``single``, those holding exactly one. Recall is hit / points and
+    the single share single / nuclei_hit (1 − merge rate). Precision needs every nucleus
+    marked, which point sets such as CRCHistoPhenotypes do not promise, so it is not given.
+    """
+    return _point_counts(labels_at_points(labels, points_xy))
+
+
+def _point_counts(under: np.ndarray) -> dict:
+    """:func:`point_scores` from the labels under the points."""
     _, counts = np.unique(under[under > 0], return_counts=True)
     return {
         "points": len(under),
@@ -156,7 +164,7 @@ def evaluate_points(bench: Path, segment: Segmenter) -> dict:
     cells = pd.read_csv(table)
     images = {path.stem: path for path in (bench / "images").iterdir()}
     totals = {"points": 0, "hit": 0, "nuclei_hit": 0, "single": 0}
-    by_type: dict[str, list[int]] = {}
+    found = []
     seconds = megapixels = 0.0
     for image_id, points in cells.groupby("image_id"):
         if image_id not in images:
@@ -166,20 +174,18 @@ def evaluate_points(bench: Path, segment: Segmenter) -> dict:
         labels = segment(rgb, mpp)
         seconds += time.perf_counter() - start
         megapixels += rgb.shape[0] * rgb.shape[1] / 1e6
-        for key, value in point_scores(labels, points[["x", "y"]].to_numpy()).items():
+        under = labels_at_points(labels, points[["x", "y"]].to_numpy())
+        for key, value in _point_counts(under).items():
             totals[key] += value
-        for cell_type, group in points.groupby("cell_type"):
-            counts = point_scores(labels, group[["x", "y"]].to_numpy())
-            by_type.setdefault(cell_type, [0, 0])
-            by_type[cell_type][0] += counts["hit"]
-            by_type[cell_type][1] += counts["points"]
+        found.append(pd.DataFrame({"cell_type": points["cell_type"].to_numpy(), "hit": under > 0}))
+    per_type = pd.concat(found).groupby("cell_type")["hit"].mean()
     return {
         "bench": str(bench),
         "images": int(cells["image_id"].nunique()),
         "points": totals["points"],
         "recall": totals["hit"] / max(totals["points"], 1),
         "single": totals["single"] / max(totals["nuclei_hit"], 1),
-        "recall_per_type": {name: hit / total for name, (hit, total) in sorted(by_type.items())},
+        "recall_per_type": {str(name): float(value) for name, value in sorted(per_type.items())},
         "megapixels_per_second": megapixels / seconds if seconds else None,
     }
 
