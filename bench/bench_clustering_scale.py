@@ -2,10 +2,10 @@
 
 Synthetic cells: ``--blobs`` Gaussian blobs in a ``--dims``-d feature space (float32).
 For each size, each stage runs in a fresh process (so its peak memory is its own) with
-the project's functions: ``pca`` and ``umap`` (:func:`histocluster.reduction.fit_reduce`,
-to 30 and 50 components), then the clusterers (:func:`histocluster.clustering.cluster_cells`,
+the project's functions: ``pca`` and ``umap`` (:func:`histocluster.clustering.reduction.fit_reduce`,
+to 30 and 50 components), then the clusterers (:func:`histocluster.clustering.clusterers.cluster_cells`,
 confidence included) on the PCA output, and representatives
-(:func:`histocluster.cluster_summary.pick_representatives`). Printed: seconds, the
+(:func:`histocluster.clustering.summary.pick_representatives`). Printed: seconds, the
 process's peak resident memory, how much of it the stage added above the peak before it
 (data generation and, for clusterers, the PCA), and the input matrix's own size.
 
@@ -47,9 +47,9 @@ def peak_mib() -> float:
 
 def run_stage(stage: str, n: int, dims: int, blobs: int, device: str) -> dict:
     """One stage on fresh data, in this process."""
-    from histocluster.cluster_summary import pick_representatives
-    from histocluster.clustering import ClusterSettings, cluster_cells
-    from histocluster.reduction import ReductionSettings, fit_reduce
+    from histocluster.clustering.clusterers import ClusterSettings, cluster_cells
+    from histocluster.clustering.reduction import ReductionSettings, fit_reduce
+    from histocluster.clustering.summary import pick_representatives
 
     x = data(n, dims, blobs)
     slides = np.array(["s"], dtype=object).repeat(n)
@@ -62,7 +62,7 @@ def run_stage(stage: str, n: int, dims: int, blobs: int, device: str) -> dict:
         fit_reduce(x, ReductionSettings(method=stage, n_components=components, random_state=None), device)
         detail = f"{dims} → {components} dims"
     elif stage == "map":
-        from histocluster.reduction import cell_map
+        from histocluster.clustering.reduction import cell_map
 
         cell_map(x, ReductionSettings(random_state=None), device)
         detail = "2-D UMAP map (pipeline default: fitted on ≤ 50,000 cells, the rest placed by k-NN)"

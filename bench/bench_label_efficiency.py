@@ -1,9 +1,9 @@
 """Label efficiency of cluster-first labelling, with the project's own code.
 
-Cells → ``morphology`` embedding (:mod:`histocluster.embedding`: cell-table measurements,
+Cells → ``morphology`` embedding (:mod:`histocluster.features.morphology`: cell-table measurements,
 texture and ring features, neighbourhood context) → optional reduction
-(:mod:`histocluster.reduction`) → clustering (:mod:`histocluster.clustering`) →
-representatives (:mod:`histocluster.cluster_summary`). An oracle looks at the ``r``
+(:mod:`histocluster.clustering.reduction`) → clustering (:mod:`histocluster.clustering.clusterers`) →
+representatives (:mod:`histocluster.clustering.summary`). An oracle looks at the ``r``
 representatives of each cluster and names it once with their majority true type (one
 *decision* per cluster); the name is propagated to every cell of the cluster
 (``majority``), or through a logistic regression trained on the named representatives
@@ -47,11 +47,7 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
-from histocluster.cell_features import pixel_features
-from histocluster.cell_measurements import measure_objects
-from histocluster.cell_pixels import OUTLINE, TileCells, crop_cells
-from histocluster.cluster_summary import pick_representatives
-from histocluster.clustering import (
+from histocluster.clustering.clusterers import (
     NOISE,
     ClusterSettings,
     DBSCANSettings,
@@ -60,13 +56,17 @@ from histocluster.clustering import (
     cluster_cells,
     nearest_centre,
 )
-from histocluster.embedding import MorphologySettings, morphology_embedding
-from histocluster.labelling import propagate, vote
+from histocluster.clustering.reduction import ReductionSettings, fit_reduce
+from histocluster.clustering.summary import pick_representatives
+from histocluster.features.cell_pixels import OUTLINE, TileCells, crop_cells
+from histocluster.features.morphology import MorphologySettings, morphology_embedding
+from histocluster.features.texture import pixel_features
+from histocluster.labelling.labels import propagate, vote
+from histocluster.labelling.vlm_client import AnswerCache, VLMClassifier, VLMSettings
 from histocluster.params import ClassificationParams
-from histocluster.reduction import ReductionSettings, fit_reduce
-from histocluster.segmentation_evaluation import labels_at_points
-from histocluster.segmenters.watershed import WatershedSettings, segment_nuclei
-from histocluster.vlm import AnswerCache, VLMClassifier, VLMSettings
+from histocluster.segmentation.evaluation import labels_at_points
+from histocluster.segmentation.measurements import measure_objects
+from histocluster.segmentation.watershed import WatershedSettings, segment_nuclei
 
 
 def _tile(image_id: str, shape: tuple[int, int], mpp: float) -> dict:

@@ -32,15 +32,15 @@ import resource  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from histocluster.cell_measurements import measure_cells  # noqa: E402
 from histocluster.params import FilteringParams, SegmentationParams, TilingParams  # noqa: E402
 from histocluster.pipelines.filtering.nodes import measure_tile_quality  # noqa: E402
 from histocluster.pipelines.segmentation.nodes import segment_cells  # noqa: E402
 from histocluster.pipelines.tiling.nodes import describe_slides, detect_tissue_masks, plan_tiles  # noqa: E402
-from histocluster.segmenters.watershed import WatershedSettings, cached_network, segment_nuclei  # noqa: E402
-from histocluster.slides import SlideSource, open_slide, slugify  # noqa: E402
-from histocluster.stitching import stitch  # noqa: E402
-from histocluster.tiling import read_tile  # noqa: E402
+from histocluster.segmentation.measurements import measure_cells  # noqa: E402
+from histocluster.segmentation.stitching import stitch  # noqa: E402
+from histocluster.segmentation.watershed import WatershedSettings, cached_network, segment_nuclei  # noqa: E402
+from histocluster.wsi.slides import SlideSource, open_slide, slugify  # noqa: E402
+from histocluster.wsi.tile_grid import read_tile  # noqa: E402
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ import json  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from histocluster.segmentation_evaluation import evaluate, evaluate_points, format_summary  # noqa: E402
-from histocluster.segmenters.watershed import WatershedSettings, cached_network, segment_nuclei  # noqa: E402
+from histocluster.segmentation.evaluation import evaluate, evaluate_points, format_summary  # noqa: E402
+from histocluster.segmentation.watershed import WatershedSettings, cached_network, segment_nuclei  # noqa: E402
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from histocluster.params import FilteringParams, TilingParams  # noqa: E402
 from histocluster.pipelines.filtering.nodes import measure_tile_quality  # noqa: E402
 from histocluster.pipelines.tiling.nodes import describe_slides, detect_tissue_masks, plan_tiles  # noqa: E402
-from histocluster.slides import SlideSource, slugify  # noqa: E402
+from histocluster.wsi.slides import SlideSource, slugify  # noqa: E402
 
 
 def one_pass(source: SlideSource, tiling: TilingParams, filtering: FilteringParams) -> dict:

@@ -13,7 +13,7 @@ their MoNuSeg figures in the README are these held-out ones, not scores on train
 Usage:
     python bench/crossval_nuclei_net.py ../shared/data/bench/monuseg ../shared/data/bench/consep \\
         --work /tmp/cv [--folds 3] [--epochs 120] [--resolution 0.5] \\
-        [--final src/histocluster/segmenters/weights/nuclei_unet.pt]
+        [--final src/histocluster/segmentation/segmenter.py/weights/nuclei_unet.pt]
 
 Checkpoints already in ``--work`` are reused, so an interrupted run picks up where it stopped.
 """
@@ -34,9 +34,9 @@ from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from histocluster.segmentation_evaluation import bench_items, evaluate, format_summary, organ, summarise  # noqa: E402
-from histocluster.segmenters.nuclei_net import CHANNELS  # noqa: E402
-from histocluster.segmenters.watershed import WatershedSettings, cached_network, segment_nuclei  # noqa: E402
+from histocluster.segmentation.evaluation import bench_items, evaluate, format_summary, organ, summarise  # noqa: E402
+from histocluster.segmentation.nuclei_net import CHANNELS  # noqa: E402
+from histocluster.segmentation.watershed import WatershedSettings, cached_network, segment_nuclei  # noqa: E402
 
 TRAIN = Path(__file__).with_name("train_nuclei_net.py")
 

@@ -1,9 +1,9 @@
-"""Train the small nuclei U-Net (``histocluster.segmenters.nuclei_net``) on bench sets.
+"""Train the small nuclei U-Net (``histocluster.segmentation.nuclei_net``) on bench sets.
 
 The shipped weights were made with::
 
     python bench/train_nuclei_net.py ../shared/data/bench/monuseg ../shared/data/bench/consep \
-        --out src/histocluster/segmenters/weights/nuclei_unet.pt --epochs 120 --seed 0 --threads 2
+        --out src/histocluster/segmentation/segmenter.py/weights/nuclei_unet.pt --epochs 120 --seed 0 --threads 2
 
 on CPU (two threads, about 15 min). ``--exclude ID ...`` leaves images out (a held-out
 fold): ``bench/crossval_nuclei_net.py`` uses it to measure quality on MoNuSeg images the
@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from histocluster.segmentation_evaluation import bench_items
-from histocluster.segmenters.nuclei_net import CHANNELS, WORK_MPP, NucleiUNet, image_to_input
-from histocluster.stain import _HED_FROM_RGB, _RGB_FROM_HED
+from histocluster.segmentation.evaluation import bench_items
+from histocluster.segmentation.nuclei_net import CHANNELS, WORK_MPP, NucleiUNet, image_to_input
+from histocluster.wsi.stain import _HED_FROM_RGB, _RGB_FROM_HED
 
 
 @dataclass

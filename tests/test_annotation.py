@@ -14,8 +14,9 @@ import shapely
 from PIL import Image
 from shapely.geometry import shape
 
-from histocluster import annotation, qupath, report
-from histocluster.cell_measurements import measure_cells
+from histocluster.reporting import annotation, qupath
+from histocluster.reporting import html_report as report
+from histocluster.segmentation.measurements import measure_cells
 
 from .test_stitching import tile_record
 

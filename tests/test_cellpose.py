@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from histocluster.errors import UserInputError
-from histocluster.segmenters.cellpose import (
+from histocluster.segmentation.cellpose import (
     CellposeSegmenter,
     CellposeSettings,
     CheckpointError,

@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from histocluster.cluster_summary import pick_representatives, summarise
-from histocluster.clustering import (
+from histocluster.clustering.clusterers import (
     NOISE,
     ClusterSettings,
     DBSCANSettings,
@@ -22,7 +21,8 @@ from histocluster.clustering import (
     cluster_cells,
     kdistance_elbow,
 )
-from histocluster.compute_backend import BackendError, cuml_problem, use_gpu
+from histocluster.clustering.compute_backend import BackendError, cuml_problem, use_gpu
+from histocluster.clustering.summary import pick_representatives, summarise
 
 
 def blobs(n_per: int = 60, centres=((0, 0), (20, 0), (0, 20)), spread: float = 1.0, seed: int = 0):
@@ -240,7 +240,7 @@ def test_summary_counts_slides_and_lists_representatives():
 
 
 def test_large_maps_are_fitted_on_a_sample_and_the_rest_placed():
-    from histocluster.reduction import ReductionSettings, cell_map
+    from histocluster.clustering.reduction import ReductionSettings, cell_map
 
     x, truth = blobs(n_per=100, centres=((0, 0), (30, 0), (0, 30)))
     x = np.column_stack([x, np.random.default_rng(1).normal(size=len(x))]).astype(np.float32)  # 3-d

@@ -8,11 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from histocluster.cell_features import LBP_BINS, PIXEL_COLUMNS, pixel_features, ring_labels
-from histocluster.cell_measurements import measure_cells
-from histocluster.cell_pixels import TileCells, iter_tile_cells, rasterise, read_with_margin
 from histocluster.datasets import EmbeddingsDataset
-from histocluster.embedding import (
+from histocluster.features.cell_pixels import TileCells, iter_tile_cells, rasterise, read_with_margin
+from histocluster.features.morphology import (
     MEASURED_COLUMNS,
     Embeddings,
     MorphologySettings,
@@ -22,7 +20,9 @@ from histocluster.embedding import (
     neighbourhood_context,
     standardise,
 )
-from histocluster.slides import open_slide
+from histocluster.features.texture import LBP_BINS, PIXEL_COLUMNS, pixel_features, ring_labels
+from histocluster.segmentation.measurements import measure_cells
+from histocluster.wsi.slides import open_slide
 
 from .test_stitching import tile_record
 
@@ -192,7 +192,7 @@ def test_embeddings_dataset_round_trip_is_memory_mapped(tmp_path):
 
 
 def test_in_place_helpers_leave_no_second_copy():
-    from histocluster.embedding import keep_rows
+    from histocluster.features.morphology import keep_rows
 
     rng = np.random.default_rng(1)
     matrix = np.empty((50, 8), np.float32)
@@ -215,7 +215,7 @@ def test_in_place_helpers_leave_no_second_copy():
 def test_per_slide_standardisation_removes_a_stain_shift():
     """The same cells on two slides, one scanned darker: standardised over all cells the
     slides separate; within each slide, the copies land on each other."""
-    from histocluster.clustering import ClusterSettings, KMeansSettings, cluster_cells
+    from histocluster.clustering.clusterers import ClusterSettings, KMeansSettings, cluster_cells
 
     rng = np.random.default_rng(0)
     base = pd.DataFrame(rng.normal(size=(100, 11)), columns=MEASURED_COLUMNS)
@@ -235,7 +235,7 @@ def test_per_slide_standardisation_removes_a_stain_shift():
 
 
 def test_standardise_within_groups_in_place_and_out_of_order():
-    from histocluster.embedding import standardise_within
+    from histocluster.features.morphology import standardise_within
 
     rng = np.random.default_rng(2)
     x = np.vstack([rng.normal(0, 1, (40, 3)), rng.normal(10, 5, (60, 3))]).astype(np.float32)

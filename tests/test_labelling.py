@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histocluster.labelling import (
+from histocluster.labelling.labels import (
     LabelsFileError,
     apply_human,
     count_labels,

@@ -14,15 +14,15 @@ import torch
 from PIL import Image
 
 from histocluster.errors import UserInputError
-from histocluster.segmentation_evaluation import evaluate, evaluate_points
-from histocluster.segmenters.nuclei_net import (
+from histocluster.segmentation.evaluation import evaluate, evaluate_points
+from histocluster.segmentation.nuclei_net import (
     DEFAULT_WEIGHTS,
     NucleiUNet,
     fold_batch_norm,
     load_network,
     predict_probabilities,
 )
-from histocluster.segmenters.watershed import WatershedSettings, segment_nuclei
+from histocluster.segmentation.watershed import WatershedSettings, segment_nuclei
 from tests.conftest import SHARED
 from tests.test_watershed import CENTRES, synthetic_he
 

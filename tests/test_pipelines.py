@@ -14,8 +14,8 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from PIL import Image
 
-from histocluster.slides import open_slide
-from histocluster.tiling import read_tile
+from histocluster.wsi.slides import open_slide
+from histocluster.wsi.tile_grid import read_tile
 
 from .conftest import kedro_user_error
 

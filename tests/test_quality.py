@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from histocluster.quality import QualityThresholds, judge, tile_metrics
-from histocluster.slides import open_slide
-from histocluster.tissue import TissueSettings
+from histocluster.wsi.slides import open_slide
+from histocluster.wsi.tile_quality import QualityThresholds, judge, tile_metrics
+from histocluster.wsi.tissue import TissueSettings
 
 from .conftest import pink_tissue
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from histocluster.regions import (
+from histocluster.wsi.regions import (
     RegionFileError,
     assign_regions,
     find_region_files,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from histocluster.cell_pixels import iter_tile_cells
-from histocluster.resnet_embedder import (
+from histocluster.features.cell_pixels import iter_tile_cells
+from histocluster.features.resnet import (
     FEATURES,
     WEIGHT_FILES,
     ResNetEmbedder,

@@ -11,14 +11,14 @@ import pytest
 from PIL import Image
 
 from histocluster.errors import UserInputError
-from histocluster.segmentation_evaluation import (
+from histocluster.segmentation.evaluation import (
     SUMMARY_METRICS,
     evaluate_points,
     organ,
     point_scores,
     summarise,
 )
-from histocluster.segmentation_metrics import aji, overlaps, score
+from histocluster.segmentation.metrics import aji, overlaps, score
 
 
 def case_a():

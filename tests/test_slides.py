@@ -7,7 +7,7 @@ import openslide
 import pytest
 from PIL import Image
 
-from histocluster.slides import (
+from histocluster.wsi.slides import (
     ImageReader,
     OpenSlideReader,
     SlideReadError,

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import shapely
 
-from histocluster.cell_measurements import CELL_COLUMNS, measure_cells, measure_objects
-from histocluster.segmenters.watershed import segment_nuclei
-from histocluster.stitching import stitch
-from histocluster.tiling import GridSpec, plan_grid
+from histocluster.segmentation.measurements import CELL_COLUMNS, measure_cells, measure_objects
+from histocluster.segmentation.stitching import stitch
+from histocluster.segmentation.watershed import segment_nuclei
+from histocluster.wsi.tile_grid import GridSpec, plan_grid
 
 from .test_watershed import synthetic_he
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from histocluster.slides import open_slide
-from histocluster.tiling import GridSpec, mask_fraction, plan_grid, read_tile, sample_uniform, tile_id
+from histocluster.wsi.slides import open_slide
+from histocluster.wsi.tile_grid import GridSpec, mask_fraction, plan_grid, read_tile, sample_uniform, tile_id
 
 
 def test_footprint_follows_physical_scale():

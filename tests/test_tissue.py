@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from histocluster.slides import open_slide
-from histocluster.tissue import TissueSettings, detect_tissue
+from histocluster.wsi.slides import open_slide
+from histocluster.wsi.tissue import TissueSettings, detect_tissue
 
 from .conftest import pink_tissue
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from histocluster.vlm import AnswerCache, VLMClassifier, VLMSettings, parse_label
+from histocluster.labelling.vlm_client import AnswerCache, VLMClassifier, VLMSettings, parse_label
 
 from .chat_server import ChatServer, completion, error
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from skimage.color import hed2rgb
 
-from histocluster.segmentation_metrics import score
-from histocluster.segmenters.watershed import WatershedSettings, segment_nuclei
-from histocluster.stain import haematoxylin
+from histocluster.segmentation.metrics import score
+from histocluster.segmentation.watershed import WatershedSettings, segment_nuclei
+from histocluster.wsi.stain import haematoxylin
 
 
 def synthetic_he(mpp: float, centres_um, radius_um: float = 3.5, size_um: float = 100.0, seed: int = 0):

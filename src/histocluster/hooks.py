@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from kedro.framework.hooks import hook_impl
 
+from histocluster.labelling.credentials import set_credentials
 from histocluster.params import SegmentationParams, parse, validate_parameters
-from histocluster.secrets import set_credentials
 
 #: Nodes that run a segmenter.
 SEGMENTING_NODES = {"segment_cells", "evaluate_segmentation"}
@@ -44,10 +44,10 @@ class CheckModelFilesHook:
         if not isinstance(params, SegmentationParams):
             params = parse("segmentation", params)
         if params.segmenter == "cellpose":
-            from histocluster.segmenters.cellpose import resolve_checkpoint
+            from histocluster.segmentation.cellpose import resolve_checkpoint
 
             resolve_checkpoint(params.cellpose)
         elif params.watershed.foreground == "network":
-            from histocluster.segmenters.watershed import cached_network
+            from histocluster.segmentation.watershed import cached_network
 
             cached_network(params.watershed.weights_path)

@@ -11,17 +11,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from histocluster.clustering import ClusterSettings
-from histocluster.embedding import MorphologySettings
+from histocluster.clustering.clusterers import ClusterSettings
+from histocluster.clustering.reduction import ReductionSettings
 from histocluster.errors import UserInputError
-from histocluster.quality import QualityThresholds
-from histocluster.reduction import ReductionSettings
-from histocluster.resnet_embedder import ResNetSettings
-from histocluster.segmenters import make_segmenter
-from histocluster.segmenters.cellpose import CellposeSettings
-from histocluster.segmenters.watershed import WatershedSettings
-from histocluster.tissue import TissueSettings
-from histocluster.vlm import VLMSettings
+from histocluster.features.morphology import MorphologySettings
+from histocluster.features.resnet import ResNetSettings
+from histocluster.labelling.vlm_client import VLMSettings
+from histocluster.segmentation.cellpose import CellposeSettings
+from histocluster.segmentation.segmenter import make_segmenter
+from histocluster.segmentation.watershed import WatershedSettings
+from histocluster.wsi.tile_quality import QualityThresholds
+from histocluster.wsi.tissue import TissueSettings
 
 
 class _Strict(BaseModel):

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 
-from histocluster.embedding import Embeddings
+from histocluster.features.morphology import Embeddings
 
 
 class EmbeddingsDataset(AbstractVersionedDataset[Embeddings, Embeddings]):
-    """:class:`~histocluster.embedding.Embeddings` as a folder::
+    """:class:`~histocluster.features.morphology.Embeddings` as a folder::
 
         <filepath>/cell_ids.parquet   one row per cell, in matrix order
         <filepath>/matrix.npy         float32, cells × dims

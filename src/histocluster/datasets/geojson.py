@@ -10,7 +10,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset
 
-from histocluster.qupath import read_feature_collection, write_feature_collection
+from histocluster.reporting.qupath import read_feature_collection, write_feature_collection
 
 
 class GeoJSONStreamDataset(AbstractDataset[Iterable[dict] | Callable[[], Iterable[dict]], dict]):
@@ -43,7 +43,7 @@ class GeoJSONStreamDataset(AbstractDataset[Iterable[dict] | Callable[[], Iterabl
 
 
 class StreamedJSONDataset(AbstractDataset):
-    """Saves a :class:`~histocluster.annotation.StreamedJSON` (or a callable returning one)
+    """Saves a :class:`~histocluster.reporting.annotation.StreamedJSON` (or a callable returning one)
     item by item, so a slide's 10⁵ cells never sit in memory as one document; loads the
     whole object. Written to a temporary name and renamed."""
 

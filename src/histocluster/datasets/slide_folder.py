@@ -8,13 +8,13 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from histocluster.slides import SLIDE_SUFFIXES, SlideSource, discover_slides
+from histocluster.wsi.slides import SLIDE_SUFFIXES, SlideSource, discover_slides
 
 logger = logging.getLogger(__name__)
 
 
 class SlideFolderDataset(AbstractDataset[None, list[SlideSource]]):
-    """The slides in one folder, as :class:`~histocluster.slides.SlideSource` items.
+    """The slides in one folder, as :class:`~histocluster.wsi.slides.SlideSource` items.
 
     Loading lists files only; pixels are read later, tile by tile, by the stages that
     need them. The dataset is read-only: slides are inputs.

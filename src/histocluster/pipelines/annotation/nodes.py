@@ -15,13 +15,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from histocluster import annotation, qupath, report  # noqa: E402
-from histocluster.cell_pixels import cell_crops_by_id  # noqa: E402
-from histocluster.cluster_plots import cluster_map_figure, cluster_sizes_figure  # noqa: E402
-from histocluster.clustering import NOISE  # noqa: E402
+from histocluster.clustering.clusterers import NOISE  # noqa: E402
+from histocluster.clustering.plots import cluster_map_figure, cluster_sizes_figure  # noqa: E402
+from histocluster.features.cell_pixels import cell_crops_by_id  # noqa: E402
 from histocluster.params import AnnotationParams  # noqa: E402
-from histocluster.slides import open_slide  # noqa: E402
-from histocluster.tiling import read_tile  # noqa: E402
+from histocluster.reporting import annotation, qupath
+from histocluster.reporting import html_report as report  # noqa: E402
+from histocluster.wsi.slides import open_slide  # noqa: E402
+from histocluster.wsi.tile_grid import read_tile  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ def write_report(
     cluster_labels: pd.DataFrame,
     params: AnnotationParams,
 ) -> str:
-    """The self-contained HTML report (:mod:`histocluster.report`)."""
+    """The self-contained HTML report (:mod:`histocluster.reporting.html_report`)."""
     ok = slides[slides["status"] == "ok"]
     n_clusters = int((summary["cluster_id"] != NOISE).sum()) if len(summary) else 0
     labelled = (

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from histocluster.cell_pixels import cell_crops_by_id
-from histocluster.clustering import NOISE, nearest_centre
-from histocluster.embedding import Embeddings
-from histocluster.labelling import apply_human, count_labels, propagate, read_cluster_labels, vote
+from histocluster.clustering.clusterers import NOISE, nearest_centre
+from histocluster.features.cell_pixels import cell_crops_by_id
+from histocluster.features.morphology import Embeddings
+from histocluster.labelling.credentials import openai_api_key
+from histocluster.labelling.labels import apply_human, count_labels, propagate, read_cluster_labels, vote
+from histocluster.labelling.vlm_client import Answer, AnswerCache, VLMClassifier
 from histocluster.params import ClassificationParams
-from histocluster.secrets import openai_api_key
-from histocluster.vlm import Answer, AnswerCache, VLMClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def ask_model(
     params: ClassificationParams,
 ) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
     """The model's answer for the first ``representatives`` cells of each cluster
-    (:mod:`histocluster.vlm`), and their crops (for people: ``<cluster_id>/<rank>_<cell_id>``).
+    (:mod:`histocluster.labelling.vlm_client`), and their crops (for people: ``<cluster_id>/<rank>_<cell_id>``).
     Without an API key, or with ``representatives: 0``, nothing is asked and every row
     says ``skipped``."""
     chosen = representatives[representatives["rank"] < params.representatives].sort_values(
@@ -100,7 +100,7 @@ def ask_model(
 def label_clusters(
     answers: pd.DataFrame, summary: pd.DataFrame, params: ClassificationParams
 ) -> pd.DataFrame:
-    """Majority vote per cluster (:func:`histocluster.labelling.vote`), then a person's
+    """Majority vote per cluster (:func:`histocluster.labelling.labels.vote`), then a person's
     labels from ``labels_file`` override it."""
     cluster_ids = sorted(int(c) for c in summary["cluster_id"] if c != NOISE)
     labels = vote(answers, cluster_ids, params.agreement_threshold, params.vlm.model)
@@ -133,7 +133,7 @@ def label_cells(
     params: ClassificationParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A label (or an explicit ``unlabelled`` / ``review``) for every cell, and counts
-    per label per slide (:func:`histocluster.labelling.propagate`)."""
+    per label per slide (:func:`histocluster.labelling.labels.propagate`)."""
     nearest = None
     noise = clusters["is_noise"].to_numpy()
     labelled = cluster_labels.loc[cluster_labels["status"] == "labelled", "cluster_id"].to_numpy()

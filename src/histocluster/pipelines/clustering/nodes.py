@@ -8,10 +8,11 @@ import logging
 import numpy as np
 import pandas as pd
 
-from histocluster.cluster_plots import cluster_map_figure, cluster_map_plotly, cluster_sizes_figure
-from histocluster.cluster_summary import pick_representatives, summarise
-from histocluster.clustering import NOISE, cluster_cells
-from histocluster.embedding import (
+from histocluster.clustering.clusterers import NOISE, cluster_cells
+from histocluster.clustering.plots import cluster_map_figure, cluster_map_plotly, cluster_sizes_figure
+from histocluster.clustering.reduction import cell_map, fit_reduce
+from histocluster.clustering.summary import pick_representatives, summarise
+from histocluster.features.morphology import (
     Embeddings,
     cell_pixel_features,
     combine,
@@ -20,7 +21,6 @@ from histocluster.embedding import (
     standardise_within,
 )
 from histocluster.params import ClusteringParams
-from histocluster.reduction import cell_map, fit_reduce
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def _level0_mpp(slides: pd.DataFrame, cells: pd.DataFrame) -> np.ndarray:
 def embed_cells(
     slides: pd.DataFrame, tiles: pd.DataFrame, cells: pd.DataFrame, params: ClusteringParams
 ) -> Embeddings:
-    """The configured embedders (:mod:`histocluster.embedding`,
-    :mod:`histocluster.resnet_embedder`), combined with their weights. Cells whose
+    """The configured embedders (:mod:`histocluster.features.morphology`,
+    :mod:`histocluster.features.resnet`), combined with their weights. Cells whose
     pixels cannot be read are reported and left out."""
     cells = cells.reset_index(drop=True)
     if cells.empty:
@@ -45,7 +45,7 @@ def embed_cells(
     usable = np.ones(len(cells), dtype=bool)
     embedder = None
     if "resnet50" in params.embedders:
-        from histocluster.resnet_embedder import FEATURES, ResNetEmbedder
+        from histocluster.features.resnet import FEATURES, ResNetEmbedder
 
         embedder = ResNetEmbedder(params.resnet50)  # loads weights first: a missing file costs no work
     blocks: list[tuple[np.ndarray, float]] = []
@@ -87,7 +87,7 @@ def embed_cells(
 def reduce_embeddings(
     embeddings: Embeddings, params: ClusteringParams
 ) -> tuple[np.ndarray, pd.DataFrame, dict]:
-    """Reduction (:mod:`histocluster.reduction`) and the 2-D map; returns the reduced
+    """Reduction (:mod:`histocluster.clustering.reduction`) and the 2-D map; returns the reduced
     matrix, the map coordinates per cell and the fitted reducers (to place new cells)."""
     x = np.asarray(embeddings.matrix, dtype=np.float32)
     reducer, reduced = fit_reduce(x, params.reduction, params.device)
@@ -102,7 +102,7 @@ def reduce_embeddings(
 def cluster(
     reduced: np.ndarray, cell_map_table: pd.DataFrame, cells: pd.DataFrame, params: ClusteringParams
 ) -> tuple[pd.DataFrame, object]:
-    """Clusters (:mod:`histocluster.clustering`): one row per embedded cell."""
+    """Clusters (:mod:`histocluster.clustering.clusterers`): one row per embedded cell."""
     where = cell_map_table[["cell_id"]].merge(
         cells[["cell_id", "slide_id", "tile_id"]], on="cell_id", how="left"
     )
@@ -129,7 +129,7 @@ def cluster(
 def summarise_clusters(
     cells: pd.DataFrame, clusters: pd.DataFrame, params: ClusteringParams
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Representatives and the cluster summary (:mod:`histocluster.cluster_summary`)."""
+    """Representatives and the cluster summary (:mod:`histocluster.clustering.summary`)."""
     representatives = pick_representatives(clusters, params.representatives.n, params.representatives.pool)
     return summarise(cells, clusters, representatives), representatives
 

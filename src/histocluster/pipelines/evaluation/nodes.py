@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from histocluster.params import EvaluationParams, SegmentationParams
-from histocluster.segmentation_evaluation import evaluate, format_summary
+from histocluster.segmentation.evaluation import evaluate, format_summary
 
 logger = logging.getLogger(__name__)
 

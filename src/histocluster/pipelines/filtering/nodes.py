@@ -9,12 +9,12 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from histocluster.drawing import contact_sheet
 from histocluster.params import FilteringParams, TilingParams
-from histocluster.quality import METRICS, judge, tile_metrics
-from histocluster.slides import open_slide
-from histocluster.tiling import read_tile, sample_uniform
-from histocluster.tissue import TissueSettings
+from histocluster.wsi.pictures import contact_sheet
+from histocluster.wsi.slides import open_slide
+from histocluster.wsi.tile_grid import read_tile, sample_uniform
+from histocluster.wsi.tile_quality import METRICS, judge, tile_metrics
+from histocluster.wsi.tissue import TissueSettings
 
 logger = logging.getLogger(__name__)
 

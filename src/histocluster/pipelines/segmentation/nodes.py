@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from histocluster.cell_measurements import CELL_COLUMNS, empty_cells, measure_cells
 from histocluster.datasets.label_mask import label_dtype
 from histocluster.errors import UserInputError
 from histocluster.params import SegmentationParams
-from histocluster.segmenters import Segmenter
-from histocluster.slides import open_slide
-from histocluster.stitching import stitch
-from histocluster.tiling import read_tile
+from histocluster.segmentation.measurements import CELL_COLUMNS, empty_cells, measure_cells
+from histocluster.segmentation.segmenter import Segmenter
+from histocluster.segmentation.stitching import stitch
+from histocluster.wsi.slides import open_slide
+from histocluster.wsi.tile_grid import read_tile
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from histocluster.drawing import tiling_overview
 from histocluster.errors import UserInputError
 from histocluster.params import TilingParams
-from histocluster.regions import assign_regions, load_regions, rasterize
-from histocluster.slides import (
+from histocluster.wsi.pictures import tiling_overview
+from histocluster.wsi.regions import assign_regions, load_regions, rasterize
+from histocluster.wsi.slides import (
     SLIDE_COLUMNS,
     SlideSource,
     best_level,
@@ -22,8 +22,15 @@ from histocluster.slides import (
     failed_slide_row,
     open_slide,
 )
-from histocluster.tiling import TILE_COLUMNS, GridSpec, mask_fraction, plan_grid, read_tile, sample_uniform
-from histocluster.tissue import detect_tissue
+from histocluster.wsi.tile_grid import (
+    TILE_COLUMNS,
+    GridSpec,
+    mask_fraction,
+    plan_grid,
+    read_tile,
+    sample_uniform,
+)
+from histocluster.wsi.tissue import detect_tissue
 
 logger = logging.getLogger(__name__)
 

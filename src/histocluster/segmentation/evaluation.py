@@ -19,7 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from histocluster.errors import UserInputError
-from histocluster.segmentation_metrics import score
+from histocluster.segmentation.metrics import score
 
 #: TCGA tissue source sites of the MoNuSeg images → organ.
 TCGA_ORGANS = {

@@ -18,8 +18,8 @@ import pandas as pd
 import shapely
 from skimage.draw import polygon as fill_polygon
 
-from histocluster.slides import SlideReader, open_slide
-from histocluster.stitching import tile_scale
+from histocluster.segmentation.stitching import tile_scale
+from histocluster.wsi.slides import SlideReader, open_slide
 
 logger = logging.getLogger(__name__)
 

@@ -38,10 +38,10 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
 
-from histocluster.stain import haematoxylin
+from histocluster.wsi.stain import haematoxylin
 
 if TYPE_CHECKING:  # torch is imported only when the network foreground is used
-    from histocluster.segmenters.nuclei_net import NucleiUNet
+    from histocluster.segmentation.nuclei_net import NucleiUNet
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -106,7 +106,7 @@ def markers(distance: np.ndarray, mask: np.ndarray, mpp: float, s: WatershedSett
 @lru_cache(maxsize=4)
 def cached_network(weights_path: str | None) -> NucleiUNet:
     """The nuclei network for ``weights_path``, loaded once per process."""
-    from histocluster.segmenters.nuclei_net import load_network
+    from histocluster.segmentation.nuclei_net import load_network
 
     return load_network(weights_path)
 
@@ -156,7 +156,7 @@ def segment_with_network(rgb: np.ndarray, mpp: float, s: WatershedSettings) -> n
     import torch
     import torch.nn.functional as F
 
-    from histocluster.segmenters.nuclei_net import predict_probabilities
+    from histocluster.segmentation.nuclei_net import predict_probabilities
 
     probabilities = predict_probabilities(cached_network(s.weights_path), rgb, mpp)
     if probabilities.shape[1:] != rgb.shape[:2]:

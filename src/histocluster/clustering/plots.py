@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 
-from histocluster.clustering import NOISE  # noqa: E402
+from histocluster.clustering.clusterers import NOISE  # noqa: E402
 
 NOISE_COLOUR = "#bdbdbd"
 

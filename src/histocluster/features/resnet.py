@@ -26,8 +26,8 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as settings_dataclass
 from tqdm.auto import tqdm
 
-from histocluster.cell_pixels import TileCells, crop_cells, iter_tile_cells
 from histocluster.errors import UserInputError
+from histocluster.features.cell_pixels import TileCells, crop_cells, iter_tile_cells
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def load_resnet50(path: Path, device: str):
 def cell_crops(
     item: TileCells, crop_px: int, size: int, mask_background: bool, cells: range | None = None
 ) -> np.ndarray:
-    """ResNet input crops: :func:`~histocluster.cell_pixels.crop_cells`, with the
+    """ResNet input crops: :func:`~histocluster.features.cell_pixels.crop_cells`, with the
     background painted ImageNet-mean when ``mask_background``."""
     fill = tuple(int(v) for v in (IMAGENET_MEAN * 255).astype(np.uint8)) if mask_background else None
     return crop_cells(item, crop_px, size, cells, fill=fill)

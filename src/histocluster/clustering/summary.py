@@ -15,8 +15,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from histocluster.cell_measurements import SHAPE_COLUMNS, STAIN_COLUMNS
-from histocluster.clustering import NOISE
+from histocluster.clustering.clusterers import NOISE
+from histocluster.segmentation.measurements import SHAPE_COLUMNS, STAIN_COLUMNS
 
 REPRESENTATIVE_COLUMNS = ["cluster_id", "rank", "cell_id", "slide_id", "tile_id", "confidence"]
 SUMMARY_COLUMNS = [

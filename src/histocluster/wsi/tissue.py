@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 from skimage import morphology
 from skimage.filters import threshold_otsu
 
-from histocluster.stain import OD_LUT
+from histocluster.wsi.stain import OD_LUT
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))

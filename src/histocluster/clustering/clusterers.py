@@ -38,7 +38,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as settings_dataclass
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
-from histocluster.compute_backend import Device, to_numpy, use_gpu
+from histocluster.clustering.compute_backend import Device, to_numpy, use_gpu
 
 logger = logging.getLogger(__name__)
 

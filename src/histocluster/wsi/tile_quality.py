@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from histocluster.tissue import TissueSettings, optical_density, saturation
+from histocluster.wsi.tissue import TissueSettings, optical_density, saturation
 
 METRICS = (
     "edge_density",

@@ -24,8 +24,8 @@ from scipy import ndimage as ndi
 from shapely.geometry import Polygon
 from skimage.measure import find_contours
 
-from histocluster.stain import stain_densities
-from histocluster.stitching import tile_scale, to_level0
+from histocluster.segmentation.stitching import tile_scale, to_level0
+from histocluster.wsi.stain import stain_densities
 
 #: Shape measurements of the cell table (physical units).
 SHAPE_COLUMNS = [

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from histocluster.slides import SlideReader
+from histocluster.wsi.slides import SlideReader
 
 #: Columns of the tile table (DESIGN.md "tiles" contract).
 TILE_COLUMNS = [

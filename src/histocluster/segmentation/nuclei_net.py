@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from histocluster.errors import UserInputError
-from histocluster.stain import optical_density
+from histocluster.wsi.stain import optical_density
 
 #: µm per pixel the network sees.
 WORK_MPP = 0.5

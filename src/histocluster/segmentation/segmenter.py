@@ -23,11 +23,11 @@ class Segmenter(Protocol):
 def make_segmenter(kind: str, watershed_settings=None, cellpose_settings=None) -> Segmenter:
     """The segmenter named ``kind``, ready to use (Cellpose loads its model here)."""
     if kind == "watershed":
-        from histocluster.segmenters.watershed import WatershedSegmenter, WatershedSettings
+        from histocluster.segmentation.watershed import WatershedSegmenter, WatershedSettings
 
         return WatershedSegmenter(watershed_settings or WatershedSettings())
     if kind == "cellpose":
-        from histocluster.segmenters.cellpose import CellposeSegmenter, CellposeSettings
+        from histocluster.segmentation.cellpose import CellposeSegmenter, CellposeSettings
 
         return CellposeSegmenter(cellpose_settings or CellposeSettings())
     raise ValueError(f"unknown segmenter {kind!r}: choose 'watershed' or 'cellpose'")

@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 from skimage.feature import local_binary_pattern
 
-from histocluster.stain import stain_densities
+from histocluster.wsi.stain import stain_densities
 
 LBP_BINS = 10  # P + 2 codes of the 'uniform' (rotation-invariant) method with P = 8
 

@@ -4,7 +4,7 @@ The ``morphology`` embedding of a cell is
 
 1. its shape and stain measurements from the cell table,
 2. optionally (``texture``) intensity, texture and ring features from its pixels
-   (:mod:`histocluster.cell_features`),
+   (:mod:`histocluster.features.texture`),
 3. optionally (``context_neighbours`` = k > 0) the mean of those features over its k
    nearest cells on the same slide, and the distance to the k-th (local density):
    what surrounds a cell tells an epithelial nucleus in a gland from a stromal one,
@@ -34,9 +34,9 @@ from pydantic.dataclasses import dataclass as settings_dataclass
 from sklearn.neighbors import NearestNeighbors
 from tqdm.auto import tqdm
 
-from histocluster.cell_features import PIXEL_COLUMNS, pixel_features
-from histocluster.cell_measurements import SHAPE_COLUMNS, STAIN_COLUMNS
-from histocluster.cell_pixels import TileCells, iter_tile_cells
+from histocluster.features.cell_pixels import TileCells, iter_tile_cells
+from histocluster.features.texture import PIXEL_COLUMNS, pixel_features
+from histocluster.segmentation.measurements import SHAPE_COLUMNS, STAIN_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def neighbourhood_context(x: np.ndarray, points_um: np.ndarray, groups: np.ndarr
 def cell_pixel_features(
     slides: pd.DataFrame, tiles: pd.DataFrame, cells: pd.DataFrame, ring_um: float
 ) -> pd.DataFrame:
-    """:data:`~histocluster.cell_features.PIXEL_COLUMNS` for every cell of the table
+    """:data:`~histocluster.features.texture.PIXEL_COLUMNS` for every cell of the table
     (same row order), read tile by tile. Cells whose tile or slide cannot be read get
     NaN, and are reported."""
     cells = cells.reset_index(drop=True)

@@ -17,9 +17,9 @@ import pandas as pd
 import shapely
 from PIL import Image, ImageDraw, ImageFont
 
-from histocluster.cluster_plots import cluster_colours
-from histocluster.clustering import NOISE
-from histocluster.labelling import REVIEW, UNLABELLED
+from histocluster.clustering.clusterers import NOISE
+from histocluster.clustering.plots import cluster_colours
+from histocluster.labelling.labels import REVIEW, UNLABELLED
 
 NOISE_RGB = (150, 150, 150)
 UNSURE_RGB = {UNLABELLED: (128, 128, 128), REVIEW: (255, 170, 0)}

@@ -4,7 +4,7 @@ A tile's label map holds whole cells and cells cut by its border. A cell is kept
 tile when
 
 * its centroid, in level-0 pixels, lies in the tile's core box (core boxes partition
-  the slide, see :mod:`histocluster.tiling`), and
+  the slide, see :mod:`histocluster.wsi.tile_grid`), and
 * it does not touch a tile side that has a neighbour (an *inner* side): such an object
   is cut, and the neighbour whose core holds its centroid sees it whole, because tiles
   overlap by more than the largest cell. Sides on the slide's edge are not inner: a cell

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as settings_dataclass
 
-from histocluster.compute_backend import Device, to_numpy, use_gpu
+from histocluster.clustering.compute_backend import Device, to_numpy, use_gpu
 
 logger = logging.getLogger(__name__)
 
