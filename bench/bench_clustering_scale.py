@@ -47,8 +47,9 @@ def peak_mib() -> float:
 
 def run_stage(stage: str, n: int, dims: int, blobs: int, device: str) -> dict:
     """One stage on fresh data, in this process."""
-    from histocluster.clustering.clusterers import ClusterSettings, cluster_cells
-    from histocluster.clustering.reduction import ReductionSettings, fit_reduce
+    from histocluster.clustering.clusterers import cluster_cells
+    from histocluster.clustering.reduction import fit_reduce
+    from histocluster.clustering.settings import ClusterSettings, ReductionSettings
     from histocluster.clustering.summary import pick_representatives
 
     x = data(n, dims, blobs)

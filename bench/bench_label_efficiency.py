@@ -56,17 +56,22 @@ from histocluster.clustering.clusterers import (
     cluster_cells,
     nearest_centre,
 )
-from histocluster.clustering.reduction import ReductionSettings, fit_reduce
+from histocluster.clustering.reduction import fit_reduce
+from histocluster.clustering.settings import ReductionSettings
 from histocluster.clustering.summary import pick_representatives
 from histocluster.features.cell_pixels import OUTLINE, TileCells, crop_cells
-from histocluster.features.morphology import MorphologySettings, morphology_embedding
+from histocluster.features.morphology import morphology_embedding
+from histocluster.features.settings import MorphologySettings
 from histocluster.features.texture import pixel_features
-from histocluster.labelling.labels import propagate, vote
-from histocluster.labelling.vlm_client import AnswerCache, VLMClassifier, VLMSettings
+from histocluster.labelling.cluster_labels import vote
+from histocluster.labelling.propagation import propagate
+from histocluster.labelling.settings import VLMSettings
+from histocluster.labelling.vlm_client import AnswerCache, VLMClassifier
 from histocluster.params import ClassificationParams
 from histocluster.segmentation.evaluation import labels_at_points
 from histocluster.segmentation.measurements import measure_objects
-from histocluster.segmentation.watershed import WatershedSettings, segment_nuclei
+from histocluster.segmentation.settings import WatershedSettings
+from histocluster.segmentation.watershed import segment_nuclei
 
 
 def _tile(image_id: str, shape: tuple[int, int], mpp: float) -> dict:

@@ -37,8 +37,9 @@ from histocluster.pipelines.filtering.nodes import measure_tile_quality  # noqa:
 from histocluster.pipelines.segmentation.nodes import segment_cells  # noqa: E402
 from histocluster.pipelines.tiling.nodes import describe_slides, detect_tissue_masks, plan_tiles  # noqa: E402
 from histocluster.segmentation.measurements import measure_cells  # noqa: E402
+from histocluster.segmentation.settings import WatershedSettings  # noqa: E402
 from histocluster.segmentation.stitching import stitch  # noqa: E402
-from histocluster.segmentation.watershed import WatershedSettings, cached_network, segment_nuclei  # noqa: E402
+from histocluster.segmentation.watershed import cached_network, segment_nuclei  # noqa: E402
 from histocluster.wsi.slides import SlideSource, open_slide, slugify  # noqa: E402
 from histocluster.wsi.tile_grid import read_tile  # noqa: E402
 

@@ -29,7 +29,8 @@ from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from histocluster.segmentation.evaluation import evaluate, evaluate_points, format_summary  # noqa: E402
-from histocluster.segmentation.watershed import WatershedSettings, cached_network, segment_nuclei  # noqa: E402
+from histocluster.segmentation.settings import WatershedSettings  # noqa: E402
+from histocluster.segmentation.watershed import cached_network, segment_nuclei  # noqa: E402
 
 
 def main() -> None:

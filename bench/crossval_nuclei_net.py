@@ -36,7 +36,8 @@ import pandas as pd  # noqa: E402
 
 from histocluster.segmentation.evaluation import bench_items, evaluate, format_summary, organ, summarise  # noqa: E402
 from histocluster.segmentation.nuclei_net import CHANNELS  # noqa: E402
-from histocluster.segmentation.watershed import WatershedSettings, cached_network, segment_nuclei  # noqa: E402
+from histocluster.segmentation.settings import WatershedSettings  # noqa: E402
+from histocluster.segmentation.watershed import cached_network, segment_nuclei  # noqa: E402
 
 TRAIN = Path(__file__).with_name("train_nuclei_net.py")
 

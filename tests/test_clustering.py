@@ -240,7 +240,8 @@ def test_summary_counts_slides_and_lists_representatives():
 
 
 def test_large_maps_are_fitted_on_a_sample_and_the_rest_placed():
-    from histocluster.clustering.reduction import ReductionSettings, cell_map
+    from histocluster.clustering.reduction import cell_map
+    from histocluster.clustering.settings import ReductionSettings
 
     x, truth = blobs(n_per=100, centres=((0, 0), (30, 0), (0, 30)))
     x = np.column_stack([x, np.random.default_rng(1).normal(size=len(x))]).astype(np.float32)  # 3-d

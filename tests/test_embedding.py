@@ -215,7 +215,8 @@ def test_in_place_helpers_leave_no_second_copy():
 def test_per_slide_standardisation_removes_a_stain_shift():
     """The same cells on two slides, one scanned darker: standardised over all cells the
     slides separate; within each slide, the copies land on each other."""
-    from histocluster.clustering.clusterers import ClusterSettings, KMeansSettings, cluster_cells
+    from histocluster.clustering.clusterers import cluster_cells
+    from histocluster.clustering.settings import ClusterSettings, KMeansSettings
 
     rng = np.random.default_rng(0)
     base = pd.DataFrame(rng.normal(size=(100, 11)), columns=MEASURED_COLUMNS)

@@ -8,14 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histocluster.labelling.labels import (
-    LabelsFileError,
-    apply_human,
-    count_labels,
-    propagate,
-    read_cluster_labels,
-    vote,
-)
+from histocluster.labelling.cluster_labels import apply_human, vote
+from histocluster.labelling.labels_file import LabelsFileError, read_cluster_labels
+from histocluster.labelling.propagation import count_labels, propagate
 
 
 def answers(rows):

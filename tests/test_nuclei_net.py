@@ -22,7 +22,8 @@ from histocluster.segmentation.nuclei_net import (
     load_network,
     predict_probabilities,
 )
-from histocluster.segmentation.watershed import WatershedSettings, segment_nuclei
+from histocluster.segmentation.settings import WatershedSettings
+from histocluster.segmentation.watershed import segment_nuclei
 from tests.conftest import SHARED
 from tests.test_watershed import CENTRES, synthetic_he
 

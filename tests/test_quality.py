@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
+from histocluster.wsi.settings import QualityThresholds, TissueSettings
 from histocluster.wsi.slides import open_slide
-from histocluster.wsi.tile_quality import QualityThresholds, judge, tile_metrics
-from histocluster.wsi.tissue import TissueSettings
+from histocluster.wsi.tile_quality import judge, tile_metrics
 
 from .conftest import pink_tissue
 

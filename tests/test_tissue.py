@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from histocluster.wsi.settings import TissueSettings
 from histocluster.wsi.slides import open_slide
-from histocluster.wsi.tissue import TissueSettings, detect_tissue
+from histocluster.wsi.tissue import detect_tissue
 
 from .conftest import pink_tissue
 

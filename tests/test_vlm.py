@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from histocluster.labelling.vlm_client import AnswerCache, VLMClassifier, VLMSettings, parse_label
+from histocluster.labelling.settings import VLMSettings
+from histocluster.labelling.vlm_client import AnswerCache, VLMClassifier, parse_label
 
 from .chat_server import ChatServer, completion, error
 

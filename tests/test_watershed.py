@@ -7,7 +7,8 @@ import pytest
 from skimage.color import hed2rgb
 
 from histocluster.segmentation.metrics import score
-from histocluster.segmentation.watershed import WatershedSettings, segment_nuclei
+from histocluster.segmentation.settings import WatershedSettings
+from histocluster.segmentation.watershed import segment_nuclei
 from histocluster.wsi.stain import haematoxylin
 
 

@@ -8,7 +8,7 @@ from histocluster.labelling.credentials import set_credentials
 from histocluster.params import SegmentationParams, parse, validate_parameters
 
 #: Nodes that run a segmenter.
-SEGMENTING_NODES = {"segment_cells", "evaluate_segmentation"}
+SEGMENTING_NODES = {"segment_tiles", "evaluate_segmentation"}
 
 
 class ValidateParametersHook:
@@ -32,9 +32,10 @@ class ValidateParametersHook:
 
 
 class CheckModelFilesHook:
-    """A run that will segment needs its model file: Cellpose's checkpoint (looked for, and
-    fetched where allowed) or the nuclei network's weights (loaded), before the first node,
-    so a missing or broken file costs no work."""
+    """A run that will segment needs its model files: Cellpose's checkpoint (looked for, and
+    fetched where allowed) or the nuclei network's weights (loaded), and the ResNet-50
+    weights when the pass computes ResNet features — checked before the first node, so a
+    missing or broken file costs no work."""
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
@@ -51,3 +52,7 @@ class CheckModelFilesHook:
             from histocluster.segmentation.watershed import cached_network
 
             cached_network(params.watershed.weights_path)
+        if params.cell_features.deep == "resnet50" and "segment_tiles" in {n.name for n in pipeline.nodes}:
+            from histocluster.features.resnet import resolve_weights
+
+            resolve_weights(params.cell_features.resnet50)

@@ -31,62 +31,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass as settings_dataclass
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 from histocluster.clustering.compute_backend import Device, to_numpy, use_gpu
+from histocluster.clustering.settings import ClusterSettings, KMeansSettings
 
 logger = logging.getLogger(__name__)
 
 NOISE = -1
-_SETTINGS = ConfigDict(extra="forbid")
-
-
-@settings_dataclass(frozen=True, config=_SETTINGS)
-class KMeansSettings:
-    n_clusters: int | Literal["auto"] = "auto"
-    cells_per_cluster: int = Field(100, ge=1, description="auto: one cluster per this many cells")
-    min_clusters: int = Field(2, ge=1)
-    max_clusters: int = Field(100, ge=1)
-    minibatch_above: int = Field(200_000, ge=1, description="MiniBatchKMeans for more cells than this")
-
-
-@settings_dataclass(frozen=True, config=_SETTINGS)
-class LeidenSettings:
-    n_neighbors: int = Field(15, ge=1)
-    resolution: float = Field(1.0, gt=0)
-
-
-@settings_dataclass(frozen=True, config=_SETTINGS)
-class HDBSCANSettings:
-    min_cluster_size: int = Field(15, ge=2)
-    min_samples: int | None = Field(None, ge=1)
-    cluster_selection_method: Literal["leaf", "eom"] = "leaf"
-
-
-@settings_dataclass(frozen=True, config=_SETTINGS)
-class DBSCANSettings:
-    eps: float | Literal["auto"] = "auto"
-    min_samples: int = Field(5, ge=1)
-    max_points_for_eps: int = Field(50_000, ge=100, description="cells sampled for the automatic eps")
-
-
-@settings_dataclass(frozen=True, config=_SETTINGS)
-class ClusterSettings:
-    """What to cluster with, and how noise is treated."""
-
-    method: Literal["kmeans", "leiden", "hdbscan", "dbscan"] = "kmeans"
-    scope: Literal["global", "per_slide"] = "global"
-    noise: Literal["keep", "nearest"] = "keep"
-    random_state: int = 0
-    kmeans: KMeansSettings = KMeansSettings()
-    leiden: LeidenSettings = LeidenSettings()
-    hdbscan: HDBSCANSettings = HDBSCANSettings()
-    dbscan: DBSCANSettings = DBSCANSettings()
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from histocluster.clustering.clusterers import NOISE  # noqa: E402
 
@@ -114,3 +117,15 @@ def cluster_sizes_figure(summary: pd.DataFrame) -> plt.Figure:
     ax.tick_params(axis="x", labelrotation=90 if len(ordered) > 30 else 0, labelsize=7)
     figure.tight_layout()
     return figure
+
+
+def figure_image(figure: plt.Figure, dpi: int = 120) -> Image.Image:
+    """A matplotlib figure as a PIL image (the figure is closed), so it is saved as a PNG
+    that later stages load instead of drawing it again."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    buffer.seek(0)
+    image = Image.open(buffer)
+    image.load()
+    return image

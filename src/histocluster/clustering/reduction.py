@@ -13,32 +13,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass as settings_dataclass
 
 from histocluster.clustering.compute_backend import Device, to_numpy, use_gpu
+from histocluster.clustering.settings import ReductionSettings
 
 logger = logging.getLogger(__name__)
-
-
-@settings_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class ReductionSettings:
-    """How embeddings are reduced before clustering (and how the 2-D map is made)."""
-
-    normalize: Literal["none", "standard", "l2"] = "none"
-    method: Literal["umap", "pca", "none"] = "pca"
-    n_components: int = Field(50, ge=1)
-    n_neighbors: int = Field(15, ge=2)
-    min_dist: float = Field(0.1, ge=0)
-    metric: str = "euclidean"
-    random_state: int | None = 0
-    map_method: Literal["umap", "pca"] = Field("umap", description="how the 2-D cell map is made")
-    map_max_cells: int = Field(
-        50_000, ge=100, description="UMAP map fitted on a sample this size; the other cells placed by k-NN"
-    )
 
 
 @dataclass

@@ -14,8 +14,10 @@ import json
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from histocluster.clustering.clusterers import NOISE
+from histocluster.features.cell_pixels import cell_crops_by_id
 from histocluster.segmentation.measurements import SHAPE_COLUMNS, STAIN_COLUMNS
 
 REPRESENTATIVE_COLUMNS = ["cluster_id", "rank", "cell_id", "slide_id", "tile_id", "confidence"]
@@ -99,3 +101,28 @@ def summarise(cells: pd.DataFrame, clusters: pd.DataFrame, representatives: pd.D
     reps = representatives.sort_values(["cluster_id", "rank"]).groupby("cluster_id")["cell_id"].agg(list)
     summary["representatives"] = [list(reps.get(c, [])) for c in summary["cluster_id"]]
     return summary[SUMMARY_COLUMNS]
+
+
+def crop_key(cluster_id: int, rank: int, cell_id: str) -> str:
+    """Partition key of a representative's crop: ``<cluster_id>/<rank>_<cell_id>``."""
+    return f"{int(cluster_id)}/{int(rank):02d}_{cell_id}"
+
+
+def crop_representatives(
+    slides: pd.DataFrame,
+    tiles: pd.DataFrame,
+    cells: pd.DataFrame,
+    representatives: pd.DataFrame,
+    crop_um: float,
+    size: int,
+) -> dict[str, Image.Image]:
+    """Every representative's crop (``crop_um`` square around it, ``size`` px, outlined
+    green), read from the slide once, keyed by :func:`crop_key`. Cells that cannot be read
+    are logged and left out (:func:`~histocluster.features.cell_pixels.cell_crops_by_id`)."""
+    wanted = cells[cells["cell_id"].isin(representatives["cell_id"])]
+    crops = cell_crops_by_id(slides, tiles, wanted, crop_um, size) if len(wanted) else {}
+    return {
+        crop_key(row.cluster_id, row.rank, row.cell_id): Image.fromarray(crops[row.cell_id])
+        for row in representatives.itertuples()
+        if row.cell_id in crops
+    }

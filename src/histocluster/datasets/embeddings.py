@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 
-from histocluster.features.morphology import Embeddings
+from histocluster.features.embeddings import Embeddings
 
 
 class EmbeddingsDataset(AbstractVersionedDataset[Embeddings, Embeddings]):

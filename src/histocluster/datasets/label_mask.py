@@ -9,10 +9,7 @@ import numpy as np
 import tifffile
 from kedro.io import AbstractDataset, DatasetError
 
-
-def label_dtype(labels: np.ndarray) -> type:
-    """uint16 when every label fits, else uint32 (8 bits would wrap at 255 cells)."""
-    return np.uint16 if int(labels.max(initial=0)) < 2**16 else np.uint32
+from histocluster.segmentation.label_maps import label_dtype
 
 
 class LabelMaskDataset(AbstractDataset[np.ndarray, np.ndarray]):

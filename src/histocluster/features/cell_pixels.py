@@ -1,9 +1,7 @@
-"""The pixels of the cells in the cell table, one tile at a time.
-
-Embedders that look at pixels (texture features, ResNet crops) read each tile that owns
-cells once, at the tiling resolution, optionally with a margin so that crops of cells
-near the tile's edge are whole, and redraw the cells' polygons as a label map in the
-tile's pixel frame. Only one tile's pixels are held at a time.
+"""Crops of cells: from a tile already in memory (:class:`TileCells`, the segmentation
+pass's ResNet crops) or read on their own around a few cells of the cell table
+(:func:`cell_crops_by_id`: the clusters' representatives), the cell outlined or its
+background painted over.
 """
 
 from __future__ import annotations
@@ -18,8 +16,8 @@ import pandas as pd
 import shapely
 from skimage.draw import polygon as fill_polygon
 
-from histocluster.segmentation.stitching import tile_scale
 from histocluster.wsi.slides import SlideReader, open_slide
+from histocluster.wsi.tile_grid import read_with_margin, tile_scale
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +29,10 @@ OUTLINE = (0, 255, 0)
 class TileCells:
     """One tile's pixels and the cells it owns.
 
-    ``rgb`` covers the tile plus the ``margin`` asked of :func:`iter_tile_cells` on every
-    side (white beyond the slide's edge); ``labels`` has the same frame, cell ``k`` of ``rows`` drawn with
-    value ``k + 1``; ``centres`` are the cells' centroids (x, y) in that frame.
+    ``rgb`` covers the tile plus a margin on every side (white beyond the slide's edge);
+    ``labels`` has the same frame, cell ``k`` of ``rows`` drawn with value ``k + 1``;
+    ``centres`` are the cells' centroids (x, y) in that frame, continuous coordinates
+    (pixel ``i`` spans ``[i, i + 1]``).
     """
 
     tile: dict
@@ -66,30 +65,6 @@ def rasterise(polygons: np.ndarray, tile: dict, shape: tuple[int, int], margin: 
     return labels
 
 
-def read_with_margin(reader: SlideReader, tile: dict, margin: int) -> np.ndarray:
-    """The tile's pixels with ``margin`` output pixels added on every side; parts
-    beyond the slide are white (glass)."""
-    sx, sy = tile_scale(tile)
-    out_w, out_h = int(tile["out_w"]) + 2 * margin, int(tile["out_h"]) + 2 * margin
-    x0, y0 = tile["x"] - margin * sx, tile["y"] - margin * sy
-    width, height = reader.dimensions
-    # The part of the padded box inside the slide, in whole output pixels.
-    left = int(np.ceil(max(0.0, -x0) / sx))
-    top = int(np.ceil(max(0.0, -y0) / sy))
-    right = out_w - int(np.ceil(max(0.0, x0 + out_w * sx - width) / sx))
-    bottom = out_h - int(np.ceil(max(0.0, y0 + out_h * sy - height) / sy))
-    rgb = np.full((out_h, out_w, 3), 255, dtype=np.uint8)
-    if right > left and bottom > top:
-        box = (
-            round(x0 + left * sx),
-            round(y0 + top * sy),
-            max(1, round((right - left) * sx)),
-            max(1, round((bottom - top) * sy)),
-        )
-        rgb[top:bottom, left:right] = reader.read_scaled(box, (right - left, bottom - top))
-    return rgb
-
-
 def _slides_of(
     slides: pd.DataFrame, cells: pd.DataFrame
 ) -> Iterator[tuple[str, pd.DataFrame, SlideReader | str]]:
@@ -101,32 +76,6 @@ def _slides_of(
         except Exception as exc:
             reader = f"{type(exc).__name__}: {exc}"
         yield slide_id, slide_cells, reader
-
-
-def iter_tile_cells(
-    slides: pd.DataFrame, tiles: pd.DataFrame, cells: pd.DataFrame, margin: int = 0
-) -> Iterator[TileCells | tuple[str, np.ndarray, str]]:
-    """For every tile that owns cells, its :class:`TileCells`. A tile or slide that
-    cannot be read yields ``(what, rows, error)`` instead, so the caller can report it
-    and go on; ``rows`` are the cells that got no pixels."""
-    tiles_by_id = tiles.set_index("tile_id")
-    for slide_id, slide_cells, reader in _slides_of(slides, cells):
-        if isinstance(reader, str):
-            yield f"slide {slide_id}", slide_cells.index.to_numpy(), reader
-            continue
-        with reader:
-            for tile_id, tile_cells in slide_cells.groupby("tile_id", sort=False):
-                rows = tile_cells.index.to_numpy()
-                try:
-                    tile = {"tile_id": tile_id, **tiles_by_id.loc[tile_id].to_dict()}
-                    rgb = read_with_margin(reader, tile, margin)
-                except Exception as exc:
-                    yield f"tile {tile_id}", rows, f"{type(exc).__name__}: {exc}"
-                    continue
-                polygons = shapely.from_wkb(tile_cells["polygon"].to_numpy())
-                labels = rasterise(polygons, tile, rgb.shape[:2], margin)
-                cx, cy = to_tile_frame(tile, tile_cells["centroid_x"], tile_cells["centroid_y"], margin)
-                yield TileCells(tile, rgb, labels, rows, np.column_stack([cx, cy]))
 
 
 def crop_cells(

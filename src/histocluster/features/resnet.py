@@ -1,12 +1,11 @@
 """The ``resnet50`` embedder: ImageNet ResNet-50 features of a crop around each cell.
 
 Each cell gets a square crop of a fixed *physical* size (``crop_um``, about 2–3 nucleus
-diameters) centred on its centroid, read from the slide at the tiling resolution,
-optionally with everything outside the cell set to the ImageNet mean colour
-(``mask_background``), resized to ``input_size`` and normalised as ImageNet. Crops are
-made tile by tile and streamed through the network in batches of ``batch_size``; the
-2048-d pooled features go straight into one preallocated float32 matrix. On a GPU the
-forward pass runs in bfloat16 (``mixed_precision``).
+diameters) centred on its centroid, cut from the tile the segmentation pass holds (read
+with a margin, so crops at the tile's edge are whole), optionally with everything
+outside the cell set to the ImageNet mean colour (``mask_background``), resized to
+``input_size`` and normalised as ImageNet, and sent through the network in batches of
+``batch_size``. On a GPU the forward pass runs in bfloat16 (``mixed_precision``).
 
 Weights are never fetched in tests or offline runs: they come from ``weights_path``, or
 from torch's cache (``$TORCH_HOME/hub/checkpoints``, where torchvision keeps what it
@@ -18,16 +17,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import pandas as pd
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass as settings_dataclass
-from tqdm.auto import tqdm
 
 from histocluster.errors import UserInputError
-from histocluster.features.cell_pixels import TileCells, crop_cells, iter_tile_cells
+from histocluster.features.cell_pixels import TileCells, crop_cells
+from histocluster.features.settings import ResNetSettings
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +35,6 @@ WEIGHT_FILES = ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")
 
 class WeightsError(UserInputError):
     """The ResNet-50 weights are not where they were looked for."""
-
-
-@settings_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class ResNetSettings:
-    """Settings of the ``resnet50`` embedder."""
-
-    crop_um: float = Field(24.0, gt=0, description="side of the square crop around each cell, µm")
-    input_size: int = Field(224, ge=32, description="crops are resized to this many pixels")
-    mask_background: bool = Field(False, description="paint everything outside the cell ImageNet-mean")
-    batch_size: int = Field(256, ge=1)
-    weights_path: str | None = Field(None, description="a torchvision ResNet-50 state dict (.pth)")
-    allow_download: bool = Field(True, description="fetch ImageNet weights where there is internet")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    mixed_precision: bool = Field(True, description="bfloat16 on the GPU")
 
 
 def cache_folder() -> Path:
@@ -69,7 +50,7 @@ def resolve_weights(settings: ResNetSettings) -> Path:
         path = Path(settings.weights_path).expanduser()
         if not path.is_file():
             raise WeightsError(
-                f"ResNet-50 weights not found: {path} (clustering.resnet50.weights_path). "
+                f"ResNet-50 weights not found: {path} (segmentation.cell_features.resnet50.weights_path). "
                 "Point it at a torchvision ResNet-50 state dict (.pth)."
             )
         return path
@@ -86,11 +67,11 @@ def resolve_weights(settings: ResNetSettings) -> Path:
         except Exception as exc:  # offline: say exactly what to do
             reason = f"downloading failed ({type(exc).__name__}: {exc})"
     else:
-        reason = "downloading is off (clustering.resnet50.allow_download: false)"
+        reason = "downloading is off (segmentation.cell_features.resnet50.allow_download: false)"
     raise WeightsError(
         f"ResNet-50 ImageNet weights not found and {reason}. Put {WEIGHT_FILES[0]} "
         f"(torchvision ResNet50_Weights.IMAGENET1K_V2) in {folder} (set TORCH_HOME to move it), "
-        "or set clustering.resnet50.weights_path to a .pth file."
+        "or set segmentation.cell_features.resnet50.weights_path to a .pth file."
     )
 
 
@@ -98,7 +79,9 @@ def choose_device(requested: str) -> str:
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("clustering.resnet50.device is 'cuda' but torch sees no CUDA GPU")
+        raise UserInputError(
+            "segmentation.cell_features.resnet50.device is 'cuda' but torch sees no CUDA GPU"
+        )
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
@@ -129,7 +112,7 @@ def cell_crops(
 
 
 class ResNetEmbedder:
-    """Loads the network once; :meth:`embed` streams a cell table's crops through it."""
+    """Loads the network once; :meth:`tile_features` embeds the cells of one tile."""
 
     name = "resnet50"
 
@@ -152,42 +135,15 @@ class ResNetEmbedder:
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             return self.model(x).float().cpu().numpy()
 
-    def embed(
-        self, slides: pd.DataFrame, tiles: pd.DataFrame, cells: pd.DataFrame, out: np.ndarray
-    ) -> np.ndarray:
-        """Fill ``out`` (cells × 2048, float32) row by row; returns a boolean array of the
-        rows that got features (cells of unreadable tiles are reported and left out)."""
-        cells = cells.reset_index(drop=True)
+    def tile_features(self, item: TileCells) -> np.ndarray:
+        """Features (cells × 2048, float32) of every cell of a tile already in memory
+        (read with a margin of at least half a crop), in batches of ``batch_size``."""
         s = self.settings
-        done = np.zeros(len(cells), dtype=bool)
-        pending_crops: list[np.ndarray] = []
-        pending_rows: list[np.ndarray] = []
-
-        def flush() -> None:
-            if pending_rows:
-                rows = np.concatenate(pending_rows)
-                out[rows] = self.forward(np.concatenate(pending_crops))
-                done[rows] = True
-                pending_crops.clear()
-                pending_rows.clear()
-
-        mpps = tiles.set_index("tile_id")[["out_mpp_x", "out_mpp_y"]].prod(axis=1) ** 0.5
-        margin = int(np.ceil(s.crop_um / mpps.min() / 2)) + 1 if len(mpps) else 0
-        with tqdm(total=len(cells), desc="ResNet-50 crops", unit="cell") as progress:
-            for item in iter_tile_cells(slides, tiles, cells, margin=margin):
-                if not isinstance(item, TileCells):
-                    what, rows, error = item
-                    logger.error(
-                        "%s: cannot be read (%s); its %d cells get no ResNet features", what, error, len(rows)
-                    )
-                    continue
-                crop_px = max(2, int(round(s.crop_um / item.mpp)))
-                for start in range(0, len(item.rows), s.batch_size):
-                    part = range(start, min(start + s.batch_size, len(item.rows)))
-                    pending_crops.append(cell_crops(item, crop_px, s.input_size, s.mask_background, part))
-                    pending_rows.append(item.rows[start : part.stop])
-                    if sum(len(r) for r in pending_rows) >= s.batch_size:
-                        flush()
-                progress.update(len(item.rows))
-            flush()
-        return done
+        crop_px = max(2, int(round(s.crop_um / item.mpp)))
+        out = np.empty((len(item.rows), FEATURES), dtype=np.float32)
+        for start in range(0, len(item.rows), s.batch_size):
+            part = range(start, min(start + s.batch_size, len(item.rows)))
+            out[start : part.stop] = self.forward(
+                cell_crops(item, crop_px, s.input_size, s.mask_background, part)
+            )
+        return out

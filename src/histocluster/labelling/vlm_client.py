@@ -3,15 +3,18 @@
 Any OpenAI-compatible Chat Completions server works (``base_url``), so slides that must
 stay on site can be sent to a local server. For every image:
 
-* the answer is looked up in an on-disk cache keyed by image + prompt + vocabulary +
-  model (a rerun costs nothing);
+* the answer is looked up in an on-disk cache keyed by the crop's pixels + how it was
+  made + prompt + vocabulary + model (:mod:`histocluster.labelling.answer_cache`; a
+  rerun costs nothing);
 * otherwise, if the budget (``max_requests`` requests and ``max_cost_usd`` estimated from
   the reported token usage) allows, a request is sent, at most ``concurrency`` at a
   time, with the client's own retries with exponential backoff on rate limits (429),
   server errors and timeouts (``max_retries``, ``timeout_s``);
 * the answer must be one of the vocabulary's labels (a JSON schema with an ``enum`` asks
-  the server for exactly that where it supports structured output); anything else is
-  *rejected*: counted, logged, kept as raw text for inspection, never used as a label.
+  the server for exactly that where it supports structured output; a request refused
+  with HTTP 400 *about* ``response_format`` is asked again in plain text, that request
+  only); anything else is *rejected*: counted, logged, kept as raw text for inspection,
+  never used as a label.
 
 The API key is passed to the client and nowhere else: it is never logged or stored.
 """
@@ -19,39 +22,23 @@ The API key is passed to the client and nowhere else: it is never logged or stor
 from __future__ import annotations
 
 import base64
-import hashlib
+import io
 import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass as settings_dataclass
+import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
+
+from histocluster.labelling.answer_cache import AnswerCache, request_key
+from histocluster.labelling.settings import VLMSettings
 
 logger = logging.getLogger(__name__)
 
 STATUSES = ("ok", "rejected", "error", "budget", "skipped")
-
-
-@settings_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class VLMSettings:
-    """How the model is asked (see the module doc)."""
-
-    model: str = "gpt-4o"
-    base_url: str | None = Field(None, description="an OpenAI-compatible server; null = api.openai.com")
-    temperature: float = Field(0.0, ge=0, le=2)
-    max_tokens: int = Field(50, ge=1)
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(4, ge=0)
-    concurrency: int = Field(4, ge=1)
-    max_requests: int = Field(500, ge=0, description="requests sent per run (cache hits are free)")
-    max_cost_usd: float = Field(5.0, ge=0, description="estimated from token usage and the prices below")
-    usd_per_million_input_tokens: float = Field(2.5, ge=0)
-    usd_per_million_output_tokens: float = Field(10.0, ge=0)
-    structured_output: bool = Field(True, description="ask for JSON with the label from an enum")
 
 
 @dataclass
@@ -66,14 +53,6 @@ class Answer:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     error: str = ""
-
-
-def request_key(image: bytes, prompt: str, vocabulary: list[str], model: str) -> str:
-    """Cache key of one question."""
-    digest = hashlib.sha256()
-    for part in (image, prompt.encode(), json.dumps(sorted(vocabulary)).encode(), model.encode()):
-        digest.update(hashlib.sha256(part).digest())
-    return digest.hexdigest()
 
 
 def parse_label(text: str, vocabulary: list[str]) -> str | None:
@@ -93,30 +72,6 @@ def parse_label(text: str, vocabulary: list[str]) -> str | None:
         if label.casefold() == wanted:
             return label
     return None
-
-
-class AnswerCache:
-    """Answers on disk, one JSON file per key (``<folder>/<key[:2]>/<key>.json``)."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-
-    def _path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.json"
-
-    def get(self, key: str) -> dict | None:
-        path = self._path(key)
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    def put(self, key: str, record: dict) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(record))
-        partial.replace(path)
 
 
 class Budget:
@@ -144,6 +99,29 @@ class Budget:
         with self._lock:
             self.cost += cost
         return cost
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An RGB array as PNG bytes (what is sent to the model)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def about_response_format(error: Exception) -> bool:
+    """Whether an HTTP 400 is about the request's ``response_format`` (structured output
+    unsupported), as opposed to any other bad request, which is not retried."""
+    body = getattr(error, "body", None)
+    parts = [str(getattr(error, "message", "") or "")]
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        parts += (
+            [str(inner.get(k, "")) for k in ("param", "message", "code")] if isinstance(inner, dict) else []
+        )
+    elif body is not None:
+        parts.append(str(body))
+    text = " ".join(parts).casefold()
+    return any(word in text for word in ("response_format", "json_schema", "structured output"))
 
 
 def _schema(vocabulary: list[str]) -> dict:
@@ -185,11 +163,12 @@ class VLMClassifier:
             max_retries=settings.max_retries,
         )
         self._structured = settings.structured_output
+        self._fallback_logged = threading.Event()
 
-    def _messages(self, image: bytes) -> list[dict]:
+    def _messages(self, image: bytes, structured: bool) -> list[dict]:
         url = "data:image/png;base64," + base64.b64encode(image).decode()
         instruction = f"{self.prompt}\nAnswer with exactly one of: {', '.join(self.vocabulary)}." + (
-            ' Reply as JSON: {"label": "<one of them>"}.' if self._structured else ""
+            ' Reply as JSON: {"label": "<one of them>"}.' if structured else ""
         )
         return [
             {
@@ -201,28 +180,36 @@ class VLMClassifier:
             }
         ]
 
+    def _create(self, image: bytes, structured: bool):
+        s = self.settings
+        kwargs = dict(
+            model=s.model,
+            messages=self._messages(image, structured),
+            temperature=s.temperature,
+            max_tokens=s.max_tokens,
+        )
+        if structured:
+            kwargs["response_format"] = _schema(self.vocabulary)
+        return self.client.chat.completions.create(**kwargs)
+
     def _call(self, image: bytes) -> Answer:
         openai = self._openai
         s = self.settings
-        kwargs = dict(
-            model=s.model, messages=self._messages(image), temperature=s.temperature, max_tokens=s.max_tokens
-        )
         try:
-            if self._structured:
-                try:
-                    response = self.client.chat.completions.create(
-                        **kwargs, response_format=_schema(self.vocabulary)
-                    )
-                except openai.BadRequestError as exc:
-                    # A server without structured output: ask in plain text from now on.
+            try:
+                response = self._create(image, self._structured)
+            except openai.BadRequestError as exc:
+                if not (self._structured and about_response_format(exc)):
+                    raise
+                # This server refuses structured output: ask this image in plain text.
+                if not self._fallback_logged.is_set():
+                    self._fallback_logged.set()
                     logger.warning(
-                        "The server refused structured output (%s); asking for plain text", exc.message
+                        "The server refused structured output (HTTP 400 about response_format); "
+                        "such requests are asked again in plain text (set "
+                        "classification.vlm.structured_output: false to skip the first try)"
                     )
-                    self._structured = False
-                    kwargs["messages"] = self._messages(image)
-                    response = self.client.chat.completions.create(**kwargs)
-            else:
-                response = self.client.chat.completions.create(**kwargs)
+                response = self._create(image, structured=False)
         except openai.APITimeoutError:
             return Answer(None, "error", error=f"timeout after {s.timeout_s:g} s and {s.max_retries} retries")
         except openai.APIStatusError as exc:
@@ -244,10 +231,14 @@ class VLMClassifier:
             cost_usd=cost,
         )
 
-    def ask(self, images: list[bytes]) -> list[Answer]:
-        """One answer per image, in order (see the module doc)."""
+    def ask(self, images: list[np.ndarray], crop_spec: str = "") -> list[Answer]:
+        """One answer per image (RGB uint8 arrays, sent as PNG), in order (see the module
+        doc). ``crop_spec`` says how the crops were made; it is part of the cache key."""
         answers: list[Answer | None] = [None] * len(images)
-        keys = [request_key(image, self.prompt, self.vocabulary, self.settings.model) for image in images]
+        keys = [
+            request_key(image, crop_spec, self.prompt, self.vocabulary, self.settings.model)
+            for image in images
+        ]
         pending = []
         for i, key in enumerate(keys):
             record = self.cache.get(key)
@@ -262,7 +253,7 @@ class VLMClassifier:
         def run(i: int) -> tuple[int, Answer]:
             if not self.budget.reserve():
                 return i, Answer(None, "budget", error="budget reached")
-            answer = self._call(images[i])
+            answer = self._call(png_bytes(images[i]))
             if answer.status in ("ok", "rejected"):
                 self.cache.put(keys[i], {"raw": answer.raw, "model": self.settings.model})
             return i, answer

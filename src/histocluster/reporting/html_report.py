@@ -1,83 +1,210 @@
 """The run's HTML report: one self-contained page (pictures embedded), no server needed.
 
-Sections: slides (thumbnail with tissue outline and tiles, cells as dots), tile filter,
-segmentation, clusters (map, sizes), one gallery per cluster with its label, source and
-agreement, and counts per label. A stage that has nothing to show says so.
+Rendered from a Jinja2 template (``templates/report.html.j2``) with autoescape on, so a
+label or slide name is shown as text, never read as markup, and the run summary is
+embedded as JSON that ``JSON.parse`` reads. Every picture comes from an earlier stage's
+saved PNG (tiling overview, cell overview, contact sheets, cluster plots, galleries,
+label counts): the report reads no slide and draws nothing again.
+
+Sections: slides, filtering, segmentation, clusters, galleries, labels. A stage that has
+nothing to show says so.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
-import json
-from collections.abc import Iterable
+from collections.abc import Callable, Mapping
 
 import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from PIL import Image
+
+from histocluster.reporting.colours import label_colour
 
 SECTIONS = ["slides", "filtering", "segmentation", "clusters", "galleries", "labels"]
 
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:1em;color:#222}
-h1{margin-bottom:0}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-.grid{display:flex;flex-wrap:wrap;gap:1em}.card{border:1px solid #ddd;padding:.5em;border-radius:4px}
-.card img{max-width:100%;vertical-align:top}.empty{color:#a00}.swatch{display:inline-block;width:.9em;height:.9em;margin-right:.3em}
-nav a{margin-right:1em}
-"""
+Pictures = Mapping[str, Callable[[], Image.Image] | Image.Image]
 
 
-def image_tag(image: Image.Image, alt: str, max_side: int = 900, quality: int = 82) -> str:
-    """An <img> with the picture embedded as a JPEG data URL (shrunk to ``max_side``)."""
+def _environment() -> Environment:
+    return Environment(
+        loader=PackageLoader("histocluster.reporting", "templates"),
+        autoescape=select_autoescape(["html", "j2"], default_for_string=True, default=True),
+    )
+
+
+def data_url(image: Image.Image, max_side: int = 900, quality: int = 82) -> str:
+    """A picture as a JPEG data URL (shrunk to ``max_side``)."""
     image = image.convert("RGB")
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
-    data = base64.b64encode(buffer.getvalue()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/jpeg;base64,{data}">'
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def table_html(frame: pd.DataFrame, max_rows: int = 200) -> str:
+def table_html(frame: pd.DataFrame, max_rows: int = 200) -> Markup:
+    """A table (cells escaped by pandas), safe to place in the page as is."""
     if frame.empty:
-        return '<p class="empty">nothing to show</p>'
-    return frame.head(max_rows).to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}", escape=True)
+        return Markup('<p class="empty">nothing to show</p>')
+    return Markup(
+        frame.head(max_rows).to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}", escape=True)
+    )
 
 
-def details(summary: str, body: str) -> str:
-    """A collapsed block (long tables stay out of the way of the pictures)."""
-    return f"<details><summary>{html.escape(summary)}</summary>{body}</details>"
+def _picture(pictures: Pictures, key: str) -> Image.Image | None:
+    item = pictures.get(key)
+    if item is None:
+        return None
+    return item() if callable(item) else item
 
 
-def empty(message: str) -> str:
-    return f'<p class="empty">{html.escape(message)}</p>'
+def render(context: dict) -> str:
+    """The page from a prepared context (see :func:`build_report`)."""
+    return _environment().get_template("report.html.j2").render(sections=SECTIONS, **context)
 
 
-def build(
-    title: str,
-    summary: dict,
-    sections: dict[str, str | Iterable[str]],
+def _filtering_table(tile_quality: pd.DataFrame) -> Markup | None:
+    if not len(tile_quality):
+        return None
+    per_slide = (
+        tile_quality.groupby("slide_id").agg(tiles=("tile_id", "size"), kept=("keep", "sum")).reset_index()
+    )
+    reasons = (
+        tile_quality[~tile_quality["keep"]]
+        .groupby("slide_id")["reason"]
+        .agg(lambda r: ", ".join(sorted(set(r)))[:200])
+        .rename("rejected because")
+        .reset_index()
+    )
+    return table_html(per_slide.merge(reasons, on="slide_id", how="left").fillna(""))
+
+
+SUMMARY_TABLE_COLUMNS = (
+    "cluster_id",
+    "size",
+    "fraction",
+    "n_slides",
+    "mean_confidence",
+    "mean_area_um2",
+    "mean_eccentricity",
+    "mean_hematoxylin_mean",
+)
+
+
+def build_report(
+    slides: pd.DataFrame,
+    tiles: pd.DataFrame,
+    tile_quality: pd.DataFrame,
+    table: pd.DataFrame,
+    summary: pd.DataFrame,
+    cluster_labels: pd.DataFrame,
+    counts: dict,
+    pictures: dict[str, Pictures],
+    coloured_by: str,
 ) -> str:
-    """The page: a title, a one-line summary per stage and the sections (HTML
-    fragments or iterables of fragments, consumed as the page is built)."""
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        "<nav>" + "".join(f"<a href='#{name}'>{name}</a>" for name in SECTIONS) + "</nav>",
-        "<table>"
-        + "".join(
-            f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary.items()
-        )
-        + "</table>",
+    """The report of one run.
+
+    Args:
+        slides, tiles, tile_quality: the tiling and filtering tables.
+        table: the annotated cell table (cluster, label, colour per cell).
+        summary, cluster_labels: the cluster summary and the cluster-label table.
+        counts: cells per label and cluster (``counts.json``).
+        pictures: saved PNGs by kind — ``tiling`` and ``overview`` (per slide id),
+            ``contact_sheet`` (per slide id), ``gallery`` (``cluster_<id>``), ``plot``
+            (``cluster_map``, ``cluster_sizes``, ``label_counts``); a value is a picture
+            or a callable that loads it.
+        coloured_by: what the pictures are coloured by (``label`` or ``cluster``).
+    """
+    ok = slides[slides["status"] == "ok"]
+    clusters = summary[~summary["noise"].astype(bool)] if len(summary) else summary
+    labelled = (
+        cluster_labels[cluster_labels["status"] == "labelled"] if len(cluster_labels) else cluster_labels
+    )
+    run_summary = {
+        "slides": f"{len(ok)} read, {len(slides) - len(ok)} not readable",
+        "tiles": f"{len(tiles)} on tissue, {int(tile_quality['keep'].sum()) if len(tile_quality) else 0} kept",
+        "cells": f"{len(table):,}",
+        "clusters": f"{len(clusters)} ({len(labelled)} named)",
+        "coloured by": coloured_by,
+    }
+    cells_per_slide = table.groupby("slide_id").size() if len(table) else pd.Series(dtype=int)
+    slide_cards = []
+    for row in slides.itertuples(index=False):
+        card = {"slide_id": row.slide_id, "error": None if row.status == "ok" else str(row.error)}
+        if row.status == "ok":
+            tiling = _picture(pictures.get("tiling", {}), row.slide_id)
+            overview = _picture(pictures.get("overview", {}), row.slide_id)
+            card.update(
+                width=row.width,
+                height=row.height,
+                mpp=float((row.mpp_x * row.mpp_y) ** 0.5),
+                cells=int(cells_per_slide.get(row.slide_id, 0)),
+                tiling=data_url(tiling, 560) if tiling else None,
+                overview=data_url(overview, 560) if overview else None,
+            )
+        slide_cards.append(card)
+    sheets = [
+        {"slide_id": slide_id, "url": data_url(_picture(pictures.get("contact_sheet", {}), slide_id), 1100)}
+        for slide_id in ok["slide_id"]
+        if slide_id in pictures.get("contact_sheet", {})
     ]
-    for name in SECTIONS:
-        parts.append(f"<section id='{name}'><h2>{name.capitalize()}</h2>")
-        body = sections.get(name, empty("not run"))
-        parts.extend([body] if isinstance(body, str) else body)
-        parts.append("</section>")
-    parts.append(f"<script type='application/json' id='summary'>{html.escape(json.dumps(summary))}</script>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    segmentation = (
+        table_html(
+            table.groupby("slide_id")
+            .agg(
+                cells=("cell_id", "size"),
+                mean_area_um2=("area_um2", "mean"),
+                mean_hematoxylin=("hematoxylin_mean", "mean"),
+            )
+            .reset_index()
+        )
+        if len(table)
+        else None
+    )
+    plots = pictures.get("plot", {})
+    cluster_plots = [
+        {"alt": alt, "url": data_url(_picture(plots, key))}
+        for key, alt in (("cluster_map", "cluster map"), ("cluster_sizes", "cluster sizes"))
+        if len(table) and key in plots
+    ]
+    galleries = (
+        [
+            {
+                "cluster_id": int(c),
+                "url": data_url(_picture(pictures["gallery"], f"cluster_{int(c):03d}"), 700),
+            }
+            for c in clusters["cluster_id"]
+            if f"cluster_{int(c):03d}" in pictures.get("gallery", {})
+        ]
+        if len(clusters)
+        else []
+    )
+    label_plot = _picture(plots, "label_counts")
+    label_rows = [
+        {"label": label, "cells": int(n), "rgb": label_colour(label)}
+        for label, n in counts.get("all", {}).get("labels", {}).items()
+    ]
+    return render(
+        {
+            "title": "histocluster report",
+            "summary": run_summary,
+            "slides": slide_cards,
+            "filtering": _filtering_table(tile_quality),
+            "contact_sheets": sheets,
+            "segmentation": segmentation,
+            "has_cells": bool(len(table)),
+            "cluster_plots": cluster_plots,
+            "cluster_table": table_html(summary[[c for c in SUMMARY_TABLE_COLUMNS if c in summary.columns]])
+            if len(summary)
+            else None,
+            "n_summary": len(summary),
+            "galleries": galleries,
+            "label_plot": data_url(label_plot) if label_plot else None,
+            "label_rows": label_rows,
+            "cluster_labels_table": table_html(cluster_labels.drop(columns=["votes"], errors="ignore")),
+            "n_cluster_labels": len(cluster_labels),
+        }
+    )

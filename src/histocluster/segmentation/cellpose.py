@@ -15,10 +15,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass
 
 from histocluster.errors import UserInputError
+from histocluster.segmentation.settings import CellposeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -27,23 +26,6 @@ MODEL_NAMES = ("cpsam", "cpsam_v2")
 
 class CheckpointError(UserInputError):
     """The Cellpose model file is missing and cannot be downloaded."""
-
-
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class CellposeSettings:
-    """Knobs of Cellpose-SAM (upstream defaults), sizes in µm."""
-
-    pretrained_model: str = Field("cpsam", description="model name or path to a cellpose 4 checkpoint")
-    diameter_um: float | None = Field(None, gt=0, description="typical cell diameter; None = model's own")
-    flow_threshold: float = Field(0.4, ge=0)
-    cellprob_threshold: float = 0.0
-    normalize: bool = True
-    resample: bool = True
-    min_size_um2: float = Field(4.0, ge=0)
-    batch_size: int = Field(8, ge=1, description="256² patches per forward pass")
-    gpu: bool = Field(True, description="use CUDA when available")
-    bfloat16: bool = Field(True, description="bfloat16 weights on GPU (always float32 on CPU)")
-    allow_download: bool = Field(True, description="let cellpose download a named model")
 
 
 def model_folder() -> Path:
@@ -112,9 +94,15 @@ class CellposeSegmenter:
 
     def segment(self, images: list[np.ndarray], mpp: float) -> list[np.ndarray]:
         """Label maps (int32) of a batch of RGB tiles at ``mpp`` µm/px."""
+        return [labels for labels, _ in self.segment_scored(images, mpp)]
+
+    def segment_scored(
+        self, images: list[np.ndarray], mpp: float
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Label maps with Cellpose's cell probability (the sigmoid of its ``cellprob``)."""
         s = self.settings
         diameter = s.diameter_um / mpp if s.diameter_um else None
-        masks, _, _ = self.model.eval(
+        masks, flows, _ = self.model.eval(
             list(images),
             batch_size=s.batch_size,
             channel_axis=-1,
@@ -125,4 +113,19 @@ class CellposeSegmenter:
             cellprob_threshold=s.cellprob_threshold,
             min_size=max(1, int(round(s.min_size_um2 / (mpp * mpp)))),
         )
-        return [np.asarray(m, dtype=np.int32) for m in masks]
+        return [
+            (np.asarray(m, dtype=np.int32), _cell_probability(flow, np.shape(m)))
+            for m, flow in zip(masks, flows, strict=True)
+        ]
+
+
+def _cell_probability(flow, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Sigmoid of Cellpose's cell-probability logits (``flows[2]``), or None when the
+    output does not hold them in the image's shape."""
+    try:
+        logits = np.asarray(flow[2], dtype=np.float32)
+    except (IndexError, TypeError, ValueError):
+        return None
+    if logits.shape != tuple(shape):
+        return None
+    return 1.0 / (1.0 + np.exp(-logits))

@@ -12,10 +12,14 @@ Columns (DESIGN.md "cells" contract):
   ``minor_axis_um``;
 * stain: mean and standard deviation of haematoxylin and eosin optical density inside
   the cell (colour deconvolution, Ruifrok & Johnston);
-* ``segmenter`` and its ``score`` for the object.
+* ``segmenter`` and its ``score`` for the object: the mean of the segmenter's per-pixel
+  confidence over it (the network's nucleus probability, Cellpose's cell probability),
+  NaN for the threshold foreground, which has none.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -24,8 +28,8 @@ from scipy import ndimage as ndi
 from shapely.geometry import Polygon
 from skimage.measure import find_contours
 
-from histocluster.segmentation.stitching import tile_scale, to_level0
 from histocluster.wsi.stain import stain_densities
+from histocluster.wsi.tile_grid import tile_scale, to_level0
 
 #: Shape measurements of the cell table (physical units).
 SHAPE_COLUMNS = [
@@ -86,16 +90,52 @@ def _sums(labels: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.n
     return np.bincount(labels.ravel(), weights=None if weights is None else weights.ravel(), minlength=n + 1)
 
 
+@dataclass(frozen=True)
+class ObjectMoments:
+    """Pixel count, centroid and central second moments of every object of a label map,
+    indexed by label id (index 0 is the background). Computed once per tile and shared by
+    stitching (which objects the tile owns) and the measurements."""
+
+    area: np.ndarray
+    mean_r: np.ndarray
+    mean_c: np.ndarray
+    var_r: np.ndarray
+    var_c: np.ndarray
+    cov: np.ndarray
+
+    @property
+    def n(self) -> int:
+        """The largest label id covered."""
+        return len(self.area) - 1
+
+
+def object_moments(labels: np.ndarray) -> ObjectMoments:
+    """:class:`ObjectMoments` of ``labels`` (``bincount`` over the image, all objects at
+    once). Centroids are in pixel-index units (pixel ``(r, c)``'s centre is ``(r, c)``)."""
+    n = int(labels.max()) if labels.size else 0
+    rows, cols = np.indices(labels.shape, dtype=np.float64)
+    area = _sums(labels, n)
+    safe = np.maximum(area, 1)
+    mean_r = _sums(labels, n, rows) / safe
+    mean_c = _sums(labels, n, cols) / safe
+    # Central second moments (pixel variance 1/12 added, as for continuous squares).
+    var_r = _sums(labels, n, rows**2) / safe - mean_r**2 + 1 / 12
+    var_c = _sums(labels, n, cols**2) / safe - mean_c**2 + 1 / 12
+    cov = _sums(labels, n, rows * cols) / safe - mean_r * mean_c
+    return ObjectMoments(area, mean_r, mean_c, var_r, var_c, cov)
+
+
 def measure_cells(
     labels: np.ndarray,
     rgb: np.ndarray,
     tile: dict,
     segmenter: str,
-    scores: dict[int, float] | None = None,
+    score_map: np.ndarray | None = None,
+    moments: ObjectMoments | None = None,
 ) -> pd.DataFrame:
     """Cell-table rows for every object of ``labels`` (a stitched tile label map); see
     :func:`measure_objects`."""
-    return measure_objects(labels, rgb, tile, segmenter, scores)[CELL_COLUMNS]
+    return measure_objects(labels, rgb, tile, segmenter, score_map, moments)[CELL_COLUMNS]
 
 
 def measure_objects(
@@ -103,37 +143,41 @@ def measure_objects(
     rgb: np.ndarray,
     tile: dict,
     segmenter: str,
-    scores: dict[int, float] | None = None,
+    score_map: np.ndarray | None = None,
+    moments: ObjectMoments | None = None,
 ) -> pd.DataFrame:
     """The cell-table columns plus ``label``, the object's value in ``labels`` (to join
-    measurements with per-instance ground truth).
+    measurements with per-instance ground truth and per-cell pixel features).
 
     Area, centroid, second moments and stain statistics are computed for all objects at
-    once (``bincount``); perimeter, solidity and circularity come from the outline
-    polygon (pixel-edge outline, simplified by a quarter pixel), so they are consistent
-    with the polygon people see.
+    once (``bincount``); ``moments`` computed before stitching on the same ids are reused
+    instead. Perimeter, solidity and circularity come from the outline polygon
+    (pixel-edge outline, simplified by a quarter pixel), so they are consistent with the
+    polygon people see. ``score`` is the mean of ``score_map`` (the segmenter's per-pixel
+    confidence, e.g. the network's nucleus probability) over the object, or NaN when the
+    segmenter gives none.
     """
     ids = np.unique(labels)
     ids = ids[ids > 0]
     if len(ids) == 0:
         return empty_cells().assign(label=pd.Series(dtype="int64"))
     n = int(labels.max())
-    rows, cols = np.indices(labels.shape, dtype=np.float64)
-    area = _sums(labels, n)
-    mean_r = _sums(labels, n, rows) / np.maximum(area, 1)
-    mean_c = _sums(labels, n, cols) / np.maximum(area, 1)
-    # Central second moments (pixel variance 1/12 added, as for continuous squares).
-    var_r = _sums(labels, n, rows**2) / np.maximum(area, 1) - mean_r**2 + 1 / 12
-    var_c = _sums(labels, n, cols**2) / np.maximum(area, 1) - mean_c**2 + 1 / 12
-    cov = _sums(labels, n, rows * cols) / np.maximum(area, 1) - mean_r * mean_c
-    half_trace, root = (var_r + var_c) / 2, np.sqrt(((var_r - var_c) / 2) ** 2 + cov**2)
+    m = moments if moments is not None and moments.n >= n else object_moments(labels)
+    area, mean_r, mean_c = m.area, m.mean_r, m.mean_c
+    half_trace, root = (m.var_r + m.var_c) / 2, np.sqrt(((m.var_r - m.var_c) / 2) ** 2 + m.cov**2)
     major_var, minor_var = half_trace + root, np.maximum(half_trace - root, 0)
     stains = stain_densities(rgb)
     h, e = stains[..., 0].astype(np.float64), stains[..., 1].astype(np.float64)
-    h_mean = _sums(labels, n, h) / np.maximum(area, 1)
-    e_mean = _sums(labels, n, e) / np.maximum(area, 1)
-    h_std = np.sqrt(np.maximum(_sums(labels, n, h**2) / np.maximum(area, 1) - h_mean**2, 0))
-    e_std = np.sqrt(np.maximum(_sums(labels, n, e**2) / np.maximum(area, 1) - e_mean**2, 0))
+    count = np.maximum(_sums(labels, n), 1)
+    h_mean = _sums(labels, n, h) / count
+    e_mean = _sums(labels, n, e) / count
+    h_std = np.sqrt(np.maximum(_sums(labels, n, h**2) / count - h_mean**2, 0))
+    e_std = np.sqrt(np.maximum(_sums(labels, n, e**2) / count - e_mean**2, 0))
+    score = (
+        _sums(labels, n, np.asarray(score_map, dtype=np.float64)) / count
+        if score_map is not None
+        else np.full(n + 1, np.nan)
+    )
 
     sx, sy = tile_scale(tile)
     mpp_x, mpp_y = float(tile["out_mpp_x"]), float(tile["out_mpp_y"])
@@ -181,7 +225,7 @@ def measure_objects(
             "eosin_mean": e_mean[ids],
             "eosin_std": e_std[ids],
             "segmenter": segmenter,
-            "score": [float(scores.get(int(i), np.nan)) for i in ids] if scores else h_mean[ids],
+            "score": score[ids],
         }
     ).iloc[order]
     frame.insert(0, "cell_id", [f"{tile['tile_id']}_n{k:04d}" for k in range(len(frame))])

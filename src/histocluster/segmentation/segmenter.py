@@ -3,13 +3,19 @@
 * ``watershed`` (:mod:`.watershed`): H&E nuclei by marker-controlled watershed, CPU; the
   foreground from a threshold (classical) or from the small U-Net of :mod:`.nuclei_net`.
 * ``cellpose`` (:mod:`.cellpose`): Cellpose-SAM, GPU (CPU works, slowly).
+
+Both also offer :meth:`Segmenter.segment_scored`: each label map with the segmenter's
+per-pixel confidence (or None), which becomes the cell table's ``score``.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from histocluster.segmentation.settings import SegmentationParams
 
 
 class Segmenter(Protocol):
@@ -19,15 +25,22 @@ class Segmenter(Protocol):
         """Instance label maps (int32, 0 = background) of RGB uint8 images at ``mpp`` µm/px."""
         ...
 
+    def segment_scored(
+        self, images: list[np.ndarray], mpp: float
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Per image: its label map and a per-pixel confidence in [0, 1] (None if the
+        segmenter has none)."""
+        ...
 
-def make_segmenter(kind: str, watershed_settings=None, cellpose_settings=None) -> Segmenter:
-    """The segmenter named ``kind``, ready to use (Cellpose loads its model here)."""
-    if kind == "watershed":
-        from histocluster.segmentation.watershed import WatershedSegmenter, WatershedSettings
 
-        return WatershedSegmenter(watershed_settings or WatershedSettings())
-    if kind == "cellpose":
-        from histocluster.segmentation.cellpose import CellposeSegmenter, CellposeSettings
+def make_segmenter(params: SegmentationParams) -> Segmenter:
+    """The configured segmenter, ready to use (Cellpose loads its model here)."""
+    if params.segmenter == "watershed":
+        from histocluster.segmentation.watershed import WatershedSegmenter
 
-        return CellposeSegmenter(cellpose_settings or CellposeSettings())
-    raise ValueError(f"unknown segmenter {kind!r}: choose 'watershed' or 'cellpose'")
+        return WatershedSegmenter(params.watershed)
+    if params.segmenter == "cellpose":
+        from histocluster.segmentation.cellpose import CellposeSegmenter
+
+        return CellposeSegmenter(params.cellpose)
+    raise ValueError(f"unknown segmenter {params.segmenter!r}: choose 'watershed' or 'cellpose'")

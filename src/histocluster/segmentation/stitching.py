@@ -18,18 +18,9 @@ import logging
 import numpy as np
 from scipy import ndimage as ndi
 
+from histocluster.wsi.tile_grid import to_level0
+
 logger = logging.getLogger(__name__)
-
-
-def tile_scale(tile: dict) -> tuple[float, float]:
-    """Level-0 pixels per tile pixel (x, y)."""
-    return tile["w"] / tile["out_w"], tile["h"] / tile["out_h"]
-
-
-def to_level0(tile: dict, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Level-0 coordinates of continuous tile coordinates (pixel centres at +0.5)."""
-    sx, sy = tile_scale(tile)
-    return tile["x"] + np.asarray(cols) * sx, tile["y"] + np.asarray(rows) * sy
 
 
 def inner_sides(tile: dict, slide_width: int, slide_height: int) -> dict[str, bool]:
@@ -42,13 +33,25 @@ def inner_sides(tile: dict, slide_width: int, slide_height: int) -> dict[str, bo
     }
 
 
-def owned_labels(labels: np.ndarray, tile: dict, slide_width: int, slide_height: int) -> np.ndarray:
-    """Label ids (sorted) of the objects this tile keeps."""
+def owned_labels(
+    labels: np.ndarray,
+    tile: dict,
+    slide_width: int,
+    slide_height: int,
+    centres: np.ndarray | None = None,
+) -> np.ndarray:
+    """Label ids (sorted) of the objects this tile keeps. ``centres`` (row, col) per label
+    id, index 0 the background, as the measurements compute them
+    (:func:`~histocluster.segmentation.measurements.object_moments`); computed here when
+    not given."""
     ids = np.unique(labels)
     ids = ids[ids > 0]
     if len(ids) == 0:
         return ids
-    centres = np.array(ndi.center_of_mass(np.ones_like(labels), labels, ids)).reshape(-1, 2)
+    if centres is None:
+        centres = np.array(ndi.center_of_mass(np.ones_like(labels), labels, ids)).reshape(-1, 2)
+    else:
+        centres = np.asarray(centres)[ids]
     x, y = to_level0(tile, centres[:, 1] + 0.5, centres[:, 0] + 0.5)
     in_core = (x >= tile["core_x0"]) & (x < tile["core_x1"]) & (y >= tile["core_y0"]) & (y < tile["core_y1"])
     sides = inner_sides(tile, slide_width, slide_height)
@@ -73,8 +76,11 @@ def owned_labels(labels: np.ndarray, tile: dict, slide_width: int, slide_height:
     return ids[in_core & not_cut]
 
 
-def stitch(labels: np.ndarray, tile: dict, slide_width: int, slide_height: int) -> np.ndarray:
-    """``labels`` with every object this tile does not own set to 0."""
+def stitch(
+    labels: np.ndarray, tile: dict, slide_width: int, slide_height: int, centres: np.ndarray | None = None
+) -> np.ndarray:
+    """``labels`` with every object this tile does not own set to 0 (``centres``: see
+    :func:`owned_labels`)."""
     keep = np.zeros(int(labels.max()) + 1, dtype=bool)
-    keep[owned_labels(labels, tile, slide_width, slide_height)] = True
+    keep[owned_labels(labels, tile, slide_width, slide_height, centres)] = True
     return np.where(keep[labels], labels, 0)

@@ -29,38 +29,18 @@ Either way, nuclei under ``min_area_um2`` or over ``max_area_um2`` are dropped.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
 
+from histocluster.segmentation.settings import WatershedSettings
 from histocluster.wsi.stain import haematoxylin
 
 if TYPE_CHECKING:  # torch is imported only when the network foreground is used
     from histocluster.segmentation.nuclei_net import NucleiUNet
-
-
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class WatershedSettings:
-    """Knobs of :func:`segment_nuclei`, physical units."""
-
-    foreground: Literal["network", "threshold"] = "network"
-    weights_path: str | None = Field(None, description="nuclei network checkpoint; None = shipped weights")
-    foreground_probability: float = Field(0.5, gt=0, lt=1)
-    interior_smoothing_um: float = Field(0.5, ge=0)
-    smoothing_um: float = Field(0.5, ge=0)
-    threshold_scale: float = Field(1.0, gt=0)
-    min_threshold: float = Field(0.05, ge=0)
-    min_area_um2: float = Field(12.0, ge=0)
-    max_area_um2: float = Field(400.0, gt=0)
-    max_hole_um2: float = Field(15.0, ge=0)
-    min_distance_um: float = Field(2.0, gt=0)
-    marker_h_um: float = Field(0.3, ge=0)
-    intensity_weight: float = Field(0.0, ge=0)
 
 
 def foreground(h: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
@@ -153,6 +133,14 @@ def distance_landscape(mask: np.ndarray, mpp: float) -> np.ndarray:
 
 def segment_with_network(rgb: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
     """:func:`network_labels` of the network's probabilities, brought to the image's size."""
+    return segment_with_network_scored(rgb, mpp, s)[0]
+
+
+def segment_with_network_scored(
+    rgb: np.ndarray, mpp: float, s: WatershedSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`segment_with_network` and the nucleus probability (interior + boundary) of
+    every pixel."""
     import torch
     import torch.nn.functional as F
 
@@ -163,7 +151,7 @@ def segment_with_network(rgb: np.ndarray, mpp: float, s: WatershedSettings) -> n
         probabilities = F.interpolate(
             torch.from_numpy(probabilities)[None], size=rgb.shape[:2], mode="bilinear"
         )[0].numpy()
-    return network_labels(probabilities, mpp, s)
+    return network_labels(probabilities, mpp, s), probabilities[1] + probabilities[2]
 
 
 def segment_nuclei(rgb: np.ndarray, mpp: float, settings: WatershedSettings | None = None) -> np.ndarray:
@@ -205,3 +193,12 @@ class WatershedSegmenter:
 
     def segment(self, images: list[np.ndarray], mpp: float) -> list[np.ndarray]:
         return [segment_nuclei(image, mpp, self.settings) for image in images]
+
+    def segment_scored(
+        self, images: list[np.ndarray], mpp: float
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Label maps with the network's nucleus probability (no score for the threshold
+        foreground)."""
+        if self.settings.foreground == "network":
+            return [segment_with_network_scored(image, mpp, self.settings) for image in images]
+        return [(segment_with_threshold(image, mpp, self.settings), None) for image in images]

@@ -132,6 +132,17 @@ def load_regions(slide_path: str | Path) -> list[Region]:
     return regions
 
 
+def regions_to_records(regions: list[Region]) -> list[dict]:
+    """Regions as JSON-ready records (``name``, ``geometry`` as GeoJSON), so the tiling
+    stage saves what it parsed and nothing parses the files again."""
+    return [{"name": r.name, "geometry": json.loads(shapely.to_geojson(r.geometry))} for r in regions]
+
+
+def regions_from_records(records: list[dict]) -> list[Region]:
+    """The inverse of :func:`regions_to_records`."""
+    return [Region(r["name"], shapely.from_geojson(json.dumps(r["geometry"]))) for r in records]
+
+
 def rasterize(regions: list[Region], shape_hw: tuple[int, int], scale: tuple[float, float]) -> np.ndarray:
     """Boolean mask (``shape_hw``) of the regions, ``scale`` level-0 px per mask px."""
     mask = np.zeros(shape_hw, dtype=bool)
@@ -173,4 +184,6 @@ __all__ = [
     "rasterize",
     "read_asap_xml",
     "read_geojson",
+    "regions_from_records",
+    "regions_to_records",
 ]

@@ -187,3 +187,38 @@ def read_tile(reader: SlideReader, tile: pd.Series | dict) -> np.ndarray:
     """Pixels of one tile row as an ``out_h`` × ``out_w`` × 3 uint8 array."""
     box = (int(tile["x"]), int(tile["y"]), int(tile["w"]), int(tile["h"]))
     return reader.read_scaled(box, (int(tile["out_w"]), int(tile["out_h"])))
+
+
+def tile_scale(tile: dict) -> tuple[float, float]:
+    """Level-0 pixels per tile pixel (x, y)."""
+    return tile["w"] / tile["out_w"], tile["h"] / tile["out_h"]
+
+
+def to_level0(tile: dict, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Level-0 coordinates of continuous tile coordinates (pixel centres at +0.5)."""
+    sx, sy = tile_scale(tile)
+    return tile["x"] + np.asarray(cols) * sx, tile["y"] + np.asarray(rows) * sy
+
+
+def read_with_margin(reader: SlideReader, tile: dict, margin: int) -> np.ndarray:
+    """The tile's pixels with ``margin`` output pixels added on every side; parts
+    beyond the slide are white (glass)."""
+    sx, sy = tile_scale(tile)
+    out_w, out_h = int(tile["out_w"]) + 2 * margin, int(tile["out_h"]) + 2 * margin
+    x0, y0 = tile["x"] - margin * sx, tile["y"] - margin * sy
+    width, height = reader.dimensions
+    # The part of the padded box inside the slide, in whole output pixels.
+    left = int(np.ceil(max(0.0, -x0) / sx))
+    top = int(np.ceil(max(0.0, -y0) / sy))
+    right = out_w - int(np.ceil(max(0.0, x0 + out_w * sx - width) / sx))
+    bottom = out_h - int(np.ceil(max(0.0, y0 + out_h * sy - height) / sy))
+    rgb = np.full((out_h, out_w, 3), 255, dtype=np.uint8)
+    if right > left and bottom > top:
+        box = (
+            round(x0 + left * sx),
+            round(y0 + top * sy),
+            max(1, round((right - left) * sx)),
+            max(1, round((bottom - top) * sy)),
+        )
+        rgb[top:bottom, left:right] = reader.read_scaled(box, (right - left, bottom - top))
+    return rgb

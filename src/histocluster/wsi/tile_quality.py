@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass
 
-from histocluster.wsi.tissue import TissueSettings, optical_density, saturation
+from histocluster.wsi.settings import QualityThresholds, TissueSettings
+from histocluster.wsi.tissue import optical_density, saturation
 
 METRICS = (
     "edge_density",
@@ -34,23 +33,6 @@ METRICS = (
     "color_variance",
     "tissue_fraction",
 )
-
-
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class QualityThresholds:
-    """Limits a tile must meet to be kept (upstream defaults; validated on creation)."""
-
-    min_edge_density: float = 0.02
-    max_bright_ratio: float = 0.8
-    max_dark_ratio: float = 0.8
-    min_intensity_std: float = 10.0
-    min_laplacian_var: float = 50.0
-    min_color_variance: float = 5.0
-    min_tissue_fraction: float = Field(0.1, ge=0, le=1)
-    bright_level: int = Field(220, ge=0, le=255, description="grey level above which a pixel is bright")
-    dark_level: int = Field(50, ge=0, le=255, description="grey level below which a pixel is dark")
-    canny_low: int = Field(50, ge=0)
-    canny_high: int = Field(150, ge=0)
 
 
 def tile_metrics(rgb: np.ndarray, thresholds: QualityThresholds, tissue: TissueSettings) -> dict[str, float]:

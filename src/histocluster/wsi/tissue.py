@@ -11,25 +11,12 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass
 from scipy import ndimage as ndi
 from skimage import morphology
 from skimage.filters import threshold_otsu
 
+from histocluster.wsi.settings import TissueSettings
 from histocluster.wsi.stain import OD_LUT
-
-
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class TissueSettings:
-    """Thresholds and clean-up sizes for :func:`detect_tissue` (validated on creation:
-    unknown keys and out-of-range values are errors)."""
-
-    min_saturation: float = Field(0.07, ge=0, le=1)
-    min_optical_density: float = Field(0.15, ge=0)
-    closing_um: float = Field(16.0, ge=0)
-    min_object_um2: float = Field(10_000.0, ge=0)
-    max_hole_um2: float = Field(5_000.0, ge=0)
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:

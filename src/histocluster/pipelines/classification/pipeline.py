@@ -10,8 +10,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 ask_model,
-                inputs=["slides", "tiles", "cells", "cluster_representatives", "params:classification"],
-                outputs=["representative_answers", "representative_crop_figure"],
+                inputs=["cluster_representatives", "representative_crops", "params:classification"],
+                outputs="representative_answers",
                 name="ask_model",
             ),
             Node(

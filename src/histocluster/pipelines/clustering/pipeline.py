@@ -4,6 +4,7 @@ from kedro.pipeline import Node, Pipeline
 
 from histocluster.pipelines.clustering.nodes import (
     cluster,
+    crop_representative_cells,
     embed_cells,
     plot_clusters,
     reduce_embeddings,
@@ -16,7 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 embed_cells,
-                inputs=["slides", "tiles", "cells", "params:clustering"],
+                inputs=["slides", "cells", "cell_deep_features", "params:clustering"],
                 outputs="cell_embeddings",
                 name="embed_cells",
             ),
@@ -37,6 +38,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["cells", "clusters", "params:clustering"],
                 outputs=["cluster_summary", "cluster_representatives"],
                 name="summarise_clusters",
+            ),
+            Node(
+                crop_representative_cells,
+                inputs=["slides", "tiles", "cells", "cluster_representatives", "params:clustering"],
+                outputs="representative_crops",
+                name="crop_representatives",
             ),
             Node(
                 plot_clusters,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from histocluster.params import EvaluationParams, SegmentationParams
 from histocluster.segmentation.evaluation import evaluate, format_summary
+from histocluster.segmentation.segmenter import make_segmenter
+from histocluster.segmentation.settings import EvaluationParams, SegmentationParams
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def evaluate_segmentation(
 ) -> tuple[pd.DataFrame, dict]:
     """Run the configured segmenter on every bench image; per-image scores and a summary
     (object F1 at IoU ≥ 0.5, AJI, PQ, mAP; per organ and mean), also logged as a table."""
-    segmenter = segmentation.make_segmenter()
+    segmenter = make_segmenter(segmentation)
     scores, summary = evaluate(
         Path(params.bench_dir), lambda rgb, mpp: segmenter.segment([rgb], mpp)[0], params.resolution_mpp
     )

@@ -1,22 +1,17 @@
-"""``kedro run --pipelines=filtering``."""
+"""``kedro run --pipelines=filtering``: the contact sheets of the tile-quality check that
+the segmentation pass made (run after it)."""
 
 from kedro.pipeline import Node, Pipeline
 
-from histocluster.pipelines.filtering.nodes import draw_contact_sheets, measure_tile_quality
+from histocluster.pipelines.filtering.nodes import draw_contact_sheets
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                measure_tile_quality,
-                inputs=["slides", "tiles", "params:filtering", "params:tiling"],
-                outputs="tile_quality",
-                name="measure_tile_quality",
-            ),
-            Node(
                 draw_contact_sheets,
-                inputs=["slides", "tiles", "tile_quality", "params:filtering"],
+                inputs=["tiles", "tile_quality", "tile_preview_png", "params:filtering"],
                 outputs="tile_contact_sheet_figure",
                 name="draw_contact_sheets",
             ),

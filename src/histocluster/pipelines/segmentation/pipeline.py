@@ -2,17 +2,17 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from histocluster.pipelines.segmentation.nodes import segment_cells
+from histocluster.pipelines.segmentation.nodes import segment_tiles
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                segment_cells,
-                inputs=["slides", "tiles", "tile_quality", "params:segmentation"],
-                outputs=["cells", "label_masks"],
-                name="segment_cells",
+                segment_tiles,
+                inputs=["slides", "tiles", "params:tiling", "params:filtering", "params:segmentation"],
+                outputs=["tile_quality", "cells", "cell_deep_features", "label_masks", "tile_preview_png"],
+                name="segment_tiles",
             ),
         ]
     )

@@ -11,9 +11,15 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from histocluster.errors import UserInputError
-from histocluster.params import TilingParams
 from histocluster.wsi.pictures import tiling_overview
-from histocluster.wsi.regions import assign_regions, load_regions, rasterize
+from histocluster.wsi.regions import (
+    assign_regions,
+    load_regions,
+    rasterize,
+    regions_from_records,
+    regions_to_records,
+)
+from histocluster.wsi.settings import TilingParams
 from histocluster.wsi.slides import (
     SLIDE_COLUMNS,
     SlideSource,
@@ -51,8 +57,9 @@ def _thumbnail_downsample(row: dict, params: TilingParams) -> float:
 
 def describe_slides(
     sources: list[SlideSource], params: TilingParams
-) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
-    """Open every slide: its slide-table row and an RGB thumbnail.
+) -> tuple[pd.DataFrame, dict[str, Image.Image], dict[str, list[dict]]]:
+    """Open every slide: its slide-table row, an RGB thumbnail and its regions (parsed
+    once from the annotation files beside it, saved for the tile planning).
 
     A slide that cannot be opened or read (corrupt file, not a slide, broken region
     file) gets ``status='error'`` and its error in the table, and is skipped by every
@@ -64,13 +71,14 @@ def describe_slides(
             "by default): put slide files there (.svs, .ndpi, .tiff, .mrxs, .scn, .png, .jpg, ...), "
             "or run `make sample` for the CC0 sample slide."
         )
-    rows, thumbnails = [], {}
+    rows, thumbnails, region_records = [], {}, {}
     for source in tqdm(sources, desc="Reading slides", unit="slide"):
         try:
             with open_slide(source.path) as reader:
                 row = describe_slide(reader, source, params.default_mpp)
                 regions = load_regions(source.path) if params.use_regions else []
                 row["regions"] = sorted({r.name for r in regions})
+                region_records[source.slide_id] = regions_to_records(regions)
                 thumbnails[source.slide_id] = Image.fromarray(
                     reader.thumbnail(_thumbnail_downsample(row, params))
                 )
@@ -105,7 +113,7 @@ def describe_slides(
         logger.warning(
             "%d of %d slide(s) could not be read; see the slide table's error column", failed, len(slides)
         )
-    return slides, thumbnails
+    return slides, thumbnails, region_records
 
 
 def _ok_slides(slides: pd.DataFrame) -> pd.DataFrame:
@@ -136,9 +144,9 @@ def detect_tissue_masks(
     return masks
 
 
-def _slide_tiles(row: dict, mask: np.ndarray, params: TilingParams) -> pd.DataFrame:
+def _slide_tiles(row: dict, mask: np.ndarray, records: list[dict], params: TilingParams) -> pd.DataFrame:
     scale = _scale(row, mask.shape)
-    regions = load_regions(row["path"]) if params.use_regions and len(row["regions"]) else []
+    regions = regions_from_records(records) if params.use_regions else []
     if regions:
         mask = mask & rasterize(regions, mask.shape, scale)
     downsamples = list(row["level_downsamples"]) or [1.0]
@@ -184,12 +192,14 @@ def _slide_tiles(row: dict, mask: np.ndarray, params: TilingParams) -> pd.DataFr
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TILE_COLUMNS)
 
 
-def plan_tiles(slides: pd.DataFrame, tissue_masks: dict, params: TilingParams) -> pd.DataFrame:
+def plan_tiles(
+    slides: pd.DataFrame, tissue_masks: dict, slide_regions: dict[str, list[dict]], params: TilingParams
+) -> pd.DataFrame:
     """The tile table: every kept tile of every readable slide at every resolution."""
     frames = [pd.DataFrame(columns=TILE_COLUMNS)]
     for row in tqdm(_ok_slides(slides).to_dict("records"), desc="Planning tiles", unit="slide"):
         mask = np.asarray(_load(tissue_masks, row["slide_id"])) > 0
-        frames.append(_slide_tiles(row, mask, params))
+        frames.append(_slide_tiles(row, mask, slide_regions.get(row["slide_id"], []), params))
     tiles = pd.concat([f for f in frames if not f.empty] or frames, ignore_index=True)
     return tiles[TILE_COLUMNS].astype({"region": "object"})
 

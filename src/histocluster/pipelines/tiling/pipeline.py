@@ -17,7 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 describe_slides,
                 inputs=["raw_slides", "params:tiling"],
-                outputs=["slides", "slide_thumbnail_png"],
+                outputs=["slides", "slide_thumbnail_png", "slide_regions"],
                 name="describe_slides",
             ),
             Node(
@@ -28,7 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 plan_tiles,
-                inputs=["slides", "tissue_mask_png", "params:tiling"],
+                inputs=["slides", "tissue_mask_png", "slide_regions", "params:tiling"],
                 outputs="tiles",
                 name="plan_tiles",
             ),

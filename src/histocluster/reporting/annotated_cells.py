@@ -1,0 +1,67 @@
+"""The annotated cell table (cells with cluster, label and colour) and counts per label
+and cluster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from histocluster.clustering.clusterers import NOISE
+from histocluster.labelling.cluster_labels import UNLABELLED
+
+
+def annotated_cells(
+    cells: pd.DataFrame, clusters: pd.DataFrame, cell_labels: pd.DataFrame | None
+) -> pd.DataFrame:
+    """The cell table with ``cluster_id``, ``cluster_confidence``, ``is_noise``, ``label``,
+    ``label_source``, ``label_confidence`` (cells not clustered: cluster -1, noise; not
+    labelled: ``unlabelled``)."""
+    table = cells.merge(
+        clusters[["cell_id", "cluster_id", "is_noise", "confidence", "map_x", "map_y"]].rename(
+            columns={"confidence": "cluster_confidence"}
+        ),
+        on="cell_id",
+        how="left",
+    )
+    table["cluster_id"] = table["cluster_id"].fillna(NOISE).astype("int64")
+    table["is_noise"] = table["is_noise"].astype("boolean").fillna(True).astype(bool)
+    table["cluster_confidence"] = table["cluster_confidence"].fillna(0.0)
+    if cell_labels is not None and len(cell_labels):
+        labels = cell_labels[["cell_id", "label", "source", "confidence"]].rename(
+            columns={"source": "label_source", "confidence": "label_confidence"}
+        )
+        table = table.merge(labels, on="cell_id", how="left")
+    else:
+        table = table.assign(label=np.nan, label_source=np.nan, label_confidence=np.nan)
+    table["label"] = table["label"].astype(object).fillna(UNLABELLED)
+    table["label_source"] = table["label_source"].astype(object).fillna("none")
+    table["label_confidence"] = table["label_confidence"].fillna(0.0)
+    return table
+
+
+def counts(table: pd.DataFrame) -> dict:
+    """Cells per label and per cluster, per slide and over all slides."""
+
+    def block(frame: pd.DataFrame) -> dict:
+        return {
+            "cells": int(len(frame)),
+            "labels": {str(k): int(v) for k, v in frame["label"].value_counts().items()},
+            "clusters": {str(k): int(v) for k, v in frame["cluster_id"].value_counts().sort_index().items()},
+        }
+
+    return {"all": block(table), "slides": {str(s): block(f) for s, f in table.groupby("slide_id")}}
+
+
+def coloured_cells(
+    cells: pd.DataFrame, clusters: pd.DataFrame, cell_labels: pd.DataFrame | None, colour_by: str
+) -> tuple[pd.DataFrame, str]:
+    """:func:`annotated_cells` with ``class_name`` and ``colour`` (RGB) per cell, and what
+    they are coloured by (:func:`~histocluster.reporting.colours.colour_mode`)."""
+    from histocluster.reporting.colours import colour_mode, colour_table
+
+    table = annotated_cells(cells, clusters, cell_labels)
+    mode = colour_mode(table, colour_by)
+    names, colours, _ = colour_table(table, mode)
+    table["class_name"] = names.to_numpy()
+    table["colour"] = colours.to_numpy()
+    return table, mode

@@ -1,0 +1,203 @@
+"""Pictures of cells: outlines on a tile, dots on the whole-slide overview, galleries.
+
+Everything works in level-0 pixel coordinates of the slide (as the cell table does);
+polygons are parsed once per picture (one vectorised call), not per cell.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import shapely
+from PIL import Image, ImageDraw, ImageFont
+
+from histocluster.reporting.colours import NOISE_RGB
+
+
+def _font(size: int = 12) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def draw_cells(
+    image: Image.Image,
+    cells: pd.DataFrame,
+    to_pixels,
+    colours: pd.Series,
+    texts: pd.Series | None = None,
+    boxes: bool = False,
+    max_texts: int = 200,
+    noise: pd.Series | None = None,
+) -> Image.Image:
+    """Outlines of ``cells`` on ``image``; ``to_pixels(x, y)`` maps level-0 to image
+    coordinates. Noise cells are dashed-looking (thin, grey) whatever the colour;
+    ``texts`` are written for at most ``max_texts`` cells (the most confident first)."""
+    draw = ImageDraw.Draw(image)
+    font = _font(10)
+    geometries = shapely.from_wkb(cells["polygon"].to_numpy())
+    for k, (row, geometry) in enumerate(zip(cells.itertuples(index=False), geometries, strict=True)):
+        colour = tuple(colours.iloc[k])
+        is_noise = bool(noise.iloc[k]) if noise is not None else False
+        for part in getattr(geometry, "geoms", [geometry]):
+            x, y = shapely.get_coordinates(part.exterior).T
+            px, py = to_pixels(x, y)
+            draw.line(
+                list(zip(px, py, strict=True)),
+                fill=NOISE_RGB if is_noise else colour,
+                width=1 if is_noise else 2,
+            )
+        if boxes:
+            x0, y0 = to_pixels(np.array([row.bbox_x0]), np.array([row.bbox_y0]))
+            x1, y1 = to_pixels(np.array([row.bbox_x1]), np.array([row.bbox_y1]))
+            draw.rectangle([x0[0], y0[0], x1[0], y1[0]], outline=colour, width=1)
+    if texts is not None:
+        order = np.argsort(-cells["cluster_confidence"].to_numpy())[:max_texts]
+        for k in order:
+            row = cells.iloc[k]
+            x, y = to_pixels(np.array([row["bbox_x0"]]), np.array([row["bbox_y0"]]))
+            text = str(texts.iloc[k])
+            left, top, right, bottom = draw.textbbox((x[0], y[0] - 11), text, font=font)
+            draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=(255, 255, 255))
+            draw.text((x[0], y[0] - 11), text, fill=tuple(int(v * 0.6) for v in colours.iloc[k]), font=font)
+    return image
+
+
+def tile_overlay(
+    rgb: np.ndarray, tile: dict, cells: pd.DataFrame, colours: pd.Series, texts, boxes, max_texts
+) -> Image.Image:
+    """One tile (its own pixels, at the tiling resolution) with its cells drawn."""
+    sx, sy = tile["w"] / tile["out_w"], tile["h"] / tile["out_h"]
+    image = Image.fromarray(rgb)
+    return draw_cells(
+        image,
+        cells,
+        lambda x, y: ((x - tile["x"]) / sx, (y - tile["y"]) / sy),
+        colours,
+        texts,
+        boxes,
+        max_texts,
+        cells["is_noise"],
+    )
+
+
+def slide_overview(
+    thumbnail: np.ndarray,
+    slide_width: int,
+    cells: pd.DataFrame,
+    colours: pd.Series,
+    legend: dict,
+    title: str,
+    min_side: int = 800,
+) -> Image.Image:
+    """The slide's thumbnail with every cell as a dot in its colour, a legend and a title.
+    Small thumbnails are enlarged (nearest neighbour) to ``min_side`` so cells stay visible."""
+    factor = max(1, -(-min_side // max(thumbnail.shape[:2])))
+    if factor > 1:
+        thumbnail = np.kron(thumbnail, np.ones((factor, factor, 1), dtype=thumbnail.dtype))
+    scale = slide_width / thumbnail.shape[1]  # level-0 px per picture px
+    image = Image.fromarray(thumbnail).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    radius = max(1, round(min(image.size) / 800))
+    xs = cells["centroid_x"].to_numpy() / scale
+    ys = cells["centroid_y"].to_numpy() / scale
+    for x, y, colour in zip(xs, ys, colours, strict=True):
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=tuple(colour))
+    return _with_legend(image, legend, title)
+
+
+def _with_legend(image: Image.Image, legend: dict, title: str, max_items: int = 40) -> Image.Image:
+    font = _font(12)
+    items = list(legend.items())[:max_items]
+    width = 190
+    canvas = Image.new("RGB", (image.width + width, max(image.height + 20, 20 + 16 * len(items))), "white")
+    canvas.paste(image, (0, 20))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 3), title, fill=(0, 0, 0), font=font)
+    for k, (name, colour) in enumerate(items):
+        y = 24 + 16 * k
+        draw.rectangle([image.width + 6, y, image.width + 18, y + 12], fill=tuple(colour))
+        draw.text((image.width + 24, y), str(name)[:26], fill=(0, 0, 0), font=font)
+    if len(legend) > max_items:
+        draw.text(
+            (image.width + 6, 24 + 16 * max_items),
+            f"… {len(legend) - max_items} more",
+            fill=(0, 0, 0),
+            font=font,
+        )
+    return canvas
+
+
+def gallery(crops: list[np.ndarray], captions: list[str], title: str, columns: int = 5) -> Image.Image:
+    """A grid of crops with a caption under each and a title on top."""
+    size = crops[0].shape[0] if crops else 128
+    rows = max(1, -(-len(crops) // columns))
+    pad, caption_h, title_h = 6, 14, 40
+    canvas = Image.new(
+        "RGB", (columns * (size + pad) + pad, title_h + rows * (size + caption_h + pad) + pad), "white"
+    )
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(title.split("\n")[:2]):
+        draw.text((pad, 4 + 16 * k), line, fill=(0, 0, 0), font=_font(13))
+    if not crops:
+        draw.text((pad, title_h + 10), "no representative cells", fill=(120, 0, 0), font=_font(12))
+    for k, (crop, caption) in enumerate(zip(crops, captions, strict=True)):
+        r, c = divmod(k, columns)
+        x, y = pad + c * (size + pad), title_h + r * (size + caption_h + pad)
+        canvas.paste(Image.fromarray(crop), (x, y))
+        draw.text((x, y + size + 1), caption[: size // 6], fill=(60, 60, 60), font=_font(10))
+    return canvas
+
+
+def gallery_title(summary_row: dict, label_row: dict | None) -> str:
+    """Two lines: the cluster's size and slides, then its label with source and agreement."""
+    label = label_row.get("label", "unlabelled") if label_row is not None else "unlabelled"
+    line2 = f"{label}"
+    if label_row is not None and label_row.get("source") not in (None, "none"):
+        line2 += f" ({label_row['source']}, agreement {float(label_row['agreement']):.2f})"
+    return (
+        f"cluster {int(summary_row['cluster_id'])}: {int(summary_row['size']):,} cells on "
+        f"{int(summary_row['n_slides'])} slide(s)\n{line2}"
+    )
+
+
+def cluster_gallery(
+    crops: list[Image.Image],
+    captions: list[str],
+    summary_row: dict,
+    label_row: dict | None,
+    size: int,
+    columns: int = 5,
+) -> Image.Image:
+    """A cluster's gallery: its representatives' saved crops at ``size`` px, captioned with
+    their slide, under :func:`gallery_title`."""
+    arrays = [
+        np.asarray(
+            c.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+            if c.size != (size, size)
+            else c.convert("RGB")
+        )
+        for c in crops
+    ]
+    return gallery(arrays, captions, gallery_title(summary_row, label_row), columns)
+
+
+def counts_figure(counts: dict) -> Image.Image:
+    """Bar chart of cells per label (over all slides), each bar in its label's colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from histocluster.clustering.plots import figure_image
+    from histocluster.reporting.colours import label_colour
+
+    figure, ax = plt.subplots(figsize=(8, 4), dpi=120)
+    labels = counts["all"]["labels"]
+    if labels:
+        ax.bar(list(labels), list(labels.values()), color=[np.array(label_colour(k)) / 255 for k in labels])
+        ax.tick_params(axis="x", labelrotation=45)
+    else:
+        ax.text(0.5, 0.5, "no cells", ha="center", va="center")
+    ax.set_ylabel("cells")
+    ax.set_title(f"Cells per label ({counts['all']['cells']:,} cells)")
+    figure.tight_layout()
+    return figure_image(figure)

@@ -1,0 +1,35 @@
+"""Parameter models of the annotation stage: no heavy imports."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from histocluster.strict_model import Strict
+
+
+class OverlayParams(Strict):
+    all_tiles: bool = Field(False, description="also one overlay per tile with cells (upstream's full set)")
+    tiles_per_cluster: int = Field(2, ge=0, description="tiles holding a cluster's most confident cells")
+    min_confidence: float = Field(0.1, ge=0, le=1, description="cells below are not annotated (filtered)")
+    filtered: bool = Field(True, description="annotate only cells at or above min_confidence")
+    boxes: bool = False
+    texts: bool = True
+    max_texts: int = Field(30, ge=0, description="labels written per image, most confident first")
+
+
+class GalleryParams(Strict):
+    size: int = Field(128, ge=32, description="crop side in the gallery, px")
+    columns: int = Field(5, ge=1)
+
+
+class AnnotationParams(Strict):
+    """Parameters of the ``annotation`` pipeline."""
+
+    colour_by: Literal["label", "cluster"] = Field("label", description="upstream --annotation_color_by")
+    overlay: OverlayParams = OverlayParams()
+    gallery: GalleryParams = GalleryParams()
+    geojson_gzip_above: int = Field(
+        50_000, ge=0, description="cells per slide above which GeoJSON is gzipped"
+    )

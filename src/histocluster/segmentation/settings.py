@@ -1,0 +1,65 @@
+"""Parameter models of the segmentation stage: no heavy imports."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from histocluster.features.settings import CellFeatureSettings
+from histocluster.strict_model import Strict
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class WatershedSettings:
+    """Knobs of :func:`segment_nuclei`, physical units."""
+
+    foreground: Literal["network", "threshold"] = "network"
+    weights_path: str | None = Field(None, description="nuclei network checkpoint; None = shipped weights")
+    foreground_probability: float = Field(0.5, gt=0, lt=1)
+    interior_smoothing_um: float = Field(0.5, ge=0)
+    smoothing_um: float = Field(0.5, ge=0)
+    threshold_scale: float = Field(1.0, gt=0)
+    min_threshold: float = Field(0.05, ge=0)
+    min_area_um2: float = Field(12.0, ge=0)
+    max_area_um2: float = Field(400.0, gt=0)
+    max_hole_um2: float = Field(15.0, ge=0)
+    min_distance_um: float = Field(2.0, gt=0)
+    marker_h_um: float = Field(0.3, ge=0)
+    intensity_weight: float = Field(0.0, ge=0)
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class CellposeSettings:
+    """Knobs of Cellpose-SAM (upstream defaults), sizes in µm."""
+
+    pretrained_model: str = Field("cpsam", description="model name or path to a cellpose 4 checkpoint")
+    diameter_um: float | None = Field(None, gt=0, description="typical cell diameter; None = model's own")
+    flow_threshold: float = Field(0.4, ge=0)
+    cellprob_threshold: float = 0.0
+    normalize: bool = True
+    resample: bool = True
+    min_size_um2: float = Field(4.0, ge=0)
+    batch_size: int = Field(8, ge=1, description="256² patches per forward pass")
+    gpu: bool = Field(True, description="use CUDA when available")
+    bfloat16: bool = Field(True, description="bfloat16 weights on GPU (always float32 on CPU)")
+    allow_download: bool = Field(True, description="let cellpose download a named model")
+
+
+class SegmentationParams(Strict):
+    """Parameters of the ``segmentation`` pipeline."""
+
+    segmenter: Literal["watershed", "cellpose"] = Field("watershed", description="segmentation backend")
+    tiles_per_batch: int = Field(8, ge=1, description="tiles segmented together (one GPU call for cellpose)")
+    export_label_masks: bool = Field(False, description="also write each tile's label map (TIFF)")
+    cell_features: CellFeatureSettings = CellFeatureSettings()
+    watershed: WatershedSettings = WatershedSettings()
+    cellpose: CellposeSettings = CellposeSettings()
+
+
+class EvaluationParams(Strict):
+    """Parameters of the ``evaluation`` pipeline (segmentation scored on a bench set)."""
+
+    bench_dir: str = Field("../shared/data/bench/monuseg", description="images/, instances/, info.json")
+    resolution_mpp: float | None = Field(None, gt=0, description="segment at this µm/px; null = native")
