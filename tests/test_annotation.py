@@ -14,8 +14,11 @@ import shapely
 from PIL import Image
 from shapely.geometry import shape
 
-from histocluster.reporting import annotation, qupath
+from histocluster.reporting import drawing, qupath
 from histocluster.reporting import html_report as report
+from histocluster.reporting.annotated_cells import annotated_cells
+from histocluster.reporting.colours import NOISE_RGB, colour_table, label_colour
+from histocluster.reporting.viewer_json import StreamedJSON, viewer_json
 from histocluster.segmentation.measurements import measure_cells
 
 from .test_stitching import tile_record
@@ -47,7 +50,7 @@ def _cells() -> pd.DataFrame:
             "confidence": [0.9, 0.0],
         }
     )
-    return annotation.annotated_cells(cells, clusters, labels_table)
+    return annotated_cells(cells, clusters, labels_table)
 
 
 def qupath_rules(collection: dict) -> None:
@@ -81,7 +84,7 @@ def qupath_rules(collection: dict) -> None:
 @pytest.mark.parametrize("name", ["cells.geojson", "cells.geojson.gz"])
 def test_qupath_geojson_follows_the_rules_and_matches_the_cells(tmp_path, name):
     table = _cells()
-    names, colours, legend = annotation.colour_table(table, "label")
+    names, colours, legend = colour_table(table, "label")
     table = table.assign(class_name=names.to_numpy(), colour=colours.to_numpy())
     count = qupath.write_feature_collection(tmp_path / name, qupath.features(table, legend))
     assert count == 3 and not list(tmp_path.glob("*.partial"))
@@ -106,15 +109,19 @@ def test_qupath_geojson_follows_the_rules_and_matches_the_cells(tmp_path, name):
 
 
 def test_geojson_is_streamed_not_built(tmp_path):
-    """A generator of 20,000 features is written without being listed first."""
-    seen = []
+    """A generator of 20,000 features is written while it runs, not listed first: by the
+    time the 15,000th feature is asked for, most of the earlier ones are on disk."""
+    on_disk_while_producing = []
 
     def many():
         for k in range(20_000):
-            seen.append(k)
+            if k == 15_000:
+                on_disk_while_producing.append((tmp_path / "big.geojson.partial").stat().st_size)
             yield {"type": "Feature", "id": str(uuid.uuid4()), "geometry": None, "properties": {}}
 
     assert qupath.write_feature_collection(tmp_path / "big.geojson", many()) == 20_000
+    one = len(json.dumps({"type": "Feature", "id": str(uuid.uuid4()), "geometry": None, "properties": {}}))
+    assert on_disk_while_producing and on_disk_while_producing[0] > 14_000 * one
     assert len(json.loads((tmp_path / "big.geojson").read_text())["features"]) == 20_000
 
 
@@ -124,7 +131,7 @@ def test_viewer_json_is_in_level0_pixels_with_mpp():
         {"path": "s.svs", "width": 5000, "height": 4000, "mpp_x": 0.25, "mpp_y": 0.25}, name="s"
     )
     tiles = pd.DataFrame([tile_record(64, 0.5, x=1000, y=2000, scale=2)]).set_index("tile_id")
-    viewer = annotation.viewer_json(slide, tiles, table).as_dict()
+    viewer = viewer_json(slide, tiles, table).as_dict()
     assert viewer["mpp_x"] == 0.25 and viewer["coordinates"] == "level-0 pixels of the slide"
     (tile,) = viewer["tiles"]
     assert (tile["x"], tile["y"], tile["w"], tile["h"]) == (1000, 2000, 128, 128)
@@ -138,11 +145,25 @@ def test_viewer_json_is_in_level0_pixels_with_mpp():
     assert first["bbox"][0] <= first["centroid"][0] <= first["bbox"][2]
 
 
-def test_label_colours_are_stable_and_unsure_is_grey_or_orange():
-    assert annotation.label_colour("lymphocyte") == annotation.label_colour("lymphocyte")
-    assert annotation.label_colour("lymphocyte") != annotation.label_colour("fibroblast")
-    assert annotation.label_colour("unlabelled") == (128, 128, 128)
-    assert annotation.label_colour("review") == (255, 170, 0)
+def test_label_colours_are_stable_across_processes_and_unsure_is_grey_or_orange():
+    """The same name gets the same colour in another interpreter (another hash seed), so
+    every picture, the GeoJSON and the report of every run agree."""
+    import subprocess
+    import sys
+
+    names = ["lymphocyte", "fibroblast", "plasma cell"]
+    code = f"from histocluster.reporting.colours import label_colour; print([label_colour(n) for n in {names!r}])"
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123"},
+    ).stdout.strip()
+    assert other == str([label_colour(n) for n in names])
+    assert label_colour("lymphocyte") != label_colour("fibroblast")
+    assert label_colour("unlabelled") == (128, 128, 128)
+    assert label_colour("review") == (255, 170, 0)
 
 
 def test_overlay_draws_outlines_where_the_cells_are():
@@ -150,51 +171,93 @@ def test_overlay_draws_outlines_where_the_cells_are():
     rgb = np.full((64, 64, 3), 255, np.uint8)
     tile = tile_record(64, 0.5, x=1000, y=2000, scale=2)
     colours = pd.Series([(255, 0, 0)] * len(table))
-    image = np.asarray(annotation.tile_overlay(rgb, tile, table, colours, None, False, 0))
+    image = np.asarray(drawing.tile_overlay(rgb, tile, table, colours, None, False, 0))
     red = (image[..., 0] == 255) & (image[..., 1] == 0)
     assert red[10:31, 10:31].any() and red[29:41, 39:56].any()  # around cells 1 and 2
     assert not red[:5, :].any()  # nothing far from the cells
-    grey = (image == annotation.NOISE_RGB).all(axis=-1)
+    grey = (image == NOISE_RGB).all(axis=-1)
     assert grey[49:59, 4:13].any()  # the noise cell, drawn distinctly
 
 
 def test_gallery_has_a_tile_per_crop_and_a_title():
     crops = [np.full((32, 32, 3), 30 * k, np.uint8) for k in range(7)]
-    image = annotation.gallery(
-        crops, [f"c{k}" for k in range(7)], "cluster 3: 7 cells\nlymphocyte", columns=5
-    )
+    image = drawing.gallery(crops, [f"c{k}" for k in range(7)], "cluster 3: 7 cells\nlymphocyte", columns=5)
     assert image.width == 5 * 38 + 6 and image.height == 40 + 2 * (32 + 14 + 6) + 6
-    empty = annotation.gallery([], [], "cluster 9", columns=5)
+    empty = drawing.gallery([], [], "cluster 9", columns=5)
     assert empty.width > 0
 
 
-def test_report_is_one_page_with_every_section():
-    page = report.build(
-        "r",
-        {"cells": 3},
-        {
-            "slides": report.image_tag(Image.new("RGB", (20, 10), "red"), "s"),
-            "labels": iter(["<p>x</p>", "<p>y</p>"]),
-        },
+def _report(table: pd.DataFrame, slide_id: str = "s<1>") -> str:
+    slides = pd.DataFrame(
+        [
+            {
+                "slide_id": slide_id,
+                "status": "ok",
+                "error": None,
+                "width": 64,
+                "height": 64,
+                "mpp_x": 0.5,
+                "mpp_y": 0.5,
+            }
+        ]
     )
+    table = table.assign(slide_id=slide_id)
+    summary = pd.DataFrame(
+        {"cluster_id": [0, 1], "size": [1, 1], "noise": [False, False], "n_slides": [1, 1]}
+    )
+    labels = pd.DataFrame({"cluster_id": [0], "label": ['<b>bold</b> & "x"'], "status": ["labelled"]})
+    counts = {"all": {"cells": 3, "labels": {'<b>bold</b> & "x"': 2, "unlabelled": 1}}}
+    red = Image.new("RGB", (20, 10), "red")
+    pictures = {
+        "tiling": {slide_id: red},
+        "overview": {slide_id: lambda: red},
+        "gallery": {"cluster_000": red},
+        "plot": {"cluster_map": red, "cluster_sizes": red, "label_counts": red},
+    }
+    tiles = pd.DataFrame({"tile_id": ["t"]})
+    quality = pd.DataFrame({"tile_id": ["t"], "slide_id": [slide_id], "keep": [True], "reason": [""]})
+    return report.build_report(slides, tiles, quality, table, summary, labels, counts, pictures, "label")
+
+
+def test_report_is_one_page_with_every_section_and_says_what_is_missing():
+    page = _report(_cells())
     assert page.startswith("<!DOCTYPE html>") and page.count("<section") == len(report.SECTIONS)
-    assert re.search(r'src="data:image/jpeg;base64,[A-Za-z0-9+/=]+"', page)
-    assert "<p>x</p>\n<p>y</p>" in page and "not run" in page  # missing sections say so
+    assert len(re.findall(r'src="data:image/jpeg;base64,[A-Za-z0-9+/=]+"', page)) >= 5
+    assert "no clusters to show" not in page  # one gallery was given
+    empty = _report(_cells().iloc[:0])
+    assert "no cells were found" in empty and "no clusters: there are no cells" in empty
     assert "http" not in page  # nothing fetched from elsewhere
 
 
+def test_report_escapes_names_and_embeds_json_that_parses():
+    """A label or slide id with markup in it is shown as text; the summary in the
+    <script> tag is JSON that JSON.parse (here json.loads) reads."""
+    page = _report(_cells())
+    assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
+    assert "s<1>" not in page and "s&lt;1&gt;" in page
+    (blob,) = re.findall(r'<script type="application/json" id="summary">(.*?)</script>', page, re.S)
+    summary = json.loads(blob)
+    assert summary["cells"] == "3" and summary["coloured by"] == "label"
+
+
 def test_viewer_json_is_written_as_a_stream(tmp_path):
+    """Items are written while they are produced (the partial file grows before the last
+    item is asked for), and the file holds exactly the header and the items."""
     from histocluster.datasets import StreamedJSONDataset
 
-    produced = []
+    on_disk_while_producing = []
+    partial = tmp_path / "v.json.partial"
 
     def items():
-        for k in range(3):
-            produced.append(k)
+        for k in range(20_000):
+            if k == 15_000:
+                on_disk_while_producing.append(partial.stat().st_size)
             yield {"k": k}
 
     dataset = StreamedJSONDataset(filepath=str(tmp_path / "v.json"))
-    dataset.save(annotation.StreamedJSON({"slide_id": "s", "mpp_x": 0.5}, "tiles", items()))
-    assert dataset.load() == {"slide_id": "s", "mpp_x": 0.5, "tiles": [{"k": 0}, {"k": 1}, {"k": 2}]}
-    dataset.save(lambda: annotation.StreamedJSON({}, "tiles", iter([])))
+    dataset.save(StreamedJSON({"slide_id": "s", "mpp_x": 0.5}, "tiles", items()))
+    assert on_disk_while_producing and on_disk_while_producing[0] > 14_000 * len('{"k":1000},')
+    loaded = dataset.load()
+    assert loaded["slide_id"] == "s" and loaded["tiles"] == [{"k": k} for k in range(20_000)]
+    dataset.save(lambda: StreamedJSON({}, "tiles", iter([])))
     assert dataset.load() == {"tiles": []}

@@ -11,17 +11,19 @@ from sklearn.metrics import adjusted_rand_score
 
 from histocluster.clustering.clusterers import (
     NOISE,
-    ClusterSettings,
-    DBSCANSettings,
-    HDBSCANSettings,
-    KMeansSettings,
-    LeidenSettings,
     auto_clusters,
     centre_margin,
     cluster_cells,
     kdistance_elbow,
 )
 from histocluster.clustering.compute_backend import BackendError, cuml_problem, use_gpu
+from histocluster.clustering.settings import (
+    ClusterSettings,
+    DBSCANSettings,
+    HDBSCANSettings,
+    KMeansSettings,
+    LeidenSettings,
+)
 from histocluster.clustering.summary import pick_representatives, summarise
 
 

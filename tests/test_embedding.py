@@ -1,5 +1,5 @@
-"""Morphology embedding: pixel features, context, standardisation, combination, and the
-cell pixels read back from the slide."""
+"""Morphology embedding: pixel features, context, standardisation, combination, and
+tiles read with a margin."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ import pytest
 from PIL import Image
 
 from histocluster.datasets import EmbeddingsDataset
-from histocluster.features.cell_pixels import TileCells, iter_tile_cells, rasterise, read_with_margin
+from histocluster.features.cell_pixels import rasterise
+from histocluster.features.embeddings import Embeddings
 from histocluster.features.morphology import (
     MEASURED_COLUMNS,
-    Embeddings,
-    MorphologySettings,
-    cell_pixel_features,
-    combine,
+    MissingTextureError,
     morphology_embedding,
     neighbourhood_context,
-    standardise,
 )
+from histocluster.features.scaling import combine, keep_rows, standardise, standardise_within
+from histocluster.features.settings import MorphologySettings
 from histocluster.features.texture import LBP_BINS, PIXEL_COLUMNS, pixel_features, ring_labels
 from histocluster.segmentation.measurements import measure_cells
 from histocluster.wsi.slides import open_slide
+from histocluster.wsi.tile_grid import read_with_margin
 
 from .test_stitching import tile_record
 
@@ -98,9 +98,10 @@ def test_morphology_embedding_columns_and_weights():
         "s",
     )
     pixels = pd.DataFrame(rng.normal(size=(n, len(PIXEL_COLUMNS))), columns=PIXEL_COLUMNS)
-    x, columns = morphology_embedding(
-        cells, np.full(n, 0.5), MorphologySettings(context_neighbours=4), pixels
-    )
+    with pytest.raises(MissingTextureError, match="segmentation.cell_features.texture"):
+        morphology_embedding(cells, np.full(n, 0.5), MorphologySettings(context_neighbours=4))
+    cells = pd.concat([cells, pixels], axis=1)
+    x, columns = morphology_embedding(cells, np.full(n, 0.5), MorphologySettings(context_neighbours=4))
     assert x.shape == (n, 2 * (11 + len(PIXEL_COLUMNS)) + 1) == (n, len(columns))
     assert columns[-1] == "context_distance" and "context_lbp_3" in columns
     plain, plain_columns = morphology_embedding(
@@ -161,22 +162,6 @@ def test_read_with_margin_pads_beyond_the_slide_with_white(small_slide):
     assert np.array_equal(padded[5:-5, 5:-5], rgb)
 
 
-def test_cell_pixels_from_the_slide_match_the_image(small_slide):
-    path, labels, rgb = small_slide
-    slides, tiles, cells = _tables(path, labels, rgb)
-    (item,) = list(iter_tile_cells(slides, tiles, cells, margin=4))
-    assert isinstance(item, TileCells) and list(item.rows) == [0, 1]
-    assert item.labels[4 + 30, 4 + 30] == 1 and item.labels[4 + 30, 4 + 90] == 2
-    table = cell_pixel_features(slides, tiles, cells, ring_um=2.0)
-    direct = pixel_features(labels, rgb, 0.5).drop(columns="label")
-    assert np.allclose(table.to_numpy(), direct.to_numpy(), atol=0.02)
-    # A slide that is gone: its cells get NaN and the error is reported, not raised.
-    slides.loc[0, "path"] = str(path.with_name("gone.png"))
-    (lost,) = list(iter_tile_cells(slides, tiles, cells))
-    assert lost[0] == "slide two" and list(lost[1]) == [0, 1]
-    assert cell_pixel_features(slides, tiles, cells, 2.0).isna().all().all()
-
-
 def test_embeddings_dataset_round_trip_is_memory_mapped(tmp_path):
     matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
     data = Embeddings(np.array(["a", "b", "c", "d"], dtype=object), matrix, ["x", "y", "z"])
@@ -192,8 +177,6 @@ def test_embeddings_dataset_round_trip_is_memory_mapped(tmp_path):
 
 
 def test_in_place_helpers_leave_no_second_copy():
-    from histocluster.features.morphology import keep_rows
-
     rng = np.random.default_rng(1)
     matrix = np.empty((50, 8), np.float32)
     matrix[:, :3] = rng.normal(5, 2, (50, 3))
@@ -236,8 +219,6 @@ def test_per_slide_standardisation_removes_a_stain_shift():
 
 
 def test_standardise_within_groups_in_place_and_out_of_order():
-    from histocluster.features.morphology import standardise_within
-
     rng = np.random.default_rng(2)
     x = np.vstack([rng.normal(0, 1, (40, 3)), rng.normal(10, 5, (60, 3))]).astype(np.float32)
     groups = np.array(["a"] * 40 + ["b"] * 60)

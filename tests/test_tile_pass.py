@@ -1,0 +1,152 @@
+"""The segmentation pass: each tile is decoded once, and quality, cells, measurements and
+pixel features all come from that one read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from histocluster.features.settings import CellFeatureSettings
+from histocluster.features.texture import PIXEL_COLUMNS, pixel_features
+from histocluster.segmentation.measurements import CELL_COLUMNS
+from histocluster.segmentation.tile_pass import (
+    QUALITY_COLUMNS,
+    PassSettings,
+    SegmentationFailedError,
+    process_slide,
+    segment_slides,
+)
+from histocluster.wsi import slides as slide_readers
+from histocluster.wsi.settings import QualityThresholds, TissueSettings
+
+from .test_embedding import two_cells
+
+
+class KnownLabels:
+    """A segmenter that returns a given label map and a constant confidence."""
+
+    name = "known"
+
+    def __init__(self, labels: np.ndarray, confidence: float = 0.75) -> None:
+        self.labels, self.confidence, self.calls = labels, confidence, 0
+
+    def segment(self, images, mpp):
+        return [labels for labels, _ in self.segment_scored(images, mpp)]
+
+    def segment_scored(self, images, mpp):
+        self.calls += 1
+        return [(self.labels.copy(), np.full(self.labels.shape, self.confidence, np.float32)) for _ in images]
+
+
+def one_tile(width: int, height: int, slide_id: str = "two") -> dict:
+    """A tile covering a whole small image (it owns everything: its core is the slide)."""
+    return {
+        "slide_id": slide_id,
+        "tile_id": f"{slide_id}_t",
+        "target_mpp": 0.5,
+        "x": 0,
+        "y": 0,
+        "w": width,
+        "h": height,
+        "out_w": width,
+        "out_h": height,
+        "out_mpp_x": 0.5,
+        "out_mpp_y": 0.5,
+        "row": 0,
+        "col": 0,
+        "core_x0": 0,
+        "core_y0": 0,
+        "core_x1": width,
+        "core_y1": height,
+    }
+
+
+@pytest.fixture
+def image_slide(tmp_path):
+    labels, rgb = two_cells()
+    path = tmp_path / "two.png"
+    Image.fromarray(rgb).save(path)
+    slide = {"slide_id": "two", "path": str(path), "width": rgb.shape[1], "height": rgb.shape[0]}
+    return slide, labels, rgb
+
+
+@pytest.fixture
+def count_reads(monkeypatch):
+    """Counts every region read from any slide (OpenSlide or plain image)."""
+    reads = []
+    for cls in (slide_readers.OpenSlideReader, slide_readers.ImageReader):
+        original = cls.read_region
+
+        def counted(reader, location, level, size, _original=original):
+            reads.append((location, level, size))
+            return _original(reader, location, level, size)
+
+        monkeypatch.setattr(cls, "read_region", counted)
+    return reads
+
+
+def settings(**changes) -> PassSettings:
+    base = dict(
+        quality=None,
+        tissue=TissueSettings(),
+        features=CellFeatureSettings(),
+        tiles_per_batch=4,
+        export_label_masks=False,
+    )
+    return PassSettings(**{**base, **changes})
+
+
+def test_one_read_gives_the_cells_their_measurements_and_their_pixel_features(image_slide, count_reads):
+    slide, labels, rgb = image_slide
+    tiles = pd.DataFrame([one_tile(rgb.shape[1], rgb.shape[0])])
+    result = process_slide(slide, tiles, KnownLabels(labels), settings(export_label_masks=True))
+    assert len(count_reads) == 1  # the tile is decoded once, for everything
+    cells = result.cells
+    assert list(cells.columns) == CELL_COLUMNS + PIXEL_COLUMNS and len(cells) == 2
+    # Pixel features are those of the segmenter's own label map and the tile's pixels.
+    direct = pixel_features(labels, rgb, 0.5, 2.0).set_index("label")[PIXEL_COLUMNS]
+    assert np.allclose(cells[PIXEL_COLUMNS].to_numpy(), direct.to_numpy())
+    # The score is the segmenter's confidence over the cell, not a stain measurement.
+    assert np.allclose(cells["score"], 0.75) and not np.allclose(cells["score"], cells["hematoxylin_mean"])
+    assert result.quality["reason"].tolist() == ["filtering disabled"]
+    (mask,) = result.masks.values()
+    assert np.array_equal(mask(), labels)
+
+
+def test_quality_is_judged_on_the_same_read_and_rejected_tiles_are_not_segmented(image_slide, count_reads):
+    slide, labels, rgb = image_slide
+    tiles = pd.DataFrame([one_tile(rgb.shape[1], rgb.shape[0])])
+    segmenter = KnownLabels(labels)
+    strict = QualityThresholds(min_edge_density=0.99)  # nothing passes
+    result = process_slide(slide, tiles, segmenter, settings(quality=strict))
+    assert len(count_reads) == 1 and segmenter.calls == 0
+    assert list(result.quality.columns) == QUALITY_COLUMNS
+    (row,) = result.quality.to_dict("records")
+    assert not row["keep"] and row["reason"].startswith("edge_density")
+    assert result.cells.empty and list(result.previews) == [tiles.tile_id[0]]  # a preview for the sheet
+
+
+def test_texture_off_leaves_the_columns_out(image_slide):
+    slide, labels, rgb = image_slide
+    tiles = pd.DataFrame([one_tile(rgb.shape[1], rgb.shape[0])])
+    result = process_slide(
+        slide, tiles, KnownLabels(labels), settings(features=CellFeatureSettings(texture=False))
+    )
+    assert list(result.cells.columns) == CELL_COLUMNS
+
+
+def test_an_unreadable_slide_is_rejected_tile_by_tile_and_a_run_of_only_such_slides_stops(image_slide):
+    slide, labels, rgb = image_slide
+    good = pd.DataFrame([one_tile(rgb.shape[1], rgb.shape[0])])
+    gone = pd.DataFrame([one_tile(rgb.shape[1], rgb.shape[0], slide_id="gone")])
+    slides = pd.DataFrame(
+        [slide, {"slide_id": "gone", "path": slide["path"] + ".missing", "width": 120, "height": 60}]
+    )
+    out = segment_slides(slides, pd.concat([good, gone]), KnownLabels(labels), settings())
+    assert len(out.cells) == 2 and set(out.cells["slide_id"]) == {"two"}
+    lost = out.quality[out.quality["slide_id"] == "gone"]
+    assert not lost["keep"].any() and lost["reason"].str.startswith("slide read error").all()
+    with pytest.raises(SegmentationFailedError, match="gone"):
+        segment_slides(slides.iloc[1:], gone, KnownLabels(labels), settings())
