@@ -11,7 +11,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     DO_NOT_TRACK=1 \
     DVC_NO_ANALYTICS=1 \
     TORCH_HOME=/models/torch \
-    CELLPOSE_LOCAL_MODELS_PATH=/models/cellpose
+    CELLPOSE_LOCAL_MODELS_PATH=/models/cellpose \
+    KEDRO_ENV=gpu
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential git make \
@@ -28,6 +29,7 @@ COPY . .
 # Mark the environment as set up for `make run` / `make test` (see Makefile).
 RUN pip install --no-deps -e . && touch /opt/venv/.installed
 
-# The image's environment is the project's: make targets use it directly.
+# The image's environment is the project's: make targets use it directly. KEDRO_ENV=gpu
+# (above) makes every `kedro run` in the image use conf/gpu (Cellpose-SAM, ResNet-50, cuML).
 ENV VENV=/opt/venv
 CMD ["kedro", "run"]

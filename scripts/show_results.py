@@ -61,9 +61,10 @@ def main() -> None:
         print("  labels: " + ", ".join(f"{label} {n}" for label, n in counts.items()))
         if set(counts.index) <= {"unlabelled", "review"}:
             print(
-                "  No cluster is named yet: look at data/08_reporting/representative_crop/<cluster>/,\n"
+                "  No cluster is named yet: look at the galleries (data/08_reporting/cluster_gallery/),\n"
                 "  write conf/local/cluster_labels.yml (e.g. `0: lymphocyte`) and run\n"
-                "  `kedro run --pipelines=classification` (or set OPENAI_API_KEY for a model)."
+                "  `kedro run --pipelines=relabel` (names → every cell, GeoJSON, report),\n"
+                "  or set OPENAI_API_KEY for a model to suggest names."
             )
     print("\nTables (Kedro-versioned, newest shown):")
     for folder in sorted([*ROOT.glob("data/0[1-7]_*/*.parquet"), *ROOT.glob("data/08_reporting/*.csv")]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 
@@ -67,7 +68,7 @@ def test_report_has_every_section_and_says_what_is_missing(annotated):
     root, records = annotated
     page = (root / "data/08_reporting/report.html").read_text()
     for section in ("slides", "filtering", "segmentation", "clusters", "galleries", "labels"):
-        assert f"<section id='{section}'>" in page
+        assert re.search(rf"<section id=[\"']{section}[\"']>", page), section
     assert "kidney-48-5" in page and "no cells found on this slide" in page
     assert page.count("data:image/jpeg;base64,") >= 5
     assert "Report:" in messages(records)
@@ -101,9 +102,10 @@ def test_report_renders_in_headless_chromium(annotated, tmp_path):
     bands = [grey.crop((0, y, 1200, y + 500)) for y in range(0, 3000, 500)]
     assert all(band.getextrema()[0] < 200 for band in bands[:4])
     # The DOM after rendering: every section, and every picture decoded (width > 0).
+    # ... and the run summary embedded as JSON parses in the browser (JSON.parse).
     script = (
         "<script>window.onload=()=>{document.title=[...document.images].filter(i=>i.naturalWidth>0).length"
-        "+'/'+document.images.length}</script>"
+        "+'/'+document.images.length+'/'+JSON.parse(document.getElementById('summary').textContent).cells}</script>"
     )
     probe = tmp_path / "probe.html"
     probe.write_text(
@@ -118,8 +120,9 @@ def test_report_renders_in_headless_chromium(annotated, tmp_path):
     ).stdout
     for section in ("slides", "filtering", "segmentation", "clusters", "galleries", "labels"):
         assert f'id="{section}"' in dom
-    decoded, total = dom.split("<title>")[1].split("</title>")[0].split("/")
+    decoded, total, cells = dom.split("<title>")[1].split("</title>")[0].split("/")
     assert int(total) >= 5 and decoded == total
+    assert cells.replace(",", "").isdigit() and int(cells.replace(",", "")) > 0
 
 
 def test_example_notebook_runs_against_the_run(annotated):

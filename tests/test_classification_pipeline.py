@@ -57,7 +57,7 @@ def test_without_a_key_human_labels_still_reach_every_cell(in_project):
     assert (merged.loc[merged.cluster_id >= 2, "label"] == "unlabelled").all()
     overall = counts[counts["slide_id"] == "all"].set_index("label")["cells"]
     assert overall["lymphocyte"] == (clusters["cluster_id"] == 0).sum() and overall.sum() == len(clusters)
-    crops = list((root / "data" / "08_reporting" / "representative_crop" / "0").glob("*.png"))
+    crops = list((root / "data" / "07_model_output" / "representative_crops" / "0").glob("*.png"))
     assert len(crops) == 10
 
 

@@ -123,10 +123,11 @@ def test_other_clusterers_run_in_the_pipeline(clustered, method, tmp_path):
         log=records,
         **{"clustering.clusterer.method": method, "clustering.reduction.method": "pca"},
     )
-    (clusters,) = load(root, "clusters")
+    clusters, clusterer = load(root, "clusters", "clusterer")
+    assert clusterer.method == method  # the asked method ran, not the default
     assert clusters["confidence"].between(0, 1).all()
     assert (clusters.loc[clusters["is_noise"], "cluster_id"] == -1).all()
-    assert "Clustered" in messages(records)
+    assert f"clusters ({method}, global)" in messages(records)
 
 
 def test_resnet_and_morphology_combined_with_random_weights(clustered, tmp_path):
@@ -138,19 +139,19 @@ def test_resnet_and_morphology_combined_with_random_weights(clustered, tmp_path)
     weights = tmp_path / "random-resnet50.pth"
     torch.save(resnet50(weights=None).state_dict(), weights)
     records: list[logging.LogRecord] = []
-    kedro_run(
-        root,
-        "clustering",
-        log=records,
-        **{
-            "clustering.embedders": {"morphology": 1.0, "resnet50": 0.5},
-            "clustering.resnet50.weights_path": str(weights),
-            "clustering.resnet50.input_size": 64,
-            "clustering.resnet50.device": "cpu",
-            "clustering.reduction.method": "pca",
-        },
-    )
-    (embeddings,) = load(root, "cell_embeddings")
+    params = {
+        "segmentation.cell_features.deep": "resnet50",
+        "segmentation.cell_features.resnet50.weights_path": str(weights),
+        "segmentation.cell_features.resnet50.input_size": 64,
+        "segmentation.cell_features.resnet50.device": "cpu",
+        "clustering.embedders": {"morphology": 1.0, "resnet50": 0.5},
+        "clustering.reduction.method": "pca",
+        "tiling.max_tiles": 3,
+    }
+    for pipeline in ("tiling", "segmentation", "clustering"):  # the ResNet features come from the pass
+        kedro_run(root, pipeline, log=records, **params)
+    cells, deep, embeddings = load(root, "cells", "cell_deep_features", "cell_embeddings")
+    assert sorted(deep.cell_ids) == sorted(cells["cell_id"]) and deep.dim == 2048
     morphology = [c for c in embeddings.columns if c.startswith("morphology:")]
     assert embeddings.dim == len(morphology) + 2048
     block = np.asarray(embeddings.matrix)
@@ -166,11 +167,15 @@ def test_missing_resnet_weights_stop_the_run_with_a_clear_message(clustered, tmp
     root, _ = clustered
     output = kedro_user_error(
         root,
-        "--pipelines=clustering",
+        "--pipelines=segmentation",
         "--params",
-        f"clustering.embedders.resnet50=1.0,clustering.resnet50.weights_path={tmp_path / 'none.pth'}",
+        "segmentation.cell_features.deep=resnet50,clustering.embedders.resnet50=1.0,"
+        f"segmentation.cell_features.resnet50.weights_path={tmp_path / 'none.pth'}",
     )
     assert "ResNet-50 weights not found" in output and "none.pth" in output
+    # Asking clustering for ResNet features the pass does not compute: said before any work.
+    output = kedro_user_error(root, "--pipelines=clustering", "--params", "clustering.embedders.resnet50=1.0")
+    assert "segmentation.cell_features.deep: resnet50" in output
 
 
 #: Off by default (tiling.write_tile_images, segmentation.export_label_masks): a DVC out

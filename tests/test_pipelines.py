@@ -80,9 +80,12 @@ def messy_project(project, cmu_slide, tcga_slide, kidney_image):
 
 
 def test_tiling_then_filtering_on_real_slides(messy_project):
+    """Tiling, then the segmentation pass (which judges each tile's quality where it reads
+    it; threshold foreground for speed), then the filtering pipeline's contact sheets."""
     root = messy_project
     records: list[logging.LogRecord] = []
     kedro_run(root, "tiling", log=records)
+    kedro_run(root, "segmentation", log=records, **{"segmentation.watershed.foreground": "threshold"})
     kedro_run(root, "filtering", log=records)
 
     slides, tiles, quality = load(root, "slides", "tiles", "tile_quality")
@@ -185,8 +188,8 @@ def test_regions_restrict_and_name_tiles(project, cmu_slide):
 
 def test_filtering_can_be_turned_off(project, cmu_slide):
     root = project([cmu_slide])
-    kedro_run(root, "tiling")
-    kedro_run(root, "filtering", **{"filtering.enabled": False})
+    kedro_run(root, "tiling", **{"tiling.max_tiles": 3})
+    kedro_run(root, "segmentation", **{"filtering.enabled": False})
     tiles, quality = load(root, "tiles", "tile_quality")
     assert len(quality) == len(tiles) and quality["keep"].all()
     assert (quality["reason"] == "filtering disabled").all()
@@ -278,19 +281,27 @@ def test_evaluation_without_bench_set_is_one_clear_message(project, tmp_path):
 def test_segmentation_reports_a_lost_slide_and_goes_on(project, cmu_slide, tcga_slide):
     root = project([cmu_slide, tcga_slide])
     kedro_run(root, "tiling", **{"tiling.max_tiles": 2})
-    kedro_run(root, "filtering")
     (root / "data" / "01_raw" / "slides" / tcga_slide.name).unlink()  # gone since tiling
     records: list[logging.LogRecord] = []
     kedro_run(root, "segmentation", log=records)
-    (cells,) = load(root, "cells")
+    kedro_run(root, "filtering", log=records)
+    cells, quality = load(root, "cells", "tile_quality")
     assert set(cells["slide_id"]) == {"cmu-1-small-region"}
-    assert "ERROR Slide tcga-cr-7395-01a-01-ts1: segmentation failed" in messages(records)
+    log = messages(records)
+    assert "ERROR Slide tcga-cr-7395-01a-01-ts1: cannot be processed" in log
+    # Its tiles are rejected with the reason; the other slide's are judged as usual.
+    lost = quality[quality["slide_id"] == "tcga-cr-7395-01a-01-ts1"]
+    assert len(lost) == 2 and not lost["keep"].any()
+    assert lost["reason"].str.startswith("slide read error").all()
+    assert quality.loc[quality["slide_id"] == "cmu-1-small-region", "keep"].any()
+    sheets = {p.stem for p in (root / "data/08_reporting/tile_contact_sheet").glob("*.png")}
+    assert sheets == {"cmu-1-small-region"}
+    assert "ERROR Slide tcga-cr-7395-01a-01-ts1: no contact sheet" in log
 
 
 def test_segmentation_failing_everywhere_writes_nothing(project, cmu_slide):
     root = project([cmu_slide])
     kedro_run(root, "tiling", **{"tiling.max_tiles": 2})
-    kedro_run(root, "filtering")
     (root / "data" / "01_raw" / "slides" / cmu_slide.name).unlink()
     output = kedro_user_error(root, "--pipelines=segmentation")
     assert "Segmentation failed on every slide (1); nothing was written" in output
@@ -298,17 +309,3 @@ def test_segmentation_failing_everywhere_writes_nothing(project, cmu_slide):
     assert not (root / "data" / "03_primary" / "cells.parquet").exists()
 
 
-def test_filtering_reports_a_lost_slide_and_goes_on(project, cmu_slide, tcga_slide):
-    root = project([cmu_slide, tcga_slide])
-    kedro_run(root, "tiling", **{"tiling.max_tiles": 2})
-    (root / "data" / "01_raw" / "slides" / tcga_slide.name).unlink()  # gone since tiling
-    records: list[logging.LogRecord] = []
-    kedro_run(root, "filtering", log=records)
-    (quality,) = load(root, "tile_quality")
-    lost = quality[quality["slide_id"] == "tcga-cr-7395-01a-01-ts1"]
-    assert len(lost) == 2 and not lost["keep"].any()
-    assert lost["reason"].str.startswith("slide read error").all()
-    assert quality.loc[quality["slide_id"] == "cmu-1-small-region", "keep"].any()
-    sheets = {p.stem for p in (root / "data/08_reporting/tile_contact_sheet").glob("*.png")}
-    assert sheets == {"cmu-1-small-region"}
-    assert "ERROR Slide tcga-cr-7395-01a-01-ts1: no contact sheet" in messages(records)

@@ -33,7 +33,7 @@ def test_viz_build(project):
         "__default__",
     } <= {p["id"] for p in main["pipelines"]}
     tasks = {node["name"] for node in main["nodes"] if node["type"] == "task"}
-    assert {"describe_slides", "plan_tiles", "measure_tile_quality", "segment_cells"} <= tasks
+    assert {"describe_slides", "plan_tiles", "segment_tiles", "draw_contact_sheets", "crop_representatives"} <= tasks
     assert {
         "embed_cells",
         "cluster_cells",
@@ -46,7 +46,7 @@ def test_viz_build(project):
     assert layers["cluster_map_plot"] == "reporting" and layers["report_html"] == "reporting"
     relabel = json.loads((root / "build" / "api" / "pipelines" / "relabel").read_text())
     assert {n["name"] for n in relabel["nodes"] if n["type"] == "task"} >= {"label_clusters", "write_report"}
-    assert "segment_cells" not in {n["name"] for n in relabel["nodes"]}
+    assert "segment_tiles" not in {n["name"] for n in relabel["nodes"]}
     # The optional evaluation pipeline is not in the default run, but has its own page.
     assert "evaluate_segmentation" not in tasks
     evaluation = json.loads((root / "build" / "api" / "pipelines" / "evaluation").read_text())

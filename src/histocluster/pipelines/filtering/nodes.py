@@ -39,6 +39,9 @@ def draw_contact_sheets(
     merged = tiles.merge(tile_quality[["tile_id", "keep", "reason"]], on="tile_id")
     sheets = {}
     for slide_id, slide_tiles in merged.groupby("slide_id", sort=False):
+        if not any(f"{slide_id}/{t}" in previews for t in slide_tiles["tile_id"]):
+            logger.error("Slide %s: no contact sheet (none of its tiles could be read)", slide_id)
+            continue
         sections = []
         for label, keep in (("Kept", True), ("Rejected", False)):
             group = slide_tiles[slide_tiles["keep"] == keep]
