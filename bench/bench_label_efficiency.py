@@ -57,17 +57,16 @@ from histocluster.clustering.clusterers import (
     nearest_centre,
 )
 from histocluster.clustering.reduction import fit_reduce
-from histocluster.clustering.settings import ReductionSettings
+from histocluster.clustering.settings import ClusteringParams, ReductionSettings
 from histocluster.clustering.summary import pick_representatives
 from histocluster.features.cell_pixels import OUTLINE, TileCells, crop_cells
 from histocluster.features.morphology import morphology_embedding
-from histocluster.features.settings import MorphologySettings
+from histocluster.features.settings import CellFeatureSettings, MorphologySettings
 from histocluster.features.texture import pixel_features
 from histocluster.labelling.cluster_labels import vote
 from histocluster.labelling.propagation import propagate
-from histocluster.labelling.settings import VLMSettings
+from histocluster.labelling.settings import ClassificationParams, VLMSettings
 from histocluster.labelling.vlm_client import AnswerCache, VLMClassifier
-from histocluster.params import ClassificationParams
 from histocluster.segmentation.evaluation import labels_at_points
 from histocluster.segmentation.measurements import measure_objects
 from histocluster.segmentation.settings import WatershedSettings
@@ -190,12 +189,12 @@ def cluster_then(x, y, cells, settings, r, propagate):
 
 def representative_crops(
     bench: Path, cells: pd.DataFrame, chosen: pd.DataFrame, mpp: float, foreground: str = "threshold"
-) -> dict[str, bytes]:
-    """PNG crops (as the classification pipeline makes them: 32 µm, 256 px, outlined)
-    of the chosen cells, by cell_id."""
+) -> dict[str, np.ndarray]:
+    """Crops (as the pipeline makes them: clustering.representatives.crop_um, sent at
+    classification.image_size px, outlined) of the chosen cells, by cell_id."""
     info = json.loads((bench / "info.json").read_text())
     settings = ClassificationParams()
-    crop_px = max(2, round(settings.crop_um / mpp))
+    crop_px = max(2, round(ClusteringParams().representatives.crop_um / mpp))
     margin = crop_px // 2 + 1
     wanted = cells[cells["cell_id"].isin(chosen["cell_id"])]
     out = {}
@@ -213,10 +212,7 @@ def representative_crops(
             group[["centroid_x", "centroid_y"]].to_numpy() + margin,
         )
         crops = crop_cells(item, crop_px, settings.image_size, outline=OUTLINE)
-        for cell_id, crop in zip(group["cell_id"], crops, strict=True):
-            buffer = io.BytesIO()
-            Image.fromarray(crop).save(buffer, format="PNG")
-            out[cell_id] = buffer.getvalue()
+        out.update(zip(group["cell_id"], crops, strict=True))
     return out
 
 
@@ -231,24 +227,25 @@ def through_classification(
 
     result, clusters = clustered(x, cells, settings)
     reps = pick_representatives(clusters, ClassificationParams().representatives)
-    pngs = representative_crops(bench, cells, reps, mpp, foreground)
+    crops = representative_crops(bench, cells, reps, mpp, foreground)
     truth = dict(zip(cells["cell_id"], y, strict=True))
-    by_image = {hashlib.sha256(png).hexdigest(): truth[cell_id] for cell_id, png in pngs.items()}
+    by_image = {hashlib.sha256(crop.tobytes()).hexdigest(): truth[cell_id] for cell_id, crop in crops.items()}
     vocabulary = sorted({str(t) for t in y if pd.notna(t)})
 
     def reply(request, n):
         url = request["messages"][0]["content"][1]["image_url"]["url"]
-        answer = by_image.get(hashlib.sha256(base64.b64decode(url.split(",", 1)[1])).hexdigest())
+        sent = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+        answer = by_image.get(hashlib.sha256(sent.tobytes()).hexdigest())
         content = json.dumps({"label": answer if isinstance(answer, str) else "unknown"})
         return 200, completion(content), {}, 0.0
 
-    reps = reps[reps["cell_id"].isin(pngs)]
+    reps = reps[reps["cell_id"].isin(crops)]
     with ChatServer(reply) as server:
         vlm = VLMSettings(
             base_url=server.base_url, model="oracle", max_requests=10**6, max_cost_usd=10**6, concurrency=8
         )
         answers = VLMClassifier(vlm, "oracle-key", "oracle", vocabulary, AnswerCache(cache)).ask(
-            [pngs[c] for c in reps["cell_id"]]
+            [crops[c] for c in reps["cell_id"]]
         )
     table = reps[["cluster_id", "cell_id"]].assign(
         label=[a.label for a in answers], status=[a.status for a in answers], cost_usd=0.0
@@ -319,8 +316,8 @@ def main() -> None:
     # CoNSeP/CRC images are crops of a few slides from one scanner: standardise over all cells
     # (per-image z-scores of 256-px crops would erase real differences between them).
     settings = MorphologySettings(texture=not args.no_texture, context_neighbours=args.context)
-    cells, mpp, detected = load_cells(args.bench, settings.ring_um, args.foreground)
-    x, columns = morphology_embedding(cells, np.full(len(cells), mpp), settings, cells, within="all")
+    cells, mpp, detected = load_cells(args.bench, CellFeatureSettings().ring_um, args.foreground)
+    x, columns = morphology_embedding(cells, np.full(len(cells), mpp), settings, within="all")
     y = cells["cell_type"].to_numpy().astype(object)
     typed = pd.notna(y)
     n = int(typed.sum())

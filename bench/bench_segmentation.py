@@ -32,14 +32,16 @@ import resource  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from histocluster.params import FilteringParams, SegmentationParams, TilingParams  # noqa: E402
-from histocluster.pipelines.filtering.nodes import measure_tile_quality  # noqa: E402
-from histocluster.pipelines.segmentation.nodes import segment_cells  # noqa: E402
+from histocluster.pipelines.segmentation.nodes import segment_tiles  # noqa: E402
 from histocluster.pipelines.tiling.nodes import describe_slides, detect_tissue_masks, plan_tiles  # noqa: E402
 from histocluster.segmentation.measurements import measure_cells  # noqa: E402
-from histocluster.segmentation.settings import WatershedSettings  # noqa: E402
+from histocluster.segmentation.settings import (
+    SegmentationParams,
+    WatershedSettings,  # noqa: E402
+)
 from histocluster.segmentation.stitching import stitch  # noqa: E402
 from histocluster.segmentation.watershed import cached_network, segment_nuclei  # noqa: E402
+from histocluster.wsi.settings import FilteringParams, TilingParams  # noqa: E402
 from histocluster.wsi.slides import SlideSource, open_slide, slugify  # noqa: E402
 from histocluster.wsi.tile_grid import read_tile  # noqa: E402
 
@@ -61,15 +63,16 @@ def main() -> None:
         start = time.perf_counter()
         cached_network(segmentation.watershed.weights_path)
         startup = time.perf_counter() - start
-    slides, thumbnails = describe_slides([SlideSource(slugify(args.slide.stem), str(args.slide))], tiling)
-    tiles = plan_tiles(slides, detect_tissue_masks(slides, thumbnails, tiling), tiling)
-    quality = measure_tile_quality(slides, tiles, filtering, tiling)
-    kept = tiles[tiles["tile_id"].isin(quality.loc[quality["keep"], "tile_id"])]
+    slides, thumbnails, regions = describe_slides(
+        [SlideSource(slugify(args.slide.stem), str(args.slide))], tiling
+    )
+    tiles = plan_tiles(slides, detect_tissue_masks(slides, thumbnails, tiling), regions, tiling)
     slide = slides.iloc[0]
 
     start = time.perf_counter()
-    cells, _ = segment_cells(slides, tiles, quality, segmentation)
+    quality, cells, _, _, _ = segment_tiles(slides, tiles, tiling, filtering, segmentation)
     node_seconds = time.perf_counter() - start
+    kept = tiles[tiles["tile_id"].isin(quality.loc[quality["keep"], "tile_id"])]
 
     read = seg = meas = 0.0
     with open_slide(slide["path"]) as reader:
@@ -99,7 +102,8 @@ def main() -> None:
     )
     print(
         f"segmentation    {len(cells)} cells in {node_seconds:.2f} s -> {len(cells) / node_seconds:.0f} cells/s, "
-        f"{len(kept) / node_seconds:.2f} tiles/s, {mpx / node_seconds:.2f} Mpx/s (node, end to end)"
+        f"{len(kept) / node_seconds:.2f} tiles/s, {mpx / node_seconds:.2f} Mpx/s "
+        "(node, end to end: reading, tile quality, segmentation, measurements, texture features)"
     )
     print(f"  read tiles    {read:.2f} s")
     print(f"  watershed     {seg:.2f} s -> {mpx / seg:.2f} Mpx/s")

@@ -6,9 +6,10 @@ of the project (configuration from the repository of the imported ``histocluster
 in a temporary folder), with a hook that times every node and a counter on the slide
 readers' ``read_region``. Prints one row per node and these totals:
 
-* *reads of kept tiles before clustering*: for every kept tile, the number of slide reads
-  before the ``clustering`` pipeline's last node whose box covers most of the tile
-  (the quality check, segmentation, pixel features, crops: each counts);
+* *reads of kept tiles before clustering*: for every kept tile, the number of tile-sized
+  slide reads up to the ``clustering`` pipeline's last node whose box covers most of the
+  tile (the quality check, segmentation, pixel features, crops: each counts; whole-slide
+  thumbnail blocks do not, they are in the node rows);
 * pixels decoded per stage, in megapixels at the level read.
 
 Peak RSS is the high-water mark of each node alone (``/proc/self/clear_refs`` resets it
@@ -166,8 +167,11 @@ def _kept_tiles(project: Path):
 
 
 def _covers(read: tuple, tile) -> bool:
-    """The read's box holds at least 90% of the tile's box."""
+    """The read's box holds at least 90% of the tile's box, and is a tile-sized read (not
+    a whole-slide or thumbnail block: those are counted per node in the table)."""
     x, y, w, h = read
+    if w * h > 4 * tile.w * tile.h:
+        return False
     ix = max(0.0, min(x + w, tile.x + tile.w) - max(x, tile.x))
     iy = max(0.0, min(y + h, tile.y + tile.h) - max(y, tile.y))
     return ix * iy >= 0.9 * tile.w * tile.h

@@ -23,22 +23,35 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from histocluster.params import FilteringParams, TilingParams  # noqa: E402
-from histocluster.pipelines.filtering.nodes import measure_tile_quality  # noqa: E402
+import pandas as pd  # noqa: E402
+
 from histocluster.pipelines.tiling.nodes import describe_slides, detect_tissue_masks, plan_tiles  # noqa: E402
-from histocluster.wsi.slides import SlideSource, slugify  # noqa: E402
+from histocluster.wsi.settings import FilteringParams, TilingParams  # noqa: E402
+from histocluster.wsi.slides import SlideSource, open_slide, slugify  # noqa: E402
+from histocluster.wsi.tile_grid import read_tile  # noqa: E402
+from histocluster.wsi.tile_quality import judge, tile_metrics  # noqa: E402
+
+
+def measure_tile_quality(slides, tiles, filtering: FilteringParams, tiling: TilingParams) -> pd.DataFrame:
+    """Read every tile and judge it, as the segmentation pass does before segmenting."""
+    rows = []
+    with open_slide(slides.iloc[0]["path"]) as reader:
+        for tile in tiles.to_dict("records"):
+            metrics = tile_metrics(read_tile(reader, tile), filtering.thresholds, tiling.tissue)
+            rows.append({"tile_id": tile["tile_id"], "keep": judge(metrics, filtering.thresholds)[0]})
+    return pd.DataFrame(rows, columns=["tile_id", "keep"])
 
 
 def one_pass(source: SlideSource, tiling: TilingParams, filtering: FilteringParams) -> dict:
     times = {}
     start = time.perf_counter()
-    slides, thumbnails = describe_slides([source], tiling)
+    slides, thumbnails, regions = describe_slides([source], tiling)
     times["read slide + thumbnail"] = time.perf_counter() - start
     start = time.perf_counter()
     masks = detect_tissue_masks(slides, thumbnails, tiling)
     times["tissue detection"] = time.perf_counter() - start
     start = time.perf_counter()
-    tiles = plan_tiles(slides, masks, tiling)
+    tiles = plan_tiles(slides, masks, regions, tiling)
     times["tile grid"] = time.perf_counter() - start
     start = time.perf_counter()
     quality = measure_tile_quality(slides, tiles, filtering, tiling)

@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 from histocluster.clustering.compute_backend import Device, to_numpy, use_gpu
 from histocluster.clustering.settings import ClusterSettings, KMeansSettings
+
+if TYPE_CHECKING:  # sklearn is imported where it is used (cheap `kedro` start-up)
+    from sklearn.neighbors import KNeighborsClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,8 @@ def kdistance_elbow(x: np.ndarray, k: int, max_points: int = 50_000, seed: int =
     neighbour (the cell itself counts as the first, as in scikit-learn's ``min_samples``):
     the point of the ascending curve farthest below the straight line from its first to
     its last point, both axes scaled to [0, 1]. Computed on a sample of ``max_points``."""
+    from sklearn.neighbors import NearestNeighbors
+
     if len(x) > max_points:
         x = x[np.random.default_rng(seed).choice(len(x), max_points, replace=False)]
     k = min(k, len(x))
@@ -168,6 +173,7 @@ def _kmeans(x: np.ndarray, s: ClusterSettings, gpu: bool) -> np.ndarray:
 def _leiden(x: np.ndarray, s: ClusterSettings, gpu: bool) -> np.ndarray:
     import igraph
     import leidenalg
+    from sklearn.neighbors import NearestNeighbors
 
     k = min(s.leiden.n_neighbors + 1, len(x))
     if gpu:
@@ -333,6 +339,8 @@ def _by_size(labels: np.ndarray) -> np.ndarray:
 def _assigner(
     x: np.ndarray, labels: np.ndarray, seed: int, max_points: int = 100_000
 ) -> KNeighborsClassifier | None:
+    from sklearn.neighbors import KNeighborsClassifier
+
     kept = np.flatnonzero(labels != NOISE)
     if len(kept) == 0:
         return None

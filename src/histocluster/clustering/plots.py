@@ -3,30 +3,42 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from PIL import Image
 
-matplotlib.use("Agg")
+from histocluster.clustering.clusterers import NOISE
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from histocluster.clustering.clusterers import NOISE  # noqa: E402
+if TYPE_CHECKING:  # matplotlib and plotly are imported where they are drawn with
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
 
 NOISE_COLOUR = "#bdbdbd"
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files, no screen), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def cluster_colours(cluster_ids: np.ndarray) -> dict[int, str]:
     """A stable colour per cluster id (tab20, then hsv beyond 20); noise grey."""
+    from matplotlib.colors import to_hex
+
+    plt = pyplot()
     ids = sorted(int(c) for c in np.unique(cluster_ids) if c != NOISE)
     cmap = plt.get_cmap("tab20")
     colours = {NOISE: NOISE_COLOUR}
     for k, c in enumerate(ids):
         rgba = cmap(k % 20) if len(ids) <= 20 else plt.get_cmap("hsv")(k / max(len(ids), 1))
-        colours[c] = matplotlib.colors.to_hex(rgba)
+        colours[c] = to_hex(rgba)
     return colours
 
 
@@ -38,6 +50,7 @@ def _sample(clusters: pd.DataFrame, max_points: int, seed: int = 0) -> pd.DataFr
 
 def cluster_map_figure(clusters: pd.DataFrame, max_points: int = 200_000) -> plt.Figure:
     """Scatter of ``map_x``/``map_y`` coloured by cluster, each cluster's id at its centre."""
+    plt = pyplot()
     figure, ax = plt.subplots(figsize=(8, 8), dpi=120)
     shown = _sample(clusters, max_points)
     colours = cluster_colours(clusters["cluster_id"].to_numpy())
@@ -76,6 +89,8 @@ def cluster_map_figure(clusters: pd.DataFrame, max_points: int = 200_000) -> plt
 def cluster_map_plotly(clusters: pd.DataFrame, max_points: int = 20_000) -> go.Figure:
     """Interactive cell map (one trace per cluster; hover shows cell, slide, cluster,
     confidence); at most ``max_points`` cells so kedro-viz previews it quickly."""
+    import plotly.graph_objects as go
+
     shown = _sample(clusters, max_points)
     colours = cluster_colours(clusters["cluster_id"].to_numpy())
     figure = go.Figure()
@@ -105,6 +120,7 @@ def cluster_map_plotly(clusters: pd.DataFrame, max_points: int = 20_000) -> go.F
 
 def cluster_sizes_figure(summary: pd.DataFrame) -> plt.Figure:
     """Bar chart of cells per cluster (noise grey, last)."""
+    plt = pyplot()
     ordered = pd.concat([summary[~summary["noise"]], summary[summary["noise"]]]) if len(summary) else summary
     colours = cluster_colours(ordered["cluster_id"].to_numpy()) if len(ordered) else {}
     width = float(np.clip(0.25 * len(ordered), 6, 24))
@@ -122,6 +138,7 @@ def cluster_sizes_figure(summary: pd.DataFrame) -> plt.Figure:
 def figure_image(figure: plt.Figure, dpi: int = 120) -> Image.Image:
     """A matplotlib figure as a PIL image (the figure is closed), so it is saved as a PNG
     that later stages load instead of drawing it again."""
+    plt = pyplot()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)

@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import shapely
-from skimage.draw import polygon as fill_polygon
 
 from histocluster.wsi.slides import SlideReader, open_slide
 from histocluster.wsi.tile_grid import read_with_margin, tile_scale
@@ -55,6 +54,8 @@ def to_tile_frame(tile: dict, x: np.ndarray, y: np.ndarray, margin: int = 0) -> 
 def rasterise(polygons: np.ndarray, tile: dict, shape: tuple[int, int], margin: int = 0) -> np.ndarray:
     """Label map (int32) of level-0 ``polygons`` (shapely) in the tile's pixel frame:
     a pixel belongs to polygon ``k`` (value ``k + 1``) when its centre lies inside."""
+    from skimage.draw import polygon as fill_polygon
+
     labels = np.zeros(shape, dtype=np.int32)
     for k, geometry in enumerate(polygons):
         for part in getattr(geometry, "geoms", [geometry]):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.neighbors import NearestNeighbors
 
 from histocluster.errors import UserInputError
 from histocluster.features.scaling import standardise, standardise_within
@@ -36,6 +35,8 @@ def neighbourhood_context(x: np.ndarray, points_um: np.ndarray, groups: np.ndarr
     """Per cell: the mean of ``x`` over its ``k`` nearest cells (by centroid, within its
     group, i.e. its slide) and ``log(1 + distance to the k-th)`` in µm. Cells alone in
     their group get zeros."""
+    from sklearn.neighbors import NearestNeighbors
+
     out = np.zeros((len(x), x.shape[1] + 1), dtype=np.float32)
     for _, index in pd.Series(groups).groupby(groups, sort=False).indices.items():
         kk = min(k + 1, len(index))

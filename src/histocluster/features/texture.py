@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
-from skimage.feature import local_binary_pattern
 
 from histocluster.wsi.stain import stain_densities
 
@@ -60,6 +58,8 @@ def ring_labels(labels: np.ndarray, width_px: int) -> np.ndarray:
     """Each object's ring: background pixels within ``width_px`` of it, labelled with
     the object's id (where two rings meet, the larger id wins; other cells are never
     part of a ring)."""
+    from scipy import ndimage as ndi
+
     if width_px < 1:
         return np.zeros_like(labels)
     grown = ndi.grey_dilation(labels, size=2 * width_px + 1)
@@ -80,6 +80,9 @@ def pixel_features(labels: np.ndarray, rgb: np.ndarray, mpp: float, ring_um: flo
         :data:`PIXEL_COLUMNS`. Objects whose ring is empty (packed between others) get
         the ring statistics of their own inside, so no value is missing.
     """
+    from scipy import ndimage as ndi
+    from skimage.feature import local_binary_pattern
+
     labels = np.asarray(labels)
     ids = np.unique(labels)
     ids = ids[ids > 0]

@@ -15,6 +15,7 @@ from histocluster.clustering.summary import crop_key
 from histocluster.labelling.credentials import Secret
 from histocluster.labelling.settings import ClassificationParams
 from histocluster.labelling.vlm_client import Answer, AnswerCache, VLMClassifier
+from histocluster.lazy import materialise
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def ask_about_representatives(
         classifier = VLMClassifier(
             params.vlm, api_key.reveal(), vocabulary.prompt, vocabulary.labels, AnswerCache(params.cache_dir)
         )
-        images = [model_image(crops[k](), params.image_size) for k in keys]
+        images = [model_image(materialise(crops[k]), params.image_size) for k in keys]
         answers = classifier.ask(images, crop_spec=f"image_size={params.image_size}")
     table = pd.DataFrame([asdict(a) for a in answers], columns=list(Answer.__dataclass_fields__))
     table = pd.concat([chosen[["cluster_id", "rank", "cell_id"]].reset_index(drop=True), table], axis=1)

@@ -182,14 +182,10 @@ def cluster_gallery(
 
 def counts_figure(counts: dict) -> Image.Image:
     """Bar chart of cells per label (over all slides), each bar in its label's colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from histocluster.clustering.plots import figure_image
+    from histocluster.clustering.plots import figure_image, pyplot
     from histocluster.reporting.colours import label_colour
 
+    plt = pyplot()
     figure, ax = plt.subplots(figsize=(8, 4), dpi=120)
     labels = counts["all"]["labels"]
     if labels:

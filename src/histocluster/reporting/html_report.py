@@ -21,6 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from PIL import Image
 
+from histocluster.lazy import materialise
 from histocluster.reporting.colours import label_colour
 
 SECTIONS = ["slides", "filtering", "segmentation", "clusters", "galleries", "labels"]
@@ -56,9 +57,7 @@ def table_html(frame: pd.DataFrame, max_rows: int = 200) -> Markup:
 
 def _picture(pictures: Pictures, key: str) -> Image.Image | None:
     item = pictures.get(key)
-    if item is None:
-        return None
-    return item() if callable(item) else item
+    return None if item is None else materialise(item)
 
 
 def render(context: dict) -> str:

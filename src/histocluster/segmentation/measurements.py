@@ -1,6 +1,6 @@
 """The cell table: one row per segmented cell, in level-0 coordinates and physical units.
 
-Columns (DESIGN.md "cells" contract):
+Columns (the "cells" contract of docs/architecture.md):
 
 * ids: ``cell_id`` (``<tile_id>_n<k>``, objects numbered by centroid row then column,
   so reruns on the same input and parameters give the same ids), ``slide_id``,
@@ -24,9 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import shapely
-from scipy import ndimage as ndi
 from shapely.geometry import Polygon
-from skimage.measure import find_contours
 
 from histocluster.wsi.stain import stain_densities
 from histocluster.wsi.tile_grid import tile_scale, to_level0
@@ -79,6 +77,8 @@ _DTYPES = {
 def outline(mask: np.ndarray) -> np.ndarray:
     """Closed outline (row, col) of a binary object, on pixel edges, in its own frame
     (continuous coordinates: pixel ``(r, c)`` covers ``[r, r + 1] × [c, c + 1]``)."""
+    from skimage.measure import find_contours
+
     padded = np.pad(mask, 1)
     contours = find_contours(padded.astype(np.float32), 0.5)
     # find_contours puts pixel centres on integers; -1 undoes the padding and +0.5 moves
@@ -157,6 +157,8 @@ def measure_objects(
     confidence, e.g. the network's nucleus probability) over the object, or NaN when the
     segmenter gives none.
     """
+    from scipy import ndimage as ndi
+
     ids = np.unique(labels)
     ids = ids[ids > 0]
     if len(ids) == 0:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from histocluster.wsi.tile_grid import to_level0
 
@@ -44,6 +43,8 @@ def owned_labels(
     id, index 0 the background, as the measurements compute them
     (:func:`~histocluster.segmentation.measurements.object_moments`); computed here when
     not given."""
+    from scipy import ndimage as ndi
+
     ids = np.unique(labels)
     ids = ids[ids > 0]
     if len(ids) == 0:

@@ -32,9 +32,6 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
-from skimage.segmentation import watershed
 
 from histocluster.segmentation.settings import WatershedSettings
 from histocluster.wsi.stain import haematoxylin
@@ -45,6 +42,9 @@ if TYPE_CHECKING:  # torch is imported only when the network foreground is used
 
 def foreground(h: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
     """Nuclear foreground mask from a (smoothed) haematoxylin image."""
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+
     threshold = max(
         float(threshold_otsu(h)) * s.threshold_scale if h.max() > h.min() else np.inf, s.min_threshold
     )
@@ -62,6 +62,8 @@ def foreground(h: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
 
 def fill_small_holes(mask: np.ndarray, max_pixels: float) -> np.ndarray:
     """``mask`` with its holes of at most ``max_pixels`` filled."""
+    from scipy import ndimage as ndi
+
     holes = ndi.binary_fill_holes(mask) & ~mask
     hole_labels, _ = ndi.label(holes)
     hole_sizes = np.bincount(hole_labels.ravel())
@@ -73,6 +75,8 @@ def fill_small_holes(mask: np.ndarray, max_pixels: float) -> np.ndarray:
 def markers(distance: np.ndarray, mask: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
     """Labelled markers: local maxima of ``distance`` at least ``min_distance_um`` apart
     and ``marker_h_um`` higher than the saddle around them (dilation-based h-test)."""
+    from scipy import ndimage as ndi
+
     size = max(3, int(round(2 * s.min_distance_um / mpp)) | 1)
     peaks = (distance == ndi.maximum_filter(distance, size=size)) & mask
     if s.marker_h_um > 0:
@@ -103,6 +107,8 @@ def drop_by_area(labels: np.ndarray, mpp: float, min_um2: float, max_um2: float)
 
 def seed_orphans(seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``seeds`` plus one seed for each connected component of ``mask`` that has none."""
+    from scipy import ndimage as ndi
+
     components, n = ndi.label(mask)
     has_seed = np.zeros(n + 1, dtype=bool)
     has_seed[np.unique(components[seeds > 0])] = True
@@ -112,6 +118,9 @@ def seed_orphans(seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def network_labels(probabilities: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
     """Nuclei from the network's (background, interior, boundary) probabilities at ``mpp``."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
     mask = probabilities[1] + probabilities[2] > s.foreground_probability
     mask = fill_small_holes(mask, s.max_hole_um2 / (mpp * mpp))
     if not mask.any():
@@ -127,6 +136,8 @@ def network_labels(probabilities: np.ndarray, mpp: float, s: WatershedSettings) 
 
 def distance_landscape(mask: np.ndarray, mpp: float) -> np.ndarray:
     """Distance to the background (px), smoothed over 0.5 µm (at least one pixel)."""
+    from scipy import ndimage as ndi
+
     distance = ndi.distance_transform_edt(mask).astype(np.float32)
     return ndi.gaussian_filter(distance, max(1.0, 0.5 / mpp))
 
@@ -164,6 +175,9 @@ def segment_nuclei(rgb: np.ndarray, mpp: float, settings: WatershedSettings | No
 
 def segment_with_threshold(rgb: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
     """The classical path: Otsu foreground, distance-transform markers, watershed."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
     h = haematoxylin(rgb)
     sigma = s.smoothing_um / mpp
     if sigma > 0:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
-from skimage.segmentation import find_boundaries
 
 KEPT = (0, 160, 60)
 REJECTED = (210, 30, 30)
@@ -29,6 +28,8 @@ def tiling_overview(
     footprint drawn (kept tiles green). ``scale`` is level-0 pixels per thumbnail pixel.
     When the tile table has a ``keep`` column, rejected tiles are drawn in red. Small
     thumbnails are enlarged (nearest neighbour) to ``min_side`` so the grid stays legible."""
+    from skimage.segmentation import find_boundaries
+
     factor = max(1, -(-min_side // max(thumbnail.shape[:2])))
     if factor > 1:
         thumbnail = np.kron(thumbnail, np.ones((factor, factor, 1), dtype=thumbnail.dtype))

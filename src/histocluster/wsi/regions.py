@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
-from skimage.draw import polygon as draw_polygon
 
 REGION_SUFFIXES = (".xml", ".geojson", ".json")
 
@@ -145,6 +144,8 @@ def regions_from_records(records: list[dict]) -> list[Region]:
 
 def rasterize(regions: list[Region], shape_hw: tuple[int, int], scale: tuple[float, float]) -> np.ndarray:
     """Boolean mask (``shape_hw``) of the regions, ``scale`` level-0 px per mask px."""
+    from skimage.draw import polygon as draw_polygon
+
     mask = np.zeros(shape_hw, dtype=bool)
     sx, sy = scale
     for region in regions:

@@ -365,7 +365,7 @@ def _portable(path: Path) -> str:
         return str(path)
 
 
-#: Columns of the slide table (DESIGN.md "slides" contract).
+#: Columns of the slide table (the "slides" contract of docs/architecture.md).
 SLIDE_COLUMNS = [
     "slide_id",
     "path",

@@ -19,7 +19,7 @@ import pandas as pd
 
 from histocluster.wsi.slides import SlideReader
 
-#: Columns of the tile table (DESIGN.md "tiles" contract).
+#: Columns of the tile table (the "tiles" contract of docs/architecture.md).
 TILE_COLUMNS = [
     "slide_id",
     "tile_id",

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy import ndimage as ndi
-from skimage import morphology
-from skimage.filters import threshold_otsu
 
 from histocluster.wsi.settings import TissueSettings
 from histocluster.wsi.stain import OD_LUT
@@ -32,6 +29,8 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
 
 
 def _threshold(values: np.ndarray, floor: float) -> float:
+    from skimage.filters import threshold_otsu
+
     if values.size == 0 or float(values.max()) == float(values.min()):
         return floor
     return max(float(threshold_otsu(values)), floor)
@@ -53,6 +52,9 @@ def detect_tissue(rgb: np.ndarray, mpp: float, settings: TissueSettings) -> np.n
     ``closing_um``, fill holes smaller than ``max_hole_um2`` and drop objects smaller
     than ``min_object_um2``.
     """
+    from scipy import ndimage as ndi
+    from skimage import morphology
+
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"expected an RGB image, got shape {rgb.shape}")
     mask = tissue_pixels(rgb, settings)

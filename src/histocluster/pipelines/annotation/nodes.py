@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from histocluster.lazy import materialise
 from histocluster.reporting import qupath
 from histocluster.reporting.annotated_cells import coloured_cells, counts
 from histocluster.reporting.colours import colour_mode, legend
@@ -61,7 +62,12 @@ def export_viewer_json(slides: pd.DataFrame, tiles: pd.DataFrame, table: pd.Data
 
 def _gallery(crops: Lazy, keys: list[str], captions: list[str], row: dict, label_row, params) -> Image.Image:
     return cluster_gallery(
-        [crops[k]() for k in keys], captions, row, label_row, params.gallery.size, params.gallery.columns
+        [materialise(crops[k]) for k in keys],
+        captions,
+        row,
+        label_row,
+        params.gallery.size,
+        params.gallery.columns,
     )
 
 
@@ -142,7 +148,7 @@ def draw_overlays(
 
 
 def _overview(slide: pd.Series, thumbnail: Callable[[], Image.Image], cells, names: dict, title: str):
-    image = np.asarray(thumbnail().convert("RGB"))
+    image = np.asarray(materialise(thumbnail).convert("RGB"))
     return slide_overview(image, slide["width"], cells, cells["colour"], names, title)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from histocluster.lazy import materialise
 from histocluster.wsi.pictures import contact_sheet
 from histocluster.wsi.settings import FilteringParams
 
@@ -47,7 +48,11 @@ def draw_contact_sheets(
             group = slide_tiles[slide_tiles["keep"] == keep]
             shown = [r for r in group.to_dict("records") if f"{slide_id}/{r['tile_id']}" in previews]
             items = [
-                (np.asarray(previews[f"{slide_id}/{r['tile_id']}"]().convert("RGB")), _caption(r), keep)
+                (
+                    np.asarray(materialise(previews[f"{slide_id}/{r['tile_id']}"]).convert("RGB")),
+                    _caption(r),
+                    keep,
+                )
                 for r in shown
             ]
             sections.append((f"{label}: {len(shown)} of {len(group)} tiles", items))

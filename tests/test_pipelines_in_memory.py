@@ -1,0 +1,145 @@
+"""Every pipeline wired together in memory (Kedro DataCatalog of MemoryDatasets and the
+SequentialRunner, no files but the slide): fast checks of the wiring and of the promise
+that a kept tile is decoded once before clustering."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from PIL import Image
+
+from histocluster.clustering.settings import ClusteringParams
+from histocluster.labelling.settings import ClassificationParams
+from histocluster.pipelines import (
+    annotation,
+    classification,
+    clustering,
+    filtering,
+    segmentation,
+    tiling,
+)
+from histocluster.reporting.settings import AnnotationParams
+from histocluster.segmentation.settings import SegmentationParams
+from histocluster.wsi import slides as slide_readers
+from histocluster.wsi.settings import FilteringParams, TilingParams
+from histocluster.wsi.slides import SlideSource
+
+from .conftest import pink_tissue
+
+
+class Kept(MemoryDataset):
+    """A MemoryDataset the runner cannot release, so the test can look at every output."""
+
+    def _release(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def in_memory_run(tmp_path_factory):
+    """The whole default pipeline on a synthetic 900 × 1200 px slide (0.5 µm/px, no µm/px
+    tags: the default), with every slide read recorded."""
+    folder = tmp_path_factory.mktemp("slide")
+    rgb, _ = pink_tissue((900, 1200), radius=380, seed=3)
+    path = folder / "pink.png"
+    Image.fromarray(rgb).save(path)
+    labels_file = folder / "cluster_labels.yml"
+    labels_file.write_text("0: lymphocyte\n")
+    params = {
+        "tiling": TilingParams(tile_size=256, overlap=32),
+        "filtering": FilteringParams(),
+        "segmentation": SegmentationParams.model_validate({"watershed": {"foreground": "threshold"}}),
+        "clustering": ClusteringParams.model_validate(
+            {
+                "reduction": {"map_method": "pca"},
+                "clusterer": {"kmeans": {"cells_per_cluster": 20}},
+                "representatives": {"n": 4, "crop_size": 64},
+            }
+        ),
+        "classification": ClassificationParams(labels_file=str(labels_file), cache_dir=str(folder / "cache")),
+        "annotation": AnnotationParams(),
+    }
+    catalog = DataCatalog(
+        {
+            "raw_slides": MemoryDataset([SlideSource("pink", str(path))]),
+            **{f"params:{name}": MemoryDataset(value, copy_mode="assign") for name, value in params.items()},
+        }
+    )
+    pipeline = (
+        tiling.create_pipeline()
+        + segmentation.create_pipeline()
+        + filtering.create_pipeline()
+        + clustering.create_pipeline()
+        + classification.create_pipeline()
+        + annotation.create_pipeline()
+    )
+    for name in pipeline.datasets():
+        if name not in catalog:
+            catalog[name] = Kept(copy_mode="assign")
+    reads: list[tuple] = []
+    originals = {}
+    for cls in (slide_readers.OpenSlideReader, slide_readers.ImageReader):
+        originals[cls] = cls.read_region
+
+        def counted(reader, location, level, size, _original=originals[cls]):
+            reads.append((location, level, size))
+            return _original(reader, location, level, size)
+
+        cls.read_region = counted
+    try:
+        SequentialRunner().run(pipeline, catalog)
+    finally:
+        for cls, original in originals.items():
+            cls.read_region = original
+    return catalog, reads
+
+
+def test_every_stage_ran_and_every_cell_is_labelled(in_memory_run):
+    catalog, _ = in_memory_run
+    cells, clusters, cell_labels = (catalog.load(n) for n in ("cells", "clusters", "cell_labels"))
+    assert len(cells) > 40 and set(clusters["cell_id"]) == set(cells["cell_id"])
+    assert set(cell_labels["cell_id"]) == set(cells["cell_id"])
+    assert (cell_labels.loc[cell_labels["cluster_id"] == 0, "label"] == "lymphocyte").all()
+    page = catalog.load("report_html")
+    for section in ("slides", "filtering", "segmentation", "clusters", "galleries", "labels"):
+        assert re.search(rf"<section id=[\"']{section}[\"']>", page)
+    assert "lymphocyte" in page
+    assert set(catalog.load("tile_contact_sheet_figure")) == {"pink"}
+    galleries = catalog.load("cluster_gallery_figure")
+    assert len(galleries) == clusters["cluster_id"].nunique()
+
+
+def test_each_kept_tile_is_decoded_once_before_clustering(in_memory_run):
+    """Reads of a kept tile: exactly one per tile (the tile pass). The only other reads are
+    the whole image once for the thumbnail (tiling; the overviews reuse it) and the
+    representatives' small crops, once each. (Overlays are drawn when saved to disk, which
+    an in-memory run never does.)"""
+    catalog, reads = in_memory_run
+    tiles, quality = catalog.load("tiles"), catalog.load("tile_quality")
+    kept = tiles.merge(quality.loc[quality["keep"], ["tile_id"]], on="tile_id")
+    assert len(kept) >= 3
+
+    def covers(read, tile) -> bool:
+        (x, y), _, (w, h) = read
+        ix = max(0, min(x + w, tile.x + tile.w) - max(x, tile.x))
+        iy = max(0, min(y + h, tile.y + tile.h) - max(y, tile.y))
+        return ix * iy >= 0.9 * tile.w * tile.h
+
+    whole = [r for r in reads if r[2] == (1200, 900)]
+    assert len(whole) == 1  # the thumbnail, read once
+    tile_reads = Counter()
+    for read in reads:
+        for tile in kept.itertuples():
+            if read not in whole and covers(read, tile):
+                tile_reads[tile.tile_id] += 1
+    assert dict(tile_reads) == dict.fromkeys(kept["tile_id"], 1)
+    representatives = catalog.load("cluster_representatives")
+    small = [r for r in reads if r[2][0] * r[2][1] < 0.25 * 256 * 256]
+    assert len(small) == len(representatives)  # each representative's crop read once
+    crops = catalog.load("representative_crops")
+    assert len(crops) == len(representatives)
+    assert all(np.asarray(c).shape == (64, 64, 3) for c in crops.values())
