@@ -307,5 +307,3 @@ def test_segmentation_failing_everywhere_writes_nothing(project, cmu_slide):
     assert "Segmentation failed on every slide (1); nothing was written" in output
     assert "cmu-1-small-region" in output
     assert not (root / "data" / "03_primary" / "cells.parquet").exists()
-
-

@@ -33,7 +33,13 @@ def test_viz_build(project):
         "__default__",
     } <= {p["id"] for p in main["pipelines"]}
     tasks = {node["name"] for node in main["nodes"] if node["type"] == "task"}
-    assert {"describe_slides", "plan_tiles", "segment_tiles", "draw_contact_sheets", "crop_representatives"} <= tasks
+    assert {
+        "describe_slides",
+        "plan_tiles",
+        "segment_tiles",
+        "draw_contact_sheets",
+        "crop_representatives",
+    } <= tasks
     assert {
         "embed_cells",
         "cluster_cells",
