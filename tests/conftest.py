@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -10,6 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from histocluster.features.settings import CellFeatureSettings
+from histocluster.segmentation.tile_pass import PassSettings
+from histocluster.wsi.settings import TissueSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HISTOCLUSTER_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -130,3 +138,140 @@ def kedro_user_error(root: Path, *args: str, env: dict[str, str] | None = None) 
     assert result.returncode == 1, output
     assert "Traceback" not in output, output
     return output
+
+
+# ---- real Kedro sessions ------------------------------------------------------------
+
+
+def nested(dotted: dict) -> dict:
+    """{"a.b": 1} → {"a": {"b": 1}}, as `kedro run --params a.b=1` does."""
+    out: dict = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def kedro_run(root: Path, pipeline: str | None = None, log: list | None = None, **runtime_params) -> None:
+    """Run a pipeline in a real session; ``log`` collects the project's log records.
+
+    Runs from ``root``, as ``kedro run`` does (slide paths in the tables are relative to
+    the project). Kedro's logging setup (at bootstrap and session creation) replaces
+    handlers, so pytest's caplog sees nothing; the collector is attached once the session
+    exists.
+    """
+    bootstrap_project(root)
+    with (
+        contextlib.chdir(root),
+        KedroSession.create(project_path=root, runtime_params=nested(runtime_params) or None) as session,
+    ):
+        logger = logging.getLogger("histocluster")
+        handler = logging.Handler(logging.INFO)
+        handler.emit = (log if log is not None else []).append
+        logger.addHandler(handler)
+        try:
+            session.run(pipeline_name=pipeline)
+        finally:
+            logger.removeHandler(handler)
+
+
+def messages(records: list[logging.LogRecord]) -> str:
+    return "\n".join(f"{r.levelname} {r.getMessage()}" for r in records)
+
+
+def load(root: Path, *names: str):
+    """Datasets of the project's catalog, loaded from ``root``."""
+    bootstrap_project(root)
+    with contextlib.chdir(root), KedroSession.create(project_path=root) as session:
+        catalog = session.load_context().catalog
+        return [catalog.load(name) for name in names]
+
+
+# ---- small tiles and segmenters -----------------------------------------------------
+
+
+def tile_record(size: int, mpp: float, x: int = 0, y: int = 0, scale: int = 1, tile_id: str = "t") -> dict:
+    """A tile-table row for a ``size``² px tile at ``mpp`` µm/px, level-0 offset (x, y),
+    ``scale`` level-0 px per tile px."""
+    return {
+        "slide_id": "s",
+        "tile_id": tile_id,
+        "x": x,
+        "y": y,
+        "w": size * scale,
+        "h": size * scale,
+        "out_w": size,
+        "out_h": size,
+        "out_mpp_x": mpp,
+        "out_mpp_y": mpp,
+    }
+
+
+def disc(shape, centre, radius):
+    yy, xx = np.indices(shape)
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def two_cells():
+    """A dark nucleus in pink stroma (left) and a pale one on white glass (right)."""
+    rgb = np.full((60, 120, 3), 255, np.uint8)
+    rgb[:, :60] = (230, 150, 200)  # eosin-pink left half
+    labels = np.zeros((60, 120), np.int32)
+    a, b = disc((60, 120), (30, 30), 8), disc((60, 120), (30, 90), 8)
+    labels[a], labels[b] = 1, 2
+    rgb[a] = (60, 30, 110)
+    rgb[b] = (170, 150, 200)
+    return labels, rgb
+
+
+class KnownLabels:
+    """A segmenter that returns a given label map and a constant confidence."""
+
+    name = "known"
+
+    def __init__(self, labels: np.ndarray, confidence: float = 0.75) -> None:
+        self.labels, self.confidence, self.calls = labels, confidence, 0
+
+    def segment(self, images, mpp):
+        return [labels for labels, _ in self.segment_scored(images, mpp)]
+
+    def segment_scored(self, images, mpp):
+        self.calls += 1
+        return [(self.labels.copy(), np.full(self.labels.shape, self.confidence, np.float32)) for _ in images]
+
+
+def one_tile(width: int, height: int, slide_id: str = "two") -> dict:
+    """A tile covering a whole small image (it owns everything: its core is the slide)."""
+    return {
+        "slide_id": slide_id,
+        "tile_id": f"{slide_id}_t",
+        "target_mpp": 0.5,
+        "x": 0,
+        "y": 0,
+        "w": width,
+        "h": height,
+        "out_w": width,
+        "out_h": height,
+        "out_mpp_x": 0.5,
+        "out_mpp_y": 0.5,
+        "row": 0,
+        "col": 0,
+        "core_x0": 0,
+        "core_y0": 0,
+        "core_x1": width,
+        "core_y1": height,
+    }
+
+
+def pass_settings(**changes) -> PassSettings:
+    base = dict(
+        quality=None,
+        tissue=TissueSettings(),
+        features=CellFeatureSettings(),
+        tiles_per_batch=4,
+        export_label_masks=False,
+    )
+    return PassSettings(**{**base, **changes})

@@ -21,7 +21,7 @@ from histocluster.reporting.colours import NOISE_RGB, colour_table, label_colour
 from histocluster.reporting.viewer_json import StreamedJSON, viewer_json
 from histocluster.segmentation.measurements import measure_cells
 
-from .test_stitching import tile_record
+from .conftest import tile_record
 
 
 def _cells() -> pd.DataFrame:

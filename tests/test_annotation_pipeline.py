@@ -12,9 +12,8 @@ import subprocess
 import pytest
 from PIL import Image
 
-from .conftest import make_project
+from .conftest import kedro_run, load, make_project, messages
 from .test_annotation import qupath_rules
-from .test_pipelines import kedro_run, load, messages
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,7 @@ import logging
 import pytest
 
 from .chat_server import ChatServer, completion
-from .conftest import make_project
-from .test_pipelines import kedro_run, load, messages
+from .conftest import kedro_run, load, make_project, messages
 
 pytestmark = pytest.mark.slow
 KEY = "sk-test-NEVER-IN-OUTPUTS-42"

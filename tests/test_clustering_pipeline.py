@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .test_pipelines import kedro_run, load, messages
+from .conftest import kedro_run, load, messages
 
 pytestmark = pytest.mark.slow
 

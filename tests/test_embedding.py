@@ -24,24 +24,7 @@ from histocluster.segmentation.measurements import measure_cells
 from histocluster.wsi.slides import open_slide
 from histocluster.wsi.tile_grid import read_with_margin
 
-from .test_stitching import tile_record
-
-
-def disc(shape, centre, radius):
-    yy, xx = np.indices(shape)
-    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
-
-
-def two_cells():
-    """A dark nucleus in pink stroma (left) and a pale one on white glass (right)."""
-    rgb = np.full((60, 120, 3), 255, np.uint8)
-    rgb[:, :60] = (230, 150, 200)  # eosin-pink left half
-    labels = np.zeros((60, 120), np.int32)
-    a, b = disc((60, 120), (30, 30), 8), disc((60, 120), (30, 90), 8)
-    labels[a], labels[b] = 1, 2
-    rgb[a] = (60, 30, 110)
-    rgb[b] = (170, 150, 200)
-    return labels, rgb
+from .conftest import disc, tile_record, two_cells
 
 
 def test_pixel_features_see_the_cell_and_what_surrounds_it():

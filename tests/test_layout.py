@@ -186,3 +186,28 @@ def test_the_docker_image_runs_the_gpu_configuration():
     assert parsed["segmentation"].segmenter == "cellpose"
     assert parsed["segmentation"].cell_features.deep == "resnet50"
     assert parsed["clustering"].device == "gpu" and "resnet50" in parsed["clustering"].embedders
+
+
+def test_the_notebook_names_a_cluster_only_from_what_the_person_writes():
+    """The example notebook must not give a cluster a real cell type it never looked at:
+    every name passed to apply_human is a variable the reader sets, never a label of the
+    vocabulary written into the code."""
+    from histocluster.labelling.settings import DEFAULT_LABEL_SETS
+
+    vocabulary = {label for label_set in DEFAULT_LABEL_SETS.values() for label in label_set.labels}
+    notebook = json.loads((ROOT / "notebooks" / "explore_clusters.ipynb").read_text())
+    calls = 0
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        if "%" in source.split("\n")[0]:
+            continue  # IPython magics
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "apply_human":
+                calls += 1
+                names = [v for arg in node.args if isinstance(arg, ast.Dict) for v in arg.values]
+                assert names and not any(
+                    isinstance(v, ast.Constant) and v.value in vocabulary for v in names
+                ), ast.unparse(node)
+    assert calls == 1

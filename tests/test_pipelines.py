@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from pathlib import Path
@@ -10,63 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 from PIL import Image
 
 from histocluster.wsi.slides import open_slide
 from histocluster.wsi.tile_grid import read_tile
 
-from .conftest import kedro_user_error
+from .conftest import kedro_run, kedro_user_error, load, messages
 
 pytestmark = pytest.mark.slow
-
-
-def nested(dotted: dict) -> dict:
-    """{"a.b": 1} → {"a": {"b": 1}}, as `kedro run --params a.b=1` does."""
-    out: dict = {}
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
-
-
-def kedro_run(root: Path, pipeline: str | None = None, log: list | None = None, **runtime_params) -> None:
-    """Run a pipeline in a real session; ``log`` collects the project's log records.
-
-    Runs from ``root``, as ``kedro run`` does (slide paths in the tables are relative to
-    the project). Kedro's logging setup (at bootstrap and session creation) replaces
-    handlers, so pytest's caplog sees nothing; the collector is attached once the session
-    exists.
-    """
-    bootstrap_project(root)
-    with (
-        contextlib.chdir(root),
-        KedroSession.create(project_path=root, runtime_params=nested(runtime_params) or None) as session,
-    ):
-        logger = logging.getLogger("histocluster")
-        handler = logging.Handler(logging.INFO)
-        handler.emit = (log if log is not None else []).append
-        logger.addHandler(handler)
-        try:
-            session.run(pipeline_name=pipeline)
-        finally:
-            logger.removeHandler(handler)
-
-
-def messages(records: list[logging.LogRecord]) -> str:
-    return "\n".join(f"{r.levelname} {r.getMessage()}" for r in records)
-
-
-def load(root: Path, *names: str):
-    """Datasets of the project's catalog, loaded from ``root``."""
-    bootstrap_project(root)
-    with contextlib.chdir(root), KedroSession.create(project_path=root) as session:
-        catalog = session.load_context().catalog
-        return [catalog.load(name) for name in names]
 
 
 @pytest.fixture

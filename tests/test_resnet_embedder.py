@@ -20,8 +20,7 @@ from histocluster.features.resnet import (
 from histocluster.features.settings import CellFeatureSettings, ResNetSettings
 from histocluster.segmentation.tile_pass import process_slide
 
-from .test_embedding import two_cells
-from .test_tile_pass import KnownLabels, one_tile, settings
+from .conftest import KnownLabels, one_tile, pass_settings, two_cells
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,7 @@ def run_pass(slide, deep, crop_um: float = 12.0):
     """The pass over the slide with ResNet features asked for (``deep`` gets each tile)."""
     record, tiles, labels = slide
     features = CellFeatureSettings(deep="resnet50", resnet50=ResNetSettings(crop_um=crop_um))
-    return process_slide(record, tiles, KnownLabels(labels), settings(features=features), deep)
+    return process_slide(record, tiles, KnownLabels(labels), pass_settings(features=features), deep)
 
 
 def tile_items(slide, crop_um: float = 12.0) -> list:

@@ -12,26 +12,10 @@ from histocluster.segmentation.stitching import stitch
 from histocluster.segmentation.watershed import segment_nuclei
 from histocluster.wsi.tile_grid import GridSpec, plan_grid
 
+from .conftest import tile_record
 from .test_watershed import synthetic_he
 
 MPP = 0.5
-
-
-def tile_record(size: int, mpp: float, x: int = 0, y: int = 0, scale: int = 1, tile_id: str = "t") -> dict:
-    """A tile-table row for a ``size``² px tile at ``mpp`` µm/px, level-0 offset (x, y),
-    ``scale`` level-0 px per tile px."""
-    return {
-        "slide_id": "s",
-        "tile_id": tile_id,
-        "x": x,
-        "y": y,
-        "w": size * scale,
-        "h": size * scale,
-        "out_w": size,
-        "out_h": size,
-        "out_mpp_x": mpp,
-        "out_mpp_y": mpp,
-    }
 
 
 def segment_by_tiles(rgb: np.ndarray, grid: pd.DataFrame) -> pd.DataFrame:

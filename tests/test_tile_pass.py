@@ -13,54 +13,14 @@ from histocluster.features.texture import PIXEL_COLUMNS, pixel_features
 from histocluster.segmentation.measurements import CELL_COLUMNS
 from histocluster.segmentation.tile_pass import (
     QUALITY_COLUMNS,
-    PassSettings,
     SegmentationFailedError,
     process_slide,
     segment_slides,
 )
 from histocluster.wsi import slides as slide_readers
-from histocluster.wsi.settings import QualityThresholds, TissueSettings
+from histocluster.wsi.settings import QualityThresholds
 
-from .test_embedding import two_cells
-
-
-class KnownLabels:
-    """A segmenter that returns a given label map and a constant confidence."""
-
-    name = "known"
-
-    def __init__(self, labels: np.ndarray, confidence: float = 0.75) -> None:
-        self.labels, self.confidence, self.calls = labels, confidence, 0
-
-    def segment(self, images, mpp):
-        return [labels for labels, _ in self.segment_scored(images, mpp)]
-
-    def segment_scored(self, images, mpp):
-        self.calls += 1
-        return [(self.labels.copy(), np.full(self.labels.shape, self.confidence, np.float32)) for _ in images]
-
-
-def one_tile(width: int, height: int, slide_id: str = "two") -> dict:
-    """A tile covering a whole small image (it owns everything: its core is the slide)."""
-    return {
-        "slide_id": slide_id,
-        "tile_id": f"{slide_id}_t",
-        "target_mpp": 0.5,
-        "x": 0,
-        "y": 0,
-        "w": width,
-        "h": height,
-        "out_w": width,
-        "out_h": height,
-        "out_mpp_x": 0.5,
-        "out_mpp_y": 0.5,
-        "row": 0,
-        "col": 0,
-        "core_x0": 0,
-        "core_y0": 0,
-        "core_x1": width,
-        "core_y1": height,
-    }
+from .conftest import KnownLabels, one_tile, pass_settings, two_cells
 
 
 @pytest.fixture
@@ -87,21 +47,10 @@ def count_reads(monkeypatch):
     return reads
 
 
-def settings(**changes) -> PassSettings:
-    base = dict(
-        quality=None,
-        tissue=TissueSettings(),
-        features=CellFeatureSettings(),
-        tiles_per_batch=4,
-        export_label_masks=False,
-    )
-    return PassSettings(**{**base, **changes})
-
-
 def test_one_read_gives_the_cells_their_measurements_and_their_pixel_features(image_slide, count_reads):
     slide, labels, rgb = image_slide
     tiles = pd.DataFrame([one_tile(rgb.shape[1], rgb.shape[0])])
-    result = process_slide(slide, tiles, KnownLabels(labels), settings(export_label_masks=True))
+    result = process_slide(slide, tiles, KnownLabels(labels), pass_settings(export_label_masks=True))
     assert len(count_reads) == 1  # the tile is decoded once, for everything
     cells = result.cells
     assert list(cells.columns) == CELL_COLUMNS + PIXEL_COLUMNS and len(cells) == 2
@@ -120,7 +69,7 @@ def test_quality_is_judged_on_the_same_read_and_rejected_tiles_are_not_segmented
     tiles = pd.DataFrame([one_tile(rgb.shape[1], rgb.shape[0])])
     segmenter = KnownLabels(labels)
     strict = QualityThresholds(min_edge_density=0.99)  # nothing passes
-    result = process_slide(slide, tiles, segmenter, settings(quality=strict))
+    result = process_slide(slide, tiles, segmenter, pass_settings(quality=strict))
     assert len(count_reads) == 1 and segmenter.calls == 0
     assert list(result.quality.columns) == QUALITY_COLUMNS
     (row,) = result.quality.to_dict("records")
@@ -132,7 +81,7 @@ def test_texture_off_leaves_the_columns_out(image_slide):
     slide, labels, rgb = image_slide
     tiles = pd.DataFrame([one_tile(rgb.shape[1], rgb.shape[0])])
     result = process_slide(
-        slide, tiles, KnownLabels(labels), settings(features=CellFeatureSettings(texture=False))
+        slide, tiles, KnownLabels(labels), pass_settings(features=CellFeatureSettings(texture=False))
     )
     assert list(result.cells.columns) == CELL_COLUMNS
 
@@ -144,9 +93,9 @@ def test_an_unreadable_slide_is_rejected_tile_by_tile_and_a_run_of_only_such_sli
     slides = pd.DataFrame(
         [slide, {"slide_id": "gone", "path": slide["path"] + ".missing", "width": 120, "height": 60}]
     )
-    out = segment_slides(slides, pd.concat([good, gone]), KnownLabels(labels), settings())
+    out = segment_slides(slides, pd.concat([good, gone]), KnownLabels(labels), pass_settings())
     assert len(out.cells) == 2 and set(out.cells["slide_id"]) == {"two"}
     lost = out.quality[out.quality["slide_id"] == "gone"]
     assert not lost["keep"].any() and lost["reason"].str.startswith("slide read error").all()
     with pytest.raises(SegmentationFailedError, match="gone"):
-        segment_slides(slides.iloc[1:], gone, KnownLabels(labels), settings())
+        segment_slides(slides.iloc[1:], gone, KnownLabels(labels), pass_settings())
