@@ -12,8 +12,10 @@ readers' ``read_region``. Prints one row per node and these totals:
   thumbnail blocks do not, they are in the node rows);
 * pixels decoded per stage, in megapixels at the level read.
 
-Peak RSS is the high-water mark of each node alone (``/proc/self/clear_refs`` resets it
-before the node; Linux only). One process; ``--threads 1`` pins BLAS/OpenMP/torch.
+A node's time runs from loading its first input to saving its last output, so pictures
+drawn lazily when saved count for the node that made them. Peak RSS is the high-water mark
+of each node alone (``/proc/self/clear_refs`` resets it before the node; Linux only, where
+the kernel allows it; otherwise the process's). One process; ``--threads 1`` pins BLAS/OpenMP/torch.
 
 Usage:
     python bench/bench_stages.py data/01_raw/slides/CMU-1-Small-Region.svs [--threads 1]
@@ -96,36 +98,44 @@ def _peak_mib() -> float:
 
 
 class StageTimer:
-    """Kedro hook: wall, CPU, reads and peak RSS per node."""
+    """Kedro hooks: per node, from loading its first input to saving its last output (lazy
+    pictures are drawn when saved, so they count): wall, CPU, reads and peak RSS."""
 
     def __init__(self, counter: ReadCounter) -> None:
         self.counter = counter
         self.rows: list[dict] = []
-        self.order: list[str] = []
+        self.current: str | None = None
 
     def _cpu(self) -> float:
         own = resource.getrusage(resource.RUSAGE_SELF)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
-    def before_node_run(self, node):
-        self.counter.node = node.name
-        _peak_reset()
-        self._start = (time.perf_counter(), self._cpu())
-
-    def after_node_run(self, node):
-        wall, cpu = time.perf_counter() - self._start[0], self._cpu() - self._start[1]
+    def _close(self) -> None:
+        if self.current is None:
+            return
+        name = self.current
         self.rows.append(
             {
-                "node": node.name,
-                "wall_s": wall,
-                "cpu_s": cpu,
-                "reads": len(self.counter.reads[node.name]),
-                "mpx": self.counter.pixels[node.name] / 1e6,
+                "node": name,
+                "wall_s": time.perf_counter() - self._start[0],
+                "cpu_s": self._cpu() - self._start[1],
+                "reads": len(self.counter.reads[name]),
+                "mpx": self.counter.pixels[name] / 1e6,
                 "peak_mib": _peak_mib(),
             }
         )
+        self.current = None
         self.counter.node = "(outside nodes)"
+
+    def switch(self, node) -> None:
+        if node is None or node.name == self.current:
+            return
+        self._close()
+        self.current = node.name
+        self.counter.node = node.name
+        _peak_reset()
+        self._start = (time.perf_counter(), self._cpu())
 
 
 def _hook(timer: StageTimer):
@@ -133,12 +143,20 @@ def _hook(timer: StageTimer):
 
     class Hook:
         @hook_impl
-        def before_node_run(self, node):
-            timer.before_node_run(node)
+        def before_dataset_loaded(self, dataset_name, node):
+            timer.switch(node)
 
         @hook_impl
-        def after_node_run(self, node):
-            timer.after_node_run(node)
+        def before_node_run(self, node):
+            timer.switch(node)
+
+        @hook_impl
+        def after_dataset_saved(self, dataset_name, data, node):
+            timer.switch(node)
+
+        @hook_impl
+        def after_pipeline_run(self):
+            timer._close()
 
     return Hook()
 

@@ -241,6 +241,7 @@ def test_summary_counts_slides_and_lists_representatives():
     assert summary["fraction"].sum() == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_large_maps_are_fitted_on_a_sample_and_the_rest_placed():
     from histocluster.clustering.reduction import cell_map
     from histocluster.clustering.settings import ReductionSettings

@@ -83,6 +83,7 @@ MONUSEG = SHARED / "bench" / "monuseg"
 CRC = SHARED / "bench" / "crc"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (MONUSEG / "info.json").is_file(), reason="MoNuSeg bench set not in shared data")
 def test_network_beats_the_threshold_path_on_monuseg():
     """Over the 13 development images the network foreground must beat the classical
@@ -99,6 +100,7 @@ def test_network_beats_the_threshold_path_on_monuseg():
         assert means["network"][metric] > means["threshold"][metric] + 0.02, (metric, means)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (CRC / "info.json").is_file(), reason="CRC bench set not in shared data")
 def test_network_finds_more_marked_nuclei_on_unseen_20x_images():
     """CRCHistoPhenotypes (never trained on; 20×, 0.55 µm/px like the pipeline's tiles):
