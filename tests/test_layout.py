@@ -211,3 +211,12 @@ def test_the_notebook_names_a_cluster_only_from_what_the_person_writes():
                     isinstance(v, ast.Constant) and v.value in vocabulary for v in names
                 ), ast.unparse(node)
     assert calls == 1
+
+
+def test_prep_runs_on_a_fresh_project():
+    """``kedro run --pipelines=prep`` needs nothing but the slides and the parameters
+    (the contact sheets need the segmentation pass, which measures the tiles' quality)."""
+    from histocluster.pipelines.prep.pipeline import create_pipeline
+
+    free = {name for name in create_pipeline().inputs() if not name.startswith("params:")}
+    assert free == {"raw_slides"}
