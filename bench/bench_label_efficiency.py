@@ -47,17 +47,16 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
-from histocluster.clustering.clusterers import (
-    NOISE,
+from histocluster.clustering.clusterers import NOISE, cluster_cells, nearest_centre
+from histocluster.clustering.reduction import fit_reduce
+from histocluster.clustering.settings import (
+    ClusteringParams,
     ClusterSettings,
     DBSCANSettings,
     KMeansSettings,
     LeidenSettings,
-    cluster_cells,
-    nearest_centre,
+    ReductionSettings,
 )
-from histocluster.clustering.reduction import fit_reduce
-from histocluster.clustering.settings import ClusteringParams, ReductionSettings
 from histocluster.clustering.summary import pick_representatives
 from histocluster.features.cell_pixels import OUTLINE, TileCells, crop_cells
 from histocluster.features.morphology import morphology_embedding
