@@ -99,3 +99,27 @@ def test_an_unreadable_slide_is_rejected_tile_by_tile_and_a_run_of_only_such_sli
     assert not lost["keep"].any() and lost["reason"].str.startswith("slide read error").all()
     with pytest.raises(SegmentationFailedError, match="gone"):
         segment_slides(slides.iloc[1:], gone, KnownLabels(labels), pass_settings())
+
+
+def test_an_unreadable_tile_does_not_count_as_a_kept_tile_that_failed(image_slide, monkeypatch):
+    """One tile of the slide cannot be read, the other is kept and segmented: the slide
+    gave cells, and it is not reported as a slide whose kept tiles all failed."""
+    from histocluster.segmentation import tile_pass
+
+    slide, labels, rgb = image_slide
+    good = one_tile(rgb.shape[1], rgb.shape[0])
+    bad = {**good, "tile_id": "two_unreadable"}
+    original = tile_pass.read_tile
+
+    def read(reader, tile):
+        if tile["tile_id"] == "two_unreadable":
+            raise OSError("bad JPEG block")
+        return original(reader, tile)
+
+    monkeypatch.setattr(tile_pass, "read_tile", read)
+    slides = pd.DataFrame([slide])
+    out = segment_slides(slides, pd.DataFrame([bad, good]), KnownLabels(labels), pass_settings())
+    assert len(out.cells) == 2
+    quality = out.quality.set_index("tile_id")
+    assert quality.loc["two_unreadable", "reason"].startswith("read error: OSError")
+    assert bool(quality.loc["two_t", "keep"])

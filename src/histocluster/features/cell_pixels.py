@@ -16,7 +16,7 @@ import pandas as pd
 import shapely
 
 from histocluster.wsi.slides import SlideReader, open_slide
-from histocluster.wsi.tile_grid import read_with_margin, tile_scale
+from histocluster.wsi.tile_grid import read_with_margin, tile_mpp, tile_scale
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class TileCells:
 
     @property
     def mpp(self) -> float:
-        return float(np.sqrt(self.tile["out_mpp_x"] * self.tile["out_mpp_y"]))
+        return tile_mpp(self.tile)
 
 
 def to_tile_frame(tile: dict, x: np.ndarray, y: np.ndarray, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -138,8 +138,7 @@ def cell_crops_by_id(
             for row in slide_cells.itertuples():
                 tile = tiles_by_id.loc[row.tile_id]
                 sx, sy = tile_scale(tile)
-                mpp = float(np.sqrt(tile["out_mpp_x"] * tile["out_mpp_y"]))
-                crop_px = max(2, int(round(crop_um / mpp)))
+                crop_px = max(2, int(round(crop_um / tile_mpp(tile))))
                 box = {
                     "tile_id": row.tile_id,
                     "x": row.centroid_x - crop_px / 2 * sx,

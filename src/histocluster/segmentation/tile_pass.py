@@ -40,7 +40,7 @@ from histocluster.segmentation.segmenter import Segmenter
 from histocluster.segmentation.stitching import stitch
 from histocluster.wsi.settings import QualityThresholds, TissueSettings
 from histocluster.wsi.slides import open_slide
-from histocluster.wsi.tile_grid import read_tile, read_with_margin, sample_uniform
+from histocluster.wsi.tile_grid import read_tile, read_with_margin, sample_uniform, tile_mpp
 from histocluster.wsi.tile_quality import METRICS, judge, tile_metrics
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ QUALITY_COLUMNS = ["tile_id", "slide_id", *METRICS, "keep", "reason"]
 class PassSettings:
     """What the pass computes besides the segmentation itself."""
 
-    quality: QualityThresholds | None  # None: filtering disabled, every tile kept unread-for-quality
+    quality: QualityThresholds | None  # None: filtering disabled, every tile kept unjudged
     tissue: TissueSettings
     features: CellFeatureSettings
     tiles_per_batch: int = 8
@@ -71,8 +71,8 @@ class SlideResult:
     deep_rows: list[np.ndarray] = field(default_factory=list)
     previews: dict[str, bytes] = field(default_factory=dict)
     masks: dict[str, CompressedLabels] = field(default_factory=dict)
-    failed_tiles: int = 0
-    tiles_read: int = 0
+    unreadable_tiles: int = 0  # rejected with their read error as the reason
+    failed_tiles: int = 0  # kept tiles whose segmentation failed
 
 
 def _batches(records: list[dict], size: int) -> Iterator[list[dict]]:
@@ -87,8 +87,14 @@ def _batches(records: list[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
-def _mpp(tile: dict) -> float:
-    return float(np.sqrt(tile["out_mpp_x"] * tile["out_mpp_y"]))
+def _inner(padded: np.ndarray, margin: int) -> np.ndarray:
+    """The tile itself inside a tile read with ``margin`` pixels around it (a view)."""
+    return padded[margin : padded.shape[0] - margin, margin : padded.shape[1] - margin]
+
+
+def cell_columns(features: CellFeatureSettings) -> list[str]:
+    """The cell table's columns: the contract's, and the texture columns when computed."""
+    return CELL_COLUMNS + (PIXEL_COLUMNS if features.texture else [])
 
 
 def deep_feature_function(features: CellFeatureSettings) -> Callable[[TileCells], np.ndarray] | None:
@@ -140,11 +146,11 @@ def _tile_cells(
     slide_size: tuple[int, int],
     segmenter_name: str,
     settings: PassSettings,
-    deep: Callable[[np.ndarray], np.ndarray] | None,
+    deep: Callable[[TileCells], np.ndarray] | None,
 ) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray]:
     """Cell rows (with pixel features) of one segmented tile, its ResNet features (or
     None) and its owned label map."""
-    rgb = padded[margin : padded.shape[0] - margin, margin : padded.shape[1] - margin] if margin else padded
+    rgb = _inner(padded, margin)
     moments = object_moments(labels)
     centres = np.column_stack([moments.mean_r, moments.mean_c])
     owned = stitch(labels, tile, *slide_size, centres)
@@ -153,7 +159,7 @@ def _tile_cells(
         return frame, None, owned
     features = settings.features
     if features.texture:
-        pixels = pixel_features(owned, rgb, _mpp(tile), features.ring_um).set_index("label")
+        pixels = pixel_features(owned, rgb, tile_mpp(tile), features.ring_um).set_index("label")
         frame = frame.join(pixels[PIXEL_COLUMNS], on="label")
     matrix = None
     if deep is not None:
@@ -209,10 +215,9 @@ def process_slide(
                 except Exception as exc:  # one unreadable tile must not cost the slide
                     logger.error("Tile %s: cannot be read (%s)", tile["tile_id"], exc)
                     quality_rows.append(_quality_row(tile, None, settings, f"{type(exc).__name__}: {exc}"))
-                    result.failed_tiles += 1
+                    result.unreadable_tiles += 1
                     continue
-                result.tiles_read += 1
-                rgb = padded[margin:-margin, margin:-margin] if margin else padded
+                rgb = _inner(padded, margin)
                 row = _quality_row(tile, rgb, settings)
                 quality_rows.append(row)
                 result.previews[tile["tile_id"]] = preview_jpeg(rgb, settings.preview_size)
@@ -220,8 +225,8 @@ def process_slide(
                     kept.append((tile, padded))
             if kept:
                 try:
-                    images = [p[margin:-margin, margin:-margin] if margin else p for _, p in kept]
-                    segmented = segmenter.segment_scored(images, _mpp(kept[0][0]))
+                    images = [_inner(padded, margin) for _, padded in kept]
+                    segmented = segmenter.segment_scored(images, tile_mpp(kept[0][0]))
                 except Exception as exc:
                     result.failed_tiles += len(kept)
                     logger.error("Tiles %s…: segmentation failed (%s)", kept[0][0]["tile_id"], exc)
@@ -243,8 +248,7 @@ def process_slide(
     result.quality = pd.DataFrame(quality_rows, columns=QUALITY_COLUMNS).astype({"keep": bool})
     if frames:
         result.cells = pd.concat(frames, ignore_index=True)
-    columns = CELL_COLUMNS + (PIXEL_COLUMNS if settings.features.texture else [])
-    result.cells = result.cells.reindex(columns=columns)
+    result.cells = result.cells.reindex(columns=cell_columns(settings.features))
     return result
 
 
@@ -331,7 +335,8 @@ def segment_slides(
             deep_ids += result.deep_ids
             deep_rows += result.deep_rows
             masks.update(result.masks)
-            for tile_id in sheet_tiles(slide_tiles, result.quality, sheet_tiles_per_group):
+            readable = slide_tiles[slide_tiles["tile_id"].isin(result.previews)]  # unreadable: no preview
+            for tile_id in sheet_tiles(readable, result.quality, sheet_tiles_per_group):
                 previews[f"{slide_id}/{tile_id}"] = result.previews[tile_id]
             found += len(result.cells)
             kept = int(result.quality["keep"].sum())
@@ -343,14 +348,13 @@ def segment_slides(
             f"Segmentation failed on every slide ({n_slides}); nothing was written:\n" + "\n".join(failed)
         )
     cells = pd.concat([f for f in frames if len(f)] or [empty_cells()], ignore_index=True)
-    columns = CELL_COLUMNS + (PIXEL_COLUMNS if settings.features.texture else [])
     deep_matrix = (
         np.concatenate(deep_rows) if deep_rows else np.zeros((0, FEATURES if deep else 0), np.float32)
     )
     deep_cells = np.concatenate(deep_ids) if deep_ids else np.array([], dtype=object)
     return PassOutput(
         pd.concat([q for q in quality if len(q)] or quality[:1], ignore_index=True).astype({"keep": bool}),
-        cells.reindex(columns=columns),
+        cells.reindex(columns=cell_columns(settings.features)),
         Embeddings(deep_cells, deep_matrix, [f"resnet50:{k}" for k in range(deep_matrix.shape[1])]),
         masks,
         previews,
@@ -363,12 +367,13 @@ def _log_slide(slide_id: str, result: SlideResult, kept: int, n_tiles: int, fail
         failed.append(f"  {slide_id}: all {kept} kept tiles failed (see the log)")
         return
     logger.info(
-        "Slide %s: %d of %d tiles kept, %d cells (%d tiles failed)",
+        "Slide %s: %d of %d tiles kept, %d cells (%d kept tiles failed, %d tiles unreadable)",
         slide_id,
         kept,
         n_tiles,
         len(result.cells),
         result.failed_tiles,
+        result.unreadable_tiles,
     )
     if n_tiles and not kept:
         reasons = result.quality["reason"].str.split(";").str[0].str.split(" ").str[0].value_counts()

@@ -194,6 +194,11 @@ def tile_scale(tile: dict) -> tuple[float, float]:
     return tile["w"] / tile["out_w"], tile["h"] / tile["out_h"]
 
 
+def tile_mpp(tile: dict) -> float:
+    """µm per pixel of the tile as read (geometric mean of x and y)."""
+    return float(np.sqrt(tile["out_mpp_x"] * tile["out_mpp_y"]))
+
+
 def to_level0(tile: dict, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Level-0 coordinates of continuous tile coordinates (pixel centres at +0.5)."""
     sx, sy = tile_scale(tile)
