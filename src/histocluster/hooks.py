@@ -39,7 +39,8 @@ class CheckModelFilesHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
-        if not SEGMENTING_NODES & {node.name for node in pipeline.nodes}:
+        names = {node.name for node in pipeline.nodes}
+        if not SEGMENTING_NODES & names:
             return
         params = catalog.load("params:segmentation")
         if not isinstance(params, SegmentationParams):
@@ -52,7 +53,7 @@ class CheckModelFilesHook:
             from histocluster.segmentation.watershed import cached_network
 
             cached_network(params.watershed.weights_path)
-        if params.cell_features.deep == "resnet50" and "segment_tiles" in {n.name for n in pipeline.nodes}:
+        if params.cell_features.deep == "resnet50" and "segment_tiles" in names:
             from histocluster.features.resnet import resolve_weights
 
             resolve_weights(params.cell_features.resnet50)

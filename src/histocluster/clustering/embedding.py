@@ -45,6 +45,16 @@ def _deep_rows(cells: pd.DataFrame, deep: Embeddings | None) -> np.ndarray:
     return position.reindex(cells["cell_id"].to_numpy()).fillna(-1).to_numpy(dtype=np.int64)
 
 
+def copy_rows(source: np.ndarray, rows: np.ndarray, out: np.ndarray, chunk: int = 65_536) -> None:
+    """``out[i] = source[rows[i]]`` (0 where ``rows[i]`` is -1), a chunk at a time, so a
+    memory-mapped cells × 2048 matrix is never copied whole into a temporary."""
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        target = out[start : start + chunk]
+        target[part >= 0] = source[part[part >= 0]]
+        target[part < 0] = 0.0
+
+
 def embed(
     slides: pd.DataFrame, cells: pd.DataFrame, deep: Embeddings | None, params: ClusteringParams
 ) -> Embeddings:
@@ -73,8 +83,7 @@ def embed(
         start = sum(block.shape[1] for block, _ in blocks)
         matrix = np.empty((len(cells), start + deep.dim), dtype=np.float32)
         view = matrix[:, start:]
-        view[usable] = np.asarray(deep.matrix)[rows[usable]]
-        view[~usable] = 0.0
+        copy_rows(deep.matrix, rows, view)
         groups = cells["slide_id"].to_numpy() if params.standardise_within == "slide" else None
         blocks.append((standardise_within(view, groups, inplace=True), params.embedders["resnet50"]))
         names += list(deep.columns)

@@ -162,7 +162,6 @@ class VLMClassifier:
             timeout=settings.timeout_s,
             max_retries=settings.max_retries,
         )
-        self._structured = settings.structured_output
         self._fallback_logged = threading.Event()
 
     def _messages(self, image: bytes, structured: bool) -> list[dict]:
@@ -197,9 +196,9 @@ class VLMClassifier:
         s = self.settings
         try:
             try:
-                response = self._create(image, self._structured)
+                response = self._create(image, s.structured_output)
             except openai.BadRequestError as exc:
-                if not (self._structured and about_response_format(exc)):
+                if not (s.structured_output and about_response_format(exc)):
                     raise
                 # This server refuses structured output: ask this image in plain text.
                 if not self._fallback_logged.is_set():

@@ -159,6 +159,19 @@ def gallery_title(summary_row: dict, label_row: dict | None) -> str:
     )
 
 
+def saved_crops(representatives: pd.DataFrame, crops) -> tuple[list[str], list[str]]:
+    """Keys of the representatives' saved crops (in rank order, those that exist) and
+    their captions (the cell's slide)."""
+    from histocluster.clustering.summary import crop_key
+
+    shown = [
+        (crop_key(r.cluster_id, r.rank, r.cell_id), r.slide_id)
+        for r in representatives.sort_values("rank").itertuples()
+    ]
+    shown = [(key, slide) for key, slide in shown if key in crops]
+    return [key for key, _ in shown], [slide for _, slide in shown]
+
+
 def cluster_gallery(
     crops: list[Image.Image],
     captions: list[str],

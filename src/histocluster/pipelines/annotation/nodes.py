@@ -17,7 +17,13 @@ from histocluster.lazy import materialise
 from histocluster.reporting import qupath
 from histocluster.reporting.annotated_cells import coloured_cells, counts
 from histocluster.reporting.colours import colour_mode, legend
-from histocluster.reporting.drawing import cluster_gallery, counts_figure, slide_overview, tile_overlay
+from histocluster.reporting.drawing import (
+    cluster_gallery,
+    counts_figure,
+    saved_crops,
+    slide_overview,
+    tile_overlay,
+)
 from histocluster.reporting.html_report import build_report
 from histocluster.reporting.settings import AnnotationParams
 from histocluster.reporting.viewer_json import viewer_json
@@ -84,13 +90,9 @@ def draw_galleries(
     out = {}
     for row in summary[~summary["noise"].astype(bool)].to_dict("records"):
         cluster_id = int(row["cluster_id"])
-        reps = representatives[representatives["cluster_id"] == cluster_id].sort_values("rank")
-        keys = [f"{cluster_id}/{int(r.rank):02d}_{r.cell_id}" for r in reps.itertuples()]
-        shown = [(k, r.slide_id) for k, r in zip(keys, reps.itertuples(), strict=True) if k in crops]
+        keys, captions = saved_crops(representatives[representatives["cluster_id"] == cluster_id], crops)
         label_row = labels.loc[cluster_id].to_dict() if cluster_id in labels.index else None
-        out[f"cluster_{cluster_id:03d}"] = partial(
-            _gallery, crops, [k for k, _ in shown], [s for _, s in shown], row, label_row, params
-        )
+        out[f"cluster_{cluster_id:03d}"] = partial(_gallery, crops, keys, captions, row, label_row, params)
     return out
 
 
