@@ -2,7 +2,8 @@
 
 ``ChatServer(reply)`` serves ``POST /v1/chat/completions``; ``reply(request, n)`` gets the
 request's JSON and the call number (0, 1, …) and returns ``(status, body, headers,
-delay_s)``. Helpers build the usual bodies. Every request (JSON and headers) is kept in
+delay_s)``; a ``str`` or ``bytes`` body is sent as it is (``content-type`` from the headers,
+default ``text/html``), to play a broken server. Helpers build the usual bodies. Every request (JSON and headers) is kept in
 ``server.requests``.
 """
 
@@ -64,10 +65,15 @@ class ChatServer:
                     status, payload, headers, delay = server.reply(body, n)
                 if delay:
                     time.sleep(delay)
-                data = json.dumps(payload).encode()
+                headers = dict(headers)
+                if isinstance(payload, str | bytes):  # a raw body: a broken or non-JSON response
+                    data = payload.encode() if isinstance(payload, str) else payload
+                    content_type = headers.pop("content-type", "text/html")
+                else:
+                    data, content_type = json.dumps(payload).encode(), "application/json"
                 try:
                     self.send_response(status)
-                    self.send_header("content-type", "application/json")
+                    self.send_header("content-type", content_type)
                     self.send_header("content-length", str(len(data)))
                     for key, value in headers.items():
                         self.send_header(key, value)

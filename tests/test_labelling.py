@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from histocluster.labelling.cluster_labels import apply_human, vote
-from histocluster.labelling.labels_file import LabelsFileError, read_cluster_labels
+from histocluster.labelling.cluster_labels import apply_human, name_clusters, vote
+from histocluster.labelling.labels_file import LabelsFileError, match_vocabulary, read_cluster_labels
 from histocluster.labelling.propagation import count_labels, propagate
+from histocluster.labelling.settings import ClassificationParams
 
 
 def answers(rows):
@@ -43,12 +45,12 @@ def test_labels_file_yaml_csv_and_mistakes(tmp_path):
     yml = tmp_path / "labels.yml"
     yml.write_text("7: lymphocyte\ncluster 12: fibroblast\n'3': tumour\n")
     assert read_cluster_labels(yml) == {7: "lymphocyte", 12: "fibroblast", 3: "tumour"}
-    csv = tmp_path / "labels.csv"
+    csv = tmp_path / "sheet.csv"
     csv.write_text("cluster_id,label\n4,plasma cell\n5, macrophage\n")
     assert read_cluster_labels(csv) == {4: "plasma cell", 5: "macrophage"}
     assert read_cluster_labels(tmp_path / "none.yml") == {}
     yml.write_text("seven: lymphocyte\n")
-    with pytest.raises(LabelsFileError, match=r"labels.yml: key 'seven': 'seven' is not a cluster number"):
+    with pytest.raises(LabelsFileError, match=r"labels.yml: line 1: 'seven' is not a cluster number"):
         read_cluster_labels(yml)
     yml.write_text("7: \n")
     with pytest.raises(LabelsFileError, match=r"cluster\(s\) \[7\] have an empty label"):
@@ -59,6 +61,70 @@ def test_labels_file_yaml_csv_and_mistakes(tmp_path):
     yml.write_text("7: [unclosed\n")
     with pytest.raises(LabelsFileError, match="not valid YAML"):
         read_cluster_labels(yml)
+
+
+def test_labels_file_with_the_other_suffix_is_read_and_named(tmp_path, caplog):
+    configured = tmp_path / "cluster_labels.yml"
+    configured.write_text("# Cluster names: `<cluster id>: <cell type>`\n")  # what make setup writes
+    (tmp_path / "cluster_labels.yaml").write_text("7: lymphocyte\n")
+    with caplog.at_level(logging.INFO):
+        assert read_cluster_labels(configured) == {7: "lymphocyte"}
+    assert "cluster_labels.yaml" in caplog.text and "labels_file is" in caplog.text
+    configured.unlink()  # absent altogether: the .yaml is still found
+    assert read_cluster_labels(configured) == {7: "lymphocyte"}
+    (tmp_path / "cluster_labels.csv").write_text("cluster_id,label\n3,fibroblast\n")
+    with pytest.raises(
+        LabelsFileError, match=r"cluster_labels.yaml and .*cluster_labels.csv both name clusters"
+    ):
+        read_cluster_labels(configured)
+
+
+@pytest.mark.parametrize(
+    "name, text, lines",
+    [
+        ("l.yml", "7: lymphocyte\ncluster 7: fibroblast\n", (1, 2)),
+        ("l.yml", "1: lymphocyte\n2: tumour\n1: fibroblast\n", (1, 3)),
+        ("l.csv", "cluster_id,label\n4,lymphocyte\n5,tumour\ncluster 4,fibroblast\n", (2, 4)),
+    ],
+)
+def test_a_cluster_named_twice_is_refused_with_both_lines(tmp_path, name, text, lines):
+    path = tmp_path / name
+    path.write_text(text)
+    cluster = 4 if name.endswith("csv") else int(text[0])
+    with pytest.raises(
+        LabelsFileError, match=rf"cluster {cluster} is named twice, on lines {lines[0]} and {lines[1]}"
+    ):
+        read_cluster_labels(path)
+
+
+@pytest.mark.parametrize("separator", [",", ";", "\t"])
+def test_a_csv_saved_by_a_spreadsheet_is_read(tmp_path, separator):
+    path = tmp_path / "labels.csv"
+    rows = [["Cluster_ID", "Label"], ["4", "plasma cell"], ["5", "macrophage"], ["", ""]]
+    text = "\r\n".join(separator.join(row) for row in rows) + "\r\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # UTF-8 with BOM, CRLF: Excel's "CSV UTF-8"
+    assert read_cluster_labels(path) == {4: "plasma cell", 5: "macrophage"}
+
+
+def test_labels_match_the_vocabulary_ignoring_case_and_closest_word_is_suggested(tmp_path, caplog):
+    vocabulary = ["lymphocyte", "fibroblast", "plasma cell"]
+    matched, outside = match_vocabulary(
+        {1: "Fibroblast", 2: "lymphocite", 3: "Plasma  Cell", 4: "zebra"}, vocabulary
+    )
+    assert matched == {1: "fibroblast", 2: "lymphocite", 3: "plasma cell", 4: "zebra"}
+    assert outside == {"lymphocite": "lymphocyte", "zebra": None}
+    # Through the node's function: counts are not split, and each stray name is a warning.
+    labels_file = tmp_path / "labels.yml"
+    labels_file.write_text("0: Fibroblast\n1: fibroblast\n2: lymphocite\n")
+    params = ClassificationParams(labels_file=str(labels_file))
+    with caplog.at_level(logging.INFO):
+        table = name_clusters(answers([]), [0, 1, 2], params).set_index("cluster_id")
+    assert table.loc[0, "label"] == table.loc[1, "label"] == "fibroblast"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        "'lymphocite'" in w and "line 3" in w and "did you mean 'lymphocyte'" in w for w in warnings
+    ), warnings
+    assert not any("Fibroblast" in w for w in warnings)
 
 
 def test_human_labels_override_the_model():

@@ -93,3 +93,25 @@ def test_clustering_mistakes_are_named():
     with pytest.raises(ParameterError) as error:
         validate_parameters(params)
     assert "clustering.clusterer.method" in str(error.value) and "clustering.embedders" in str(error.value)
+
+
+def test_unknown_top_level_key_is_refused_with_the_closest_name():
+    params = shipped()
+    params["tilling"] = {"max_tiles": 4}  # --params tilling.max_tiles=4
+    with pytest.raises(ParameterError, match=r"Unknown parameters 'tilling'.*did you mean 'tiling'\?"):
+        validate_parameters(params)
+    params = shipped()
+    params["zzz"] = 1
+    with pytest.raises(ParameterError, match=r"Unknown parameters 'zzz'.*known: tiling, filtering"):
+        validate_parameters(params)
+
+
+def test_a_cross_field_error_names_its_fields_not_the_whole_section():
+    params = shipped()
+    params["tiling"].update(tile_size=256, overlap=300)
+    with pytest.raises(ParameterError) as info:
+        validate_parameters(params)
+    message = str(info.value)
+    assert "overlap" in message and "tile_size" in message
+    assert len(message) < 400, message  # the section (over 1 KB with every key) is not repeated
+    assert "target_mpp" not in message and "Value error" not in message

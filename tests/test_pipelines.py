@@ -168,6 +168,8 @@ def test_all_slides_unreadable_lists_each(project, tmp_path):
 def test_parameter_typo_stops_the_run_before_any_work(project, cmu_slide):
     root = project([cmu_slide])
     assert "tiling.tile_sise: unknown parameter" in kedro_user_error(root, "--params", "tiling.tile_sise=256")
+    output = kedro_user_error(root, "--params", "tilling.max_tiles=4")  # a misspelt namespace
+    assert "Unknown parameters 'tilling'" in output and "did you mean 'tiling'" in output
     assert not list((root / "data" / "02_intermediate").glob("slides.parquet/*"))
 
 

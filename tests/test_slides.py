@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import openslide
+import pandas as pd
 import pytest
 from PIL import Image
 
 from histocluster.wsi.slides import (
+    DuplicateSlideIdError,
     ImageReader,
     OpenSlideReader,
     SlideReadError,
@@ -16,7 +18,9 @@ from histocluster.wsi.slides import (
     describe_slide,
     discover_slides,
     open_slide,
+    require_unique_ids,
     slugify,
+    unique_slide_ids,
 )
 
 
@@ -146,6 +150,28 @@ def test_slugify():
     assert slugify("TCGA-CR-7395-01A-01-TS1") == "tcga-cr-7395-01a-01-ts1"
     assert slugify("  weird name (1) ") == "weird-name-1"
     assert slugify("???") == "slide"
+    assert slugify("测试") == "测试" and slugify("Übersicht Ａ1") == "übersicht-a1"  # letters of any script
+
+
+def test_slide_ids_are_unique_readable_and_do_not_depend_on_order(tmp_path):
+    names = ["测试.svs", "样本.svs", "CMU 1 Small Region.svs", "CMU-1-Small-Region.svs", "b.svs", "b.tif"]
+    ids = unique_slide_ids(names)
+    assert len(set(ids)) == len(ids), ids
+    assert ids[:2] == ["测试", "样本"] and ids[4:] == ["b-svs", "b-tif"]
+    assert all(i.startswith("cmu-1-small-region-svs-") for i in ids[2:4])
+    assert dict(zip(names, ids, strict=True)) == dict(
+        zip(names[::-1], unique_slide_ids(names[::-1]), strict=True)
+    )
+    for name in names:
+        (tmp_path / name).write_bytes(b"")  # discovery goes by name only
+    assert sorted(s.slide_id for s in discover_slides(tmp_path)) == sorted(ids)
+
+
+def test_a_repeated_slide_id_stops_before_later_stages():
+    table = pd.DataFrame({"slide_id": ["slide", "slide", "c"], "path": ["测试.svs", "样本.svs", "c.svs"]})
+    with pytest.raises(DuplicateSlideIdError, match=r"repeated slide ids \(slide: 测试.svs, 样本.svs\)"):
+        require_unique_ids(table)
+    require_unique_ids(table.iloc[1:])  # unique: nothing said
 
 
 def test_describe_uses_default_mpp_and_says_so(tcga_slide):
@@ -153,3 +179,26 @@ def test_describe_uses_default_mpp_and_says_so(tcga_slide):
         row = describe_slide(reader, SlideSource("t", str(tcga_slide)), default_mpp=0.25)
     assert (row["mpp_x"], row["mpp_y"], row["mpp_source"]) == (0.25, 0.25, "parameter")
     assert row["levels"] == 2 and row["status"] == "ok"
+
+
+def test_a_long_thumbnail_read_shows_progress_naming_the_slide(tmp_path, capsys, caplog):
+    import logging
+
+    import tifffile
+
+    # A single-level tiled TIFF (no pyramid level near the thumbnail's scale), 2048² px and
+    # a few hundred kB: read in 1/8 with 128-px blocks it takes 256 blocks.
+    yy, xx = np.mgrid[0:2048, 0:2048]
+    pixels = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
+    path = tmp_path / "big single level.tif"
+    tifffile.imwrite(path, pixels, tile=(256, 256), compression="zlib", photometric="rgb")
+    with open_slide(path) as reader, caplog.at_level(logging.INFO):
+        assert isinstance(reader, OpenSlideReader) and reader.level_count == 1
+        thumb = reader.thumbnail(8, max_read=128)
+    assert thumb.shape == (256, 256, 3)
+    err = capsys.readouterr().err
+    assert "Thumbnail of big single level.tif" in err and "/256 [" in err
+    assert "reading the thumbnail (1/8) from level 0 (1/1) in 256 blocks" in caplog.text
+    with open_slide(path) as reader:  # few blocks: no bar
+        reader.thumbnail(8)
+    assert "Thumbnail of" not in capsys.readouterr().err

@@ -123,3 +123,34 @@ def test_an_unreadable_tile_does_not_count_as_a_kept_tile_that_failed(image_slid
     quality = out.quality.set_index("tile_id")
     assert quality.loc["two_unreadable", "reason"].startswith("read error: OSError")
     assert bool(quality.loc["two_t", "keep"])
+
+
+def test_a_greyscale_slide_is_warned_about_naming_the_check(tmp_path, cmu_slide, caplog):
+    """Real tissue, scanned (or converted) without colour: every tile fails the colour
+    check, and the slide's 0 cells come with a WARNING naming it, not an INFO line."""
+    import logging
+
+    with slide_readers.open_slide(cmu_slide) as reader:
+        rgb = reader.read_region((600, 1200), 0, (512, 512))
+    grey = np.repeat(np.asarray(Image.fromarray(rgb).convert("L"))[..., None], 3, axis=-1)
+    path = tmp_path / "grey.png"
+    Image.fromarray(grey).save(path)
+    slide = {"slide_id": "grey", "path": str(path), "width": 512, "height": 512}
+    # A colour slide beside it gives cells, so the run goes on and the warning is all there is.
+    colour = {"slide_id": "colour", "path": str(tmp_path / "colour.png"), "width": 512, "height": 512}
+    Image.fromarray(rgb).save(colour["path"])
+    tiles = pd.DataFrame([one_tile(512, 512, slide_id="grey"), one_tile(512, 512, slide_id="colour")])
+    labels = np.zeros((512, 512), int)
+    labels[100:120, 100:120] = 1
+    with caplog.at_level(logging.INFO):
+        out = segment_slides(
+            pd.DataFrame([slide, colour]),
+            tiles,
+            KnownLabels(labels),
+            pass_settings(quality=QualityThresholds()),
+        )
+    assert set(out.cells["slide_id"]) == {"colour"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        "Slide grey: every one of its 1 tiles was rejected" in w and "color_variance" in w for w in warnings
+    ), warnings

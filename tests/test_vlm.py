@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import logging
 
 import numpy as np
 import pytest
@@ -105,11 +107,42 @@ def test_budget_stops_cleanly(tmp_path):
     assert [a.status for a in answers].count("ok") == 2
     assert [a.status for a in answers].count("budget") == 3
     assert len(server.requests) == 2
-    # A cost budget: each answer costs 1e6 × $2.5 / 1e6 = $2.5; $4 allows two requests.
-    reply = lambda request, n: (200, completion("fibroblast", prompt_tokens=1_000_000), {}, 0.0)  # noqa: E731
+
+    # A cost budget: each answer costs 1e6 × $2.5 / 1e6 = $2.5; $5 allows two requests and
+    # $4 one (a second would spend $5).
+    def reply(request, n):
+        return 200, completion("fibroblast", prompt_tokens=1_000_000, completion_tokens=0), {}, 0.0
+
+    for cap, sent in ((5.0, 2), (4.0, 1)):
+        with ChatServer(reply) as server:
+            answers = classifier(server, tmp_path / str(cap), max_cost_usd=cap, concurrency=4).ask(crops(5))
+        assert [a.status for a in answers].count("ok") == sent and len(server.requests) == sent
+        assert sum(a.cost_usd for a in answers) <= cap
+
+
+def test_the_cost_cap_holds_with_many_requests_in_flight(tmp_path):
+    """A server reporting 10 M tokens a request ($25 each) against a $5 cap: with eight
+    requests allowed in flight, one request is sent (what a request costs is not known
+    until one comes back), not eight."""
+    reply = lambda request, n: (200, completion("fibroblast", prompt_tokens=10_000_000), {}, 0.2)  # noqa: E731
     with ChatServer(reply) as server:
-        answers = classifier(server, tmp_path / "b", max_cost_usd=4.0, concurrency=1).ask(crops(5))
-    assert [a.status for a in answers] == ["ok", "ok", "budget", "budget", "budget"]
+        answers = classifier(server, tmp_path, max_cost_usd=5.0, concurrency=8).ask(crops(16))
+    assert len(server.requests) == 1
+    assert [a.status for a in answers].count("budget") == 15
+    # Cheap requests still go eight at a time: all 16 are answered.
+    with ChatServer(label("fibroblast")) as server:
+        answers = classifier(server, tmp_path / "cheap", max_cost_usd=5.0, concurrency=8).ask(crops(16))
+    assert [a.status for a in answers].count("ok") == 16
+
+
+def test_negative_token_usage_is_a_failed_request_not_a_refund(tmp_path):
+    reply = lambda request, n: (200, completion("fibroblast", prompt_tokens=-5_000_000), {}, 0.0)  # noqa: E731
+    with ChatServer(reply) as server:
+        classify = classifier(server, tmp_path, concurrency=1)
+        answers = classify.ask(crops(2))
+    assert [a.status for a in answers] == ["error", "error"]
+    assert "negative token usage" in answers[0].error and classify.budget.cost == 0
+    assert not list((tmp_path / "cache").rglob("*.json"))
 
 
 def test_rerun_is_answered_from_the_cache(tmp_path):
@@ -181,3 +214,116 @@ def test_cache_key_is_the_pixels_not_their_png_encoding(tmp_path, monkeypatch):
     with ChatServer(label("fibroblast")) as server:
         classifier(server, tmp_path).ask(crops(1), crop_spec="image_size=512")
     assert len(server.requests) == 1
+
+
+def test_a_long_valid_answer_is_the_same_answer_on_rerun(tmp_path):
+    """An answer over 200 characters (an extra JSON field; the label after leading
+    whitespace) is accepted, and the rerun, from the cache, gives the same label."""
+    replies = [
+        json.dumps({"label": "fibroblast", "reasoning": "spindle-shaped nucleus, " * 12}),
+        " " * 250 + "lymphocyte",
+    ]
+    with ChatServer(lambda request, n: (200, completion(replies[n]), {}, 0.0)) as server:
+        first = classifier(server, tmp_path, concurrency=1).ask(crops(2))
+        again = classifier(server, tmp_path, concurrency=1).ask(crops(2))
+    assert [a.label for a in first] == ["fibroblast", "lymphocyte"]
+    assert [a.label for a in again] == ["fibroblast", "lymphocyte"] and all(a.cached for a in again)
+    assert len(server.requests) == 2
+    assert again[0].raw == replies[0]  # the full raw text is kept
+
+
+def test_a_rejected_answer_is_not_cached_so_the_next_run_asks_again(tmp_path):
+    replies = ["Error - Rate Limited", "fibroblast"]
+    with ChatServer(lambda request, n: (200, completion(replies[min(n, 1)]), {}, 0.0)) as server:
+        (first,) = classifier(server, tmp_path).ask(crops(1))
+        (again,) = classifier(server, tmp_path).ask(crops(1))
+    assert first.status == "rejected" and again.status == "ok" and again.label == "fibroblast"
+    assert len(server.requests) == 2
+
+
+def test_an_old_cache_entry_holding_a_rejected_answer_is_asked_again(tmp_path):
+    from histocluster.labelling.answer_cache import request_key
+
+    cache = AnswerCache(tmp_path / "cache")
+    cache.put(request_key(crops(1)[0], "", "What cell is this?", VOCABULARY, "test-model"), {"raw": "Error"})
+    with ChatServer(label("epithelial")) as server:
+        (answer,) = classifier(server, tmp_path).ask(crops(1))
+    assert answer.label == "epithelial" and not answer.cached and len(server.requests) == 1
+
+
+ECHO = f"Bad request. Received headers: Authorization: Bearer {KEY}; x-api-key={KEY}"
+
+
+@pytest.mark.parametrize("about_format", [True, False])
+def test_the_key_never_reaches_the_log_or_the_answers_when_a_server_echoes_it(tmp_path, caplog, about_format):
+    """A gateway that echoes the request's headers in its 400 body (about response_format
+    or not) and in its answers: the key appears in no log line, answer, error or cache file."""
+
+    def reply(request, n):
+        if "response_format" in request:
+            message = ("response_format unsupported. " if about_format else "") + ECHO
+            return 400, error(400, message), {}, 0.0
+        return 200, completion(f"lymphocyte? {ECHO}"), {}, 0.0
+
+    caplog.set_level(logging.DEBUG)
+    with ChatServer(reply) as server:
+        answers = classifier(server, tmp_path, concurrency=2, max_retries=0).ask(crops(3))
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"  # it was sent
+    assert not any(KEY in record.getMessage() for record in caplog.records)
+    assert not any(KEY in (a.raw + a.error) for a in answers)
+    assert KEY not in "".join(p.read_text() for p in (tmp_path / "cache").rglob("*.json"))
+    if about_format:
+        warning = next(r.getMessage() for r in caplog.records if "structured output" in r.getMessage())
+        assert "Bearer ***" in warning  # what the server said is shown, redacted
+
+
+def test_redact_hides_keys_and_bearer_tokens():
+    from histocluster.labelling.credentials import Secret, redact
+
+    text = redact(
+        f"Authorization: Bearer abc.DEF-123456 key {KEY} api_key=hunter22 sk-proj-ABCDEFGH12", Secret(KEY)
+    )
+    assert "abc.DEF-123456" not in text and KEY not in text and "hunter22" not in text
+    assert "sk-proj-ABCDEFGH12" not in text and text.startswith("Authorization: Bearer ***")
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "said"),
+    [
+        (
+            '{"id": "chatcmpl-1", "choices": [{"index": 0, "mess',
+            {"content-type": "application/json"},
+            "not valid JSON",
+        ),
+        ("<html><body>502 Bad Gateway</body></html>", {"content-type": "text/html"}, "not a chat completion"),
+        (
+            {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []},
+            {},
+            "no choices",
+        ),
+        (
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "error": {"message": "overloaded"},
+            },
+            {},
+            "overloaded",
+        ),
+    ],
+    ids=["truncated-json", "html-page", "empty-choices", "error-without-choices"],
+)
+def test_a_malformed_200_is_a_failed_request_that_says_what_came(tmp_path, body, headers, said):
+    """Broken 200s count as failed requests like a 500 (the run goes on, nothing cached),
+    and the error says what came instead of calling it an answer outside the vocabulary."""
+
+    def reply(request, n):
+        return (200, body, headers, 0.0) if n == 0 else (200, completion("fibroblast"), {}, 0.0)
+
+    with ChatServer(reply) as server:
+        answers = classifier(server, tmp_path, concurrency=1, max_retries=0).ask(crops(2))
+    assert [a.status for a in answers] == ["error", "ok"]
+    assert said in answers[0].error and "malformed response" in answers[0].error
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 1

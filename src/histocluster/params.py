@@ -9,6 +9,7 @@ them all before a run starts (see :mod:`histocluster.hooks`).
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from pydantic import ValidationError
@@ -52,13 +53,21 @@ class ParameterError(UserInputError, ValueError):
 
 
 def _describe(error: ValidationError, section: str) -> str:
+    """One line per problem: where, what, and the value given when it is one value (a
+    check across fields names its fields in its message; the whole section is not
+    repeated)."""
     lines = []
     for item in error.errors():
         where = ".".join(str(p) for p in (section, *item["loc"]))
         if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             lines.append(f"  {where}: unknown parameter (typo?)")
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        given = item.get("input")
+        if isinstance(given, dict) or len(repr(given)) > 80:
+            lines.append(f"  {where}: {message}")
         else:
-            lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"  {where}: {message} (got {given!r})")
     return "\n".join(lines)
 
 
@@ -74,9 +83,21 @@ def parse(section: str, values: Any) -> Strict:
         ) from None
 
 
+def _unknown_sections(params: dict[str, Any]) -> list[str]:
+    """Top-level keys that no pipeline reads (``--params tilling.max_tiles=4``), each
+    with the closest known one."""
+    problems = []
+    for key in sorted(set(params) - set(PARAMETER_MODELS), key=str):
+        close = difflib.get_close_matches(str(key), list(PARAMETER_MODELS), n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(PARAMETER_MODELS)}"
+        problems.append(f"Unknown parameters '{key}' (from conf/*/parameters*.yml or --params): {hint}")
+    return problems
+
+
 def validate_parameters(params: dict[str, Any]) -> dict[str, Strict]:
-    """Validate every known section of the run's parameters, all problems at once."""
-    problems, parsed = [], {}
+    """Validate every known section of the run's parameters, all problems at once; a
+    top-level key that is not a pipeline's section is one of them."""
+    problems, parsed = _unknown_sections(params), {}
     for section in PARAMETER_MODELS:
         if section not in params:
             problems.append(f"Missing parameters '{section}' (conf/base/parameters_{section}.yml)")

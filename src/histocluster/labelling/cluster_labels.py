@@ -86,24 +86,32 @@ def name_clusters(
     """The cluster-label table: :func:`vote` over the model's answers, then the person's
     labels from ``params.labels_file`` (:func:`apply_human`); stale cluster ids and names
     outside the vocabulary are said in the log."""
-    from histocluster.labelling.labels_file import read_cluster_labels
+    from histocluster.labelling.labels_file import load_cluster_labels, match_vocabulary
 
     labels = vote(answers, cluster_ids, params.agreement_threshold, params.vlm.model)
-    human = read_cluster_labels(params.labels_file)
-    if human:
+    given = load_cluster_labels(params.labels_file)
+    if given.labels:
+        human, outside = match_vocabulary(given.labels, params.vocabulary.labels)
         labels, unknown = apply_human(labels, human)
-        logger.info(
-            "Classification: %d cluster labels from %s", len(human) - len(unknown), params.labels_file
-        )
+        logger.info("Classification: %d cluster labels from %s", len(human) - len(unknown), given.path)
         if unknown:
             logger.warning(
                 "%s names cluster(s) %s, which this clustering does not have (written for an older run?)",
-                params.labels_file,
+                given.path,
                 unknown,
             )
-        outside = sorted(set(human.values()) - set(params.vocabulary.labels))
-        if outside:
-            logger.info("Labels outside the '%s' vocabulary, kept as written: %s", params.label_set, outside)
+        for label, closest in outside.items():
+            where = ", ".join(
+                f"line {given.lines[c]}" for c, written in given.labels.items() if written == label
+            )
+            logger.warning(
+                "%s (%s): '%s' is not in the '%s' vocabulary%s; kept as written, counted apart",
+                given.path,
+                where,
+                label,
+                params.label_set,
+                f" (did you mean '{closest}'?)" if closest else "",
+            )
     counts = labels["status"].value_counts().to_dict()
     logger.info("Cluster labels: %s", ", ".join(f"{k} {v}" for k, v in counts.items()) or "no clusters")
     return labels

@@ -14,9 +14,16 @@ stay on site can be sent to a local server. For every image:
   the server for exactly that where it supports structured output; a request refused
   with HTTP 400 *about* ``response_format`` is asked again in plain text, that request
   only); anything else is *rejected*: counted, logged, kept as raw text for inspection,
-  never used as a label.
+  never used as a label and never cached (the next run asks again);
+* a response that is not a chat completion (a truncated JSON body, an HTML page, no
+  ``choices``, negative token usage) is a failed request, like an HTTP 500, with an
+  error that says what came instead.
 
-The API key is passed to the client and nowhere else: it is never logged or stored.
+Only a valid answer is cached: its label and the full raw text. The API key is passed
+to the client and nowhere else: it is never logged or stored, and text a server sends
+back (error bodies, answers) is redacted before it is logged or saved
+(:func:`~histocluster.labelling.credentials.redact`), since a gateway may echo the
+request's ``Authorization`` header.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from histocluster.labelling.answer_cache import AnswerCache, request_key
+from histocluster.labelling.credentials import redact
 from histocluster.labelling.settings import VLMSettings
 
 logger = logging.getLogger(__name__)
@@ -75,30 +83,65 @@ def parse_label(text: str, vocabulary: list[str]) -> str | None:
 
 
 class Budget:
-    """Requests and estimated cost spent so far in this run (thread-safe)."""
+    """Requests sent and estimated cost spent so far in this run (thread-safe).
+
+    A request is sent only when the cost spent, plus what the requests in flight may
+    cost, plus what this one may cost stays within ``max_cost_usd``; what a request
+    may cost is the most any one has cost so far. Until one request has reported its
+    usage they go one at a time, and near the cap the pool slows to one at a time, so
+    the estimate can overshoot by at most one request whose usage jumps.
+    """
 
     def __init__(self, settings: VLMSettings) -> None:
         self.settings = settings
         self.requests = 0
         self.cost = 0.0
-        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._reserved = 0.0
+        self._largest: float | None = None  # the most one request has cost
+        self._changed = threading.Condition()
 
-    def reserve(self) -> bool:
-        """Take one request from the budget, or say it is spent."""
-        with self._lock:
-            if self.requests >= self.settings.max_requests or self.cost >= self.settings.max_cost_usd:
-                return False
+    def reserve(self) -> float | None:
+        """Wait until one more request fits; the amount set aside for it, or None when
+        the budget is spent (then nothing may be sent)."""
+        s = self.settings
+        with self._changed:
+            while True:
+                if self.requests >= s.max_requests or self.cost >= s.max_cost_usd:
+                    return None
+                if self._largest is None:
+                    if self._in_flight == 0:  # what a request costs is not known yet: one at a time
+                        estimate = 0.0
+                        break
+                elif self.cost + self._reserved + self._largest <= s.max_cost_usd:
+                    estimate = self._largest
+                    break
+                elif self._in_flight == 0:
+                    return None
+                self._changed.wait()
             self.requests += 1
-            return True
+            self._in_flight += 1
+            self._reserved += estimate
+            return estimate
 
-    def charge(self, prompt_tokens: int, completion_tokens: int) -> float:
-        cost = (
-            prompt_tokens * self.settings.usd_per_million_input_tokens
-            + completion_tokens * self.settings.usd_per_million_output_tokens
-        ) / 1e6
-        with self._lock:
-            self.cost += cost
-        return cost
+    def settle(self, reserved: float, cost: float | None) -> None:
+        """A request came back: release what was set aside and add what it cost (None:
+        no usage was reported because it failed)."""
+        with self._changed:
+            self._in_flight -= 1
+            self._reserved -= reserved
+            if cost is not None:
+                self.cost += cost
+                self._largest = max(self._largest or 0.0, cost)
+            self._changed.notify_all()
+
+
+def request_cost(settings: VLMSettings, prompt_tokens: int, completion_tokens: int) -> float:
+    """Estimated USD of one request from its reported token usage."""
+    return (
+        prompt_tokens * settings.usd_per_million_input_tokens
+        + completion_tokens * settings.usd_per_million_output_tokens
+    ) / 1e6
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -162,7 +205,9 @@ class VLMClassifier:
             timeout=settings.timeout_s,
             max_retries=settings.max_retries,
         )
+        self._api_key = api_key  # only to redact it from what a server sends back
         self._fallback_logged = threading.Event()
+        self._no_usage_logged = threading.Event()
 
     def _messages(self, image: bytes, structured: bool) -> list[dict]:
         url = "data:image/png;base64," + base64.b64encode(image).decode()
@@ -191,6 +236,12 @@ class VLMClassifier:
             kwargs["response_format"] = _schema(self.vocabulary)
         return self.client.chat.completions.create(**kwargs)
 
+    def _server_text(self, text: object, limit: int = 300) -> str:
+        """Text a server sent, fit for a log line or an output: credentials redacted
+        (a gateway may echo the request's headers), at most ``limit`` characters."""
+        text = redact(str(text), self._api_key)
+        return text if len(text) <= limit else text[:limit] + "…"
+
     def _call(self, image: bytes) -> Answer:
         openai = self._openai
         s = self.settings
@@ -204,9 +255,10 @@ class VLMClassifier:
                 if not self._fallback_logged.is_set():
                     self._fallback_logged.set()
                     logger.warning(
-                        "The server refused structured output (HTTP 400 about response_format); "
-                        "such requests are asked again in plain text (set "
-                        "classification.vlm.structured_output: false to skip the first try)"
+                        "The server refused structured output (HTTP 400: %s); such requests are asked "
+                        "again in plain text (set classification.vlm.structured_output: false to skip "
+                        "the first try)",
+                        self._server_text(getattr(exc, "message", "") or exc, 200),
                     )
                 response = self._create(image, structured=False)
         except openai.APITimeoutError:
@@ -214,21 +266,76 @@ class VLMClassifier:
         except openai.APIStatusError as exc:
             return Answer(None, "error", error=f"HTTP {exc.status_code} after {s.max_retries} retries")
         except openai.APIConnectionError as exc:
-            return Answer(None, "error", error=f"connection failed: {exc.__cause__ or exc}")
-        text = (response.choices[0].message.content or "") if response.choices else ""
+            return Answer(
+                None, "error", error=self._server_text(f"connection failed: {exc.__cause__ or exc}")
+            )
+        except ValueError as exc:  # a 200 whose JSON body is cut short or broken
+            return Answer(
+                None, "error", error=self._server_text(f"malformed response: not valid JSON ({exc})")
+            )
+        return self._read(response)
+
+    def _read(self, response: object) -> Answer:
+        """The answer in a 200 response, or an error saying what came instead."""
+        from openai.types.chat import ChatCompletion
+
+        if not isinstance(response, ChatCompletion):
+            kind = type(response).__name__
+            return Answer(
+                None,
+                "error",
+                error=self._server_text(
+                    f"malformed response: a {kind}, not a chat completion: {response!r}", 200
+                ),
+            )
         usage = response.usage
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        cost = self.budget.charge(prompt_tokens, completion_tokens)
+        if prompt_tokens < 0 or completion_tokens < 0:
+            return Answer(
+                None,
+                "error",
+                error=f"malformed response: negative token usage ({prompt_tokens} prompt, {completion_tokens} completion)",
+            )
+        if usage is None and not self._no_usage_logged.is_set():
+            self._no_usage_logged.set()
+            logger.warning(
+                "The server reports no token usage: max_cost_usd cannot be enforced, only max_requests (%d)",
+                self.settings.max_requests,
+            )
+        cost = request_cost(self.settings, prompt_tokens, completion_tokens)
+        if not response.choices:
+            fields = sorted(k for k, v in response.model_dump().items() if v not in (None, [], {}))
+            extra = response.model_extra or {}
+            said = f": {self._server_text(extra['error'], 200)}" if "error" in extra else ""
+            return Answer(
+                None,
+                "error",
+                error=f"malformed response: no choices (fields: {', '.join(fields)}){said}",
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost_usd=cost,
+            )
+        text = response.choices[0].message.content or ""
         label = parse_label(text, self.vocabulary)
         return Answer(
             label,
             "ok" if label else "rejected",
-            raw=text[:200],
+            raw=self._server_text(text, 2000),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             cost_usd=cost,
         )
+
+    def _cached(self, record: dict) -> Answer | None:
+        """A cached answer, or None when the record holds no label of this vocabulary
+        (an entry of an older version that cached a rejected answer is asked again)."""
+        label = record.get("label")
+        if label not in self.vocabulary:
+            label = parse_label(str(record.get("raw", "")), self.vocabulary)
+        if label is None:
+            return None
+        return Answer(label, "ok", raw=str(record.get("raw", "")), cached=True)
 
     def ask(self, images: list[np.ndarray], crop_spec: str = "") -> list[Answer]:
         """One answer per image (RGB uint8 arrays, sent as PNG), in order (see the module
@@ -241,20 +348,26 @@ class VLMClassifier:
         pending = []
         for i, key in enumerate(keys):
             record = self.cache.get(key)
-            if record is not None:
-                label = parse_label(record.get("raw", ""), self.vocabulary) if record.get("raw") else None
-                answers[i] = Answer(
-                    label, "ok" if label else "rejected", raw=record.get("raw", ""), cached=True
-                )
-            else:
+            answers[i] = self._cached(record) if record is not None else None
+            if answers[i] is None:
                 pending.append(i)
 
         def run(i: int) -> tuple[int, Answer]:
-            if not self.budget.reserve():
+            reserved = self.budget.reserve()
+            if reserved is None:
                 return i, Answer(None, "budget", error="budget reached")
-            answer = self._call(png_bytes(images[i]))
-            if answer.status in ("ok", "rejected"):
-                self.cache.put(keys[i], {"raw": answer.raw, "model": self.settings.model})
+            answer = None
+            try:
+                answer = self._call(png_bytes(images[i]))
+            finally:
+                reported = answer is not None and (
+                    answer.status in ("ok", "rejected") or answer.prompt_tokens or answer.completion_tokens
+                )
+                self.budget.settle(reserved, answer.cost_usd if reported else None)
+            if answer.status == "ok":  # only what was parsed; a bad answer is asked again next run
+                self.cache.put(
+                    keys[i], {"label": answer.label, "raw": answer.raw, "model": self.settings.model}
+                )
             return i, answer
 
         with (

@@ -15,16 +15,23 @@ OpenSlide. Regions are returned as RGB ``uint8`` arrays with transparent areas
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
+
+from histocluster.errors import UserInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,10 @@ WHITE = 255
 
 class SlideReadError(RuntimeError):
     """A slide could not be opened or read; the message names the file and the cause."""
+
+
+class DuplicateSlideIdError(UserInputError):
+    """Two slides share an id; the message names the id and the files."""
 
 
 @dataclass(frozen=True)
@@ -110,21 +121,44 @@ class SlideReader:
         image = Image.fromarray(region).resize(tuple(out_size), Image.Resampling.LANCZOS)
         return np.asarray(image)
 
-    def thumbnail(self, downsample: float, max_read: int = 2048) -> np.ndarray:
+    def thumbnail(self, downsample: float, max_read: int = 2048, progress_from: int = 16) -> np.ndarray:
         """The whole slide at ``downsample`` (level-0 pixels per thumbnail pixel).
 
         Read in blocks of at most ``max_read`` × ``max_read`` pixels of the pyramid
         level used, so memory stays bounded (~16 MB a block) whatever the slide's size
-        and however few levels it has.
+        and however few levels it has. A slide without a level near ``downsample`` (a
+        large single-level TIFF) is read from a finer level, which takes minutes: from
+        ``progress_from`` blocks on, a progress bar naming the slide shows how far it is.
         """
+        from tqdm.auto import tqdm
+
         width, height = self.dimensions
         out_w, out_h = max(1, round(width / downsample)), max(1, round(height / downsample))
         scale_x, scale_y = width / out_w, height / out_h
-        level_ds = self.level_downsamples[self.best_level_for_downsample(min(scale_x, scale_y))]
+        level = self.best_level_for_downsample(min(scale_x, scale_y))
+        level_ds = self.level_downsamples[level]
         block = max(16, int(max_read * level_ds / max(scale_x, scale_y)))
+        origins = [(ox, oy) for oy in range(0, out_h, block) for ox in range(0, out_w, block)]
+        name = getattr(self, "path", Path("slide")).name
+        if len(origins) >= progress_from:
+            logger.info(
+                "%s: reading the thumbnail (1/%.0f) from level %d (1/%.0f) in %d blocks of ≤ %d px",
+                name,
+                downsample,
+                level,
+                level_ds,
+                len(origins),
+                max_read,
+            )
         thumb = np.empty((out_h, out_w, 3), dtype=np.uint8)
-        for oy in range(0, out_h, block):
-            for ox in range(0, out_w, block):
+        with tqdm(
+            origins,
+            desc=f"Thumbnail of {name}",
+            unit="block",
+            disable=len(origins) < progress_from,
+            leave=False,
+        ) as blocks:
+            for ox, oy in blocks:
                 bw, bh = min(block, out_w - ox), min(block, out_h - oy)
                 x0, y0 = round(ox * scale_x), round(oy * scale_y)
                 x1, y1 = round((ox + bw) * scale_x), round((oy + bh) * scale_y)
@@ -318,19 +352,44 @@ def _is_dicom_folder(path: Path) -> bool:
 
 
 def slugify(name: str) -> str:
-    """A readable, filesystem-safe id: lower case, runs of other characters become '-'."""
-    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")
+    """A readable, filesystem-safe id: Unicode-normalised (NFKC), lower case, letters and
+    digits of any script kept (``测试`` stays ``测试``, ``Übersicht`` → ``übersicht``), runs of
+    anything else become '-'."""
+    text = unicodedata.normalize("NFKC", name).casefold()
+    slug = re.sub(r"[^\w.-]+", "-", text).strip("-._")
     return slug or "slide"
 
 
-def discover_slides(folder: str | Path) -> list[SlideSource]:
-    """Every slide candidate in ``folder`` (not recursive), with unique, stable ids.
+def _file_hash(name: str) -> str:
+    return hashlib.sha1(unicodedata.normalize("NFC", name).encode()).hexdigest()[:6]
 
-    A slide's id is its file name without the suffix, slugified
-    (``CMU-1-Small-Region.svs`` → ``cmu-1-small-region``). When two files share a stem
-    (``a.svs`` and ``a.tif``), both ids keep their suffix (``a-svs``, ``a-tif``), so an
-    id never depends on the order in which files are listed. MIRAX data folders (the
-    folder beside an .mrxs file) are not slides of their own; DICOM folders are.
+
+def unique_slide_ids(names: Sequence[str]) -> list[str]:
+    """One id per file name, unique and stable: :func:`slugify` of the name without its
+    suffix; where several names give one id, the suffix is added (``a.svs``, ``a.tif`` →
+    ``a-svs``, ``a-tif``); where that still collides (``CMU 1.svs``, ``CMU-1.svs``), six hex
+    digits of a hash of the file name are (``cmu-1-svs-3f2a9c``), so an id depends on its
+    own file name and on which names collide with it, never on listing order."""
+
+    def stem_and_suffix(name: str) -> tuple[str, str]:
+        path = Path(name)
+        return (path.stem, path.suffix) if path.suffix.lower() in SLIDE_SUFFIXES else (name, "")
+
+    first = [slugify(stem_and_suffix(n)[0]) for n in names]
+    seen = Counter(first)
+    second = [
+        ids if seen[ids] == 1 else slugify(f"{ids}-{stem_and_suffix(n)[1].lstrip('.')}").rstrip("-")
+        for n, ids in zip(names, first, strict=True)
+    ]
+    seen = Counter(second)
+    return [ids if seen[ids] == 1 else f"{ids}-{_file_hash(n)}" for n, ids in zip(names, second, strict=True)]
+
+
+def discover_slides(folder: str | Path) -> list[SlideSource]:
+    """Every slide candidate in ``folder`` (not recursive), with unique, stable ids
+    (:func:`unique_slide_ids`: ``CMU-1-Small-Region.svs`` → ``cmu-1-small-region``).
+    MIRAX data folders (the folder beside an .mrxs file) are not slides of their own;
+    DICOM folders are.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -347,13 +406,26 @@ def discover_slides(folder: str | Path) -> list[SlideSource]:
             candidates.append(path)
         else:
             logger.info("Ignoring %s: not a slide or image file type", path)
-    stems = Counter(slugify(p.stem if p.is_file() else p.name) for p in candidates)
-    sources = []
-    for path in candidates:
-        stem = slugify(path.stem if path.is_file() else path.name)
-        slide_id = stem if stems[stem] == 1 else f"{stem}-{path.suffix.lstrip('.').lower()}"
-        sources.append(SlideSource(slide_id=slide_id, path=_portable(path)))
-    return sources
+    ids = unique_slide_ids([p.name for p in candidates])
+    return [SlideSource(slide_id=i, path=_portable(p)) for i, p in zip(ids, candidates, strict=True)]
+
+
+def require_unique_ids(slides: pd.DataFrame, what: str = "slides table") -> None:
+    """Stop before a repeated ``slide_id`` reaches a later stage (outputs of two slides
+    would overwrite each other).
+
+    Raises:
+        DuplicateSlideIdError: names each repeated id and the files behind it.
+    """
+    repeated = slides[slides["slide_id"].duplicated(keep=False)]
+    if len(repeated):
+        listing = "; ".join(
+            f"{slide_id}: {', '.join(map(str, group['path'])) if 'path' in group else len(group)}"
+            for slide_id, group in repeated.groupby("slide_id")
+        )
+        raise DuplicateSlideIdError(
+            f"The {what} has repeated slide ids ({listing}); rename the files or rerun the tiling pipeline"
+        )
 
 
 def _portable(path: Path) -> str:

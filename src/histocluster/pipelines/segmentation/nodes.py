@@ -12,6 +12,7 @@ from histocluster.segmentation.segmenter import make_segmenter
 from histocluster.segmentation.settings import SegmentationParams
 from histocluster.segmentation.tile_pass import PassSettings, deep_feature_function, segment_slides
 from histocluster.wsi.settings import FilteringParams, TilingParams
+from histocluster.wsi.slides import require_unique_ids
 
 
 def segment_tiles(
@@ -30,6 +31,7 @@ def segment_tiles(
     the contact sheets' tile previews. The segmenter (and ResNet) load first, so a missing
     checkpoint stops the node before any tile is read.
     """
+    require_unique_ids(slides)
     segmenter = make_segmenter(params)
     features = params.cell_features
     deep = deep_feature_function(features)

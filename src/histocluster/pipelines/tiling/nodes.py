@@ -27,6 +27,7 @@ from histocluster.wsi.slides import (
     describe_slide,
     failed_slide_row,
     open_slide,
+    require_unique_ids,
 )
 from histocluster.wsi.tile_grid import (
     TILE_COLUMNS,
@@ -71,6 +72,7 @@ def describe_slides(
             "by default): put slide files there (.svs, .ndpi, .tiff, .mrxs, .scn, .png, .jpg, ...), "
             "or run `make sample` for the CC0 sample slide."
         )
+    require_unique_ids(pd.DataFrame([vars(s) for s in sources]), "slide folder")
     rows, thumbnails, region_records = [], {}, {}
     for source in tqdm(sources, desc="Reading slides", unit="slide"):
         try:
@@ -196,6 +198,7 @@ def plan_tiles(
     slides: pd.DataFrame, tissue_masks: dict, slide_regions: dict[str, list[dict]], params: TilingParams
 ) -> pd.DataFrame:
     """The tile table: every kept tile of every readable slide at every resolution."""
+    require_unique_ids(slides)
     frames = [pd.DataFrame(columns=TILE_COLUMNS)]
     for row in tqdm(_ok_slides(slides).to_dict("records"), desc="Planning tiles", unit="slide"):
         mask = np.asarray(_load(tissue_masks, row["slide_id"])) > 0
