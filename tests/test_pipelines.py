@@ -165,6 +165,33 @@ def test_all_slides_unreadable_lists_each(project, tmp_path):
     assert "None of the 1 slide(s) could be read" in output and "junk.ndpi" in output
 
 
+def test_an_output_folder_that_cannot_be_written_stops_the_run_before_any_work(project, cmu_slide):
+    root = project([cmu_slide])
+    (root / "data" / "08_reporting").write_text("not a folder")  # a typo'd move, a stale mount
+    output = kedro_user_error(root, "--pipelines=tiling")
+    assert "Error: The run cannot write its outputs (nothing was run)" in output
+    assert "data/08_reporting is a file, not a folder (for tiling_overview_figure)" in output
+    assert not (root / "data" / "02_intermediate").exists()  # no slide was read
+
+
+def test_a_full_disk_is_one_error_line_naming_the_dataset(project, cmu_slide):
+    """A real ENOSPC: the slide table's file is /dev/full (this catalog keeps one
+    unversioned copy, as a user's may), so the first save fails as on a full disk."""
+    root = project([cmu_slide])
+    (root / "conf" / "local" / "catalog.yml").write_text(
+        "slides:\n  type: pandas.ParquetDataset\n  filepath: data/02_intermediate/slides.parquet\n"
+    )
+    (root / "data" / "02_intermediate").mkdir()
+    (root / "data" / "02_intermediate" / "slides.parquet").symlink_to("/dev/full")
+    output = kedro_user_error(root, "--pipelines=tiling", "--params", "tiling.max_tiles=2")
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        "Error: Could not write data/02_intermediate/slides.parquet (dataset 'slides'): No space left on "
+        "device; free space on that disk, or point the catalog's data folders at a larger one. Outputs of "
+        "the nodes that finished are kept."
+    ], output
+
+
 def test_parameter_typo_stops_the_run_before_any_work(project, cmu_slide):
     root = project([cmu_slide])
     assert "tiling.tile_sise: unknown parameter" in kedro_user_error(root, "--params", "tiling.tile_sise=256")

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections import defaultdict
+from pathlib import Path
+
 from kedro.framework.hooks import hook_impl
+from kedro.io import AbstractVersionedDataset, DatasetError
 
 from histocluster.labelling.credentials import set_credentials
-from histocluster.params import SegmentationParams, parse, validate_parameters
+from histocluster.output_folders import (
+    OutputFolderError,
+    describe_disk_error,
+    failed_output,
+    unwritable_folders,
+)
+from histocluster.params import ClassificationParams, SegmentationParams, parse, validate_parameters
 
 #: Nodes that run a segmenter.
 SEGMENTING_NODES = {"segment_tiles", "evaluate_segmentation"}
@@ -57,3 +68,65 @@ class CheckModelFilesHook:
             from histocluster.features.resnet import resolve_weights
 
             resolve_weights(params.cell_features.resnet50)
+
+
+class OutputFoldersHook:
+    """Before the first node: every local folder the run saves in can be written (a
+    read-only, full or mistyped ``data/`` is one ``Error:`` naming the folders, before any
+    work), and the labels file, when the run names clusters, can be read.
+
+    When a save fails on the disk (full, read-only, no permission), the run ends with one
+    ``Error:`` line naming the dataset and folder instead of a traceback, and a file the
+    failed save left half-written is removed, so it never looks like a finished output.
+    """
+
+    def __init__(self) -> None:
+        self._outputs: dict[str, str] = {}  # dataset → the file or folder it writes
+        self._save_paths: dict[str, Path] = {}  # dataset → the one file this run writes
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        self._outputs, self._save_paths = {}, {}
+        folders: dict[str, set[str]] = defaultdict(set)
+        for name in sorted(pipeline.all_outputs()):
+            dataset = catalog.get(name)
+            description = dataset._describe() if dataset is not None else {}
+            target = description.get("filepath") or description.get("path")
+            protocol = str(description.get("protocol") or getattr(dataset, "_protocol", "file"))
+            if not target or protocol not in ("file", "local") or "://" in str(target):
+                continue  # in memory, or remote storage (checked by its own client)
+            target = Path(str(target))
+            self._outputs[name] = str(target)
+            if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None:
+                folders[str(target)].add(name)  # <filepath>/<version>/<file>
+                with contextlib.suppress(DatasetError):  # this version exists: the save says so
+                    self._save_paths[name] = Path(str(dataset._get_save_path()))
+            elif "filepath" in description:
+                folders[str(target.parent)].add(name)
+                self._save_paths[name] = target
+            else:
+                folders[str(target)].add(name)
+        problems = unwritable_folders(folders)
+        if problems:
+            raise OutputFolderError(
+                "The run cannot write its outputs (nothing was run):\n" + "\n".join(problems)
+            )
+        if "label_clusters" in {node.name for node in pipeline.nodes}:
+            from histocluster.labelling.labels_file import load_cluster_labels
+
+            params = catalog.load("params:classification")
+            if not isinstance(params, ClassificationParams):
+                params = parse("classification", params)
+            load_cluster_labels(params.labels_file)  # a broken file stops the run now
+
+    @hook_impl
+    def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
+        message = describe_disk_error(error, self._outputs)
+        if message is None:
+            return
+        name = failed_output(error, self._outputs)
+        partial = self._save_paths.get(name) if name else None
+        if partial is not None and partial.is_file() and not partial.is_symlink():
+            partial.unlink()
+            message += f" The partly written {partial.name} was removed."
+        raise OutputFolderError(message) from None

@@ -1,9 +1,9 @@
 """Project settings; see https://docs.kedro.org/en/stable/configure/configuration_basics/"""
 
-from histocluster.hooks import CheckModelFilesHook, ValidateParametersHook
+from histocluster.hooks import CheckModelFilesHook, OutputFoldersHook, ValidateParametersHook
 
 # Hooks are executed in a Last-In-First-Out (LIFO) order.
-HOOKS = (ValidateParametersHook(), CheckModelFilesHook())
+HOOKS = (ValidateParametersHook(), OutputFoldersHook(), CheckModelFilesHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
