@@ -60,7 +60,9 @@ def test_without_a_key_human_labels_still_reach_every_cell(in_project):
     assert len(crops) == 10
 
 
-def test_a_model_on_loopback_labels_clusters_and_a_rerun_costs_nothing(in_project, monkeypatch):
+def test_a_model_on_loopback_labels_clusters_and_a_rerun_asks_only_what_was_not_answered(
+    in_project, monkeypatch
+):
     root = in_project
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
 
@@ -78,13 +80,18 @@ def test_a_model_on_loopback_labels_clusters_and_a_rerun_costs_nothing(in_projec
         params = {"classification.vlm.base_url": server.base_url, "classification.vlm.model": "loopback"}
         kedro_run(root, "classification", log=records, **params)
         first = len(server.requests)
+        (before,) = load(root, "representative_answers")
         kedro_run(root, "classification", log=records, **params)
-        assert len(server.requests) == first  # answered from the cache
+        # Valid answers come from the cache; rejected ones were not cached and are asked again.
+        rejected = int((before["status"] == "rejected").sum())
+        assert first == len(before) > 0 and rejected > 0
+        assert len(server.requests) == first + rejected
     answers, cluster_labels, cell_labels = load(
         root, "representative_answers", "cluster_labels", "cell_labels"
     )
-    assert first == len(answers) > 0
-    assert set(answers["status"]) == {"ok", "rejected"} and answers["cached"].all()
+    assert set(answers["status"]) <= {"ok", "rejected"}
+    assert answers["cached"].sum() == (before["status"] == "ok").sum()
+    assert (answers.loc[answers.cached, "label"] == "lymphocyte").all()
     assert (answers.loc[answers.status == "rejected", "label"].isna()).all()
     labelled = cluster_labels[cluster_labels["status"] == "labelled"]
     assert (
@@ -105,7 +112,7 @@ def test_labels_file_mistake_is_one_clear_message(in_project):
     root = in_project
     (root / "conf" / "local" / "cluster_labels.yml").write_text("lymphocytes: 7\n")
     output = kedro_user_error(root, "--pipelines=classification")
-    assert "cluster_labels.yml: key 'lymphocytes': 'lymphocytes' is not a cluster number" in output
+    assert "cluster_labels.yml: line 1: 'lymphocytes' is not a cluster number" in output
 
 
 def test_key_from_kedro_credentials(in_project):

@@ -70,6 +70,7 @@ def test_every_flat_module_found_a_stage_package():
         "__main__",
         "errors",
         "hooks",
+        "output_folders",
         "params",
         "pipeline_registry",
         "settings",
