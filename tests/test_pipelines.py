@@ -165,6 +165,15 @@ def test_all_slides_unreadable_lists_each(project, tmp_path):
     assert "None of the 1 slide(s) could be read" in output and "junk.ndpi" in output
 
 
+def test_a_pipeline_run_before_its_inputs_exist_is_one_clear_message(project, cmu_slide):
+    root = project([cmu_slide])
+    output = kedro_user_error(root, "--pipelines=segmentation")
+    assert "This run needs outputs that no earlier run has made" in output
+    assert "slides: made by `kedro run --pipelines=tiling`" in output
+    assert "tiles: made by `kedro run --pipelines=tiling`" in output
+    assert "Running node" not in output
+
+
 def test_an_output_folder_that_cannot_be_written_stops_the_run_before_any_work(project, cmu_slide):
     root = project([cmu_slide])
     (root / "data" / "08_reporting").write_text("not a folder")  # a typo'd move, a stale mount

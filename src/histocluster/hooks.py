@@ -9,6 +9,7 @@ from pathlib import Path
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, DatasetError
 
+from histocluster.errors import UserInputError
 from histocluster.labelling.credentials import set_credentials
 from histocluster.output_folders import (
     OutputFolderError,
@@ -130,3 +131,52 @@ class OutputFoldersHook:
             partial.unlink()
             message += f" The partly written {partial.name} was removed."
         raise OutputFolderError(message) from None
+
+
+class MissingInputsHook:
+    """A pipeline run on its own needs what earlier pipelines saved: an input that was
+    never made (``kedro run --pipelines=segmentation`` on a fresh project) is one
+    ``Error:`` naming it and the pipeline that makes it, before any work, instead of
+    Kedro's ``VersionNotFoundError`` traceback from the middle of the run."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        missing = []
+        for name in sorted(pipeline.inputs()):
+            dataset = catalog.get(name)
+            if not isinstance(dataset, AbstractVersionedDataset):
+                continue  # parameters, memory, folders of optional pictures, the slide folder
+            if not dataset.exists():
+                missing.append(name)
+        if missing:
+            makers = [_made_by(name) for name in missing]
+            lines = "\n".join(
+                f"  {name}: made by `kedro run --pipelines={maker}`" if maker else f"  {name}"
+                for name, maker in zip(missing, makers, strict=True)
+            )
+            raise MissingInputError(
+                "This run needs outputs that no earlier run has made (run those pipelines first, "
+                "or `kedro run` for everything):\n" + lines
+            )
+
+
+class MissingInputError(UserInputError):
+    """A pipeline's input was never saved."""
+
+
+def _made_by(dataset: str) -> str | None:
+    """The stage pipeline that saves ``dataset``, from the pipeline folders themselves
+    (during a run Kedro's registry holds only the pipelines asked for)."""
+    import importlib
+    import pkgutil
+
+    import histocluster.pipelines as folders
+    from histocluster.pipeline_registry import COMPOSITES, OPTIONAL
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(folders.__path__) if m.ispkg):
+        if module in COMPOSITES + OPTIONAL:
+            continue
+        pipe = importlib.import_module(f"{folders.__name__}.{module}.pipeline").create_pipeline()
+        if dataset in pipe.all_outputs():
+            return module
+    return None

@@ -1,9 +1,14 @@
 """Project settings; see https://docs.kedro.org/en/stable/configure/configuration_basics/"""
 
-from histocluster.hooks import CheckModelFilesHook, OutputFoldersHook, ValidateParametersHook
+from histocluster.hooks import (
+    CheckModelFilesHook,
+    MissingInputsHook,
+    OutputFoldersHook,
+    ValidateParametersHook,
+)
 
 # Hooks are executed in a Last-In-First-Out (LIFO) order.
-HOOKS = (ValidateParametersHook(), OutputFoldersHook(), CheckModelFilesHook())
+HOOKS = (ValidateParametersHook(), MissingInputsHook(), OutputFoldersHook(), CheckModelFilesHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
