@@ -9,6 +9,7 @@ Usage: python scripts/show_results.py   (from the project root)
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from kedro.framework.session import KedroSession
@@ -34,6 +35,9 @@ def main() -> None:
         cells = catalog.load("cells") if catalog.exists("cells") else None
         clusters = catalog.load("clusters") if catalog.exists("clusters") else None
         cell_labels = catalog.load("cell_labels") if catalog.exists("cell_labels") else None
+        checks = catalog.load("slide_checks") if catalog.exists("slide_checks") else None
+    checked = checks.set_index("slide_id") if checks is not None else None
+    red, plain = ("\033[31m", "\033[0m") if sys.stdout.isatty() else ("", "")
     print("\nhistocluster results")
     print("====================")
     for row in slides.itertuples():
@@ -51,6 +55,17 @@ def main() -> None:
             mine = clusters[clusters["slide_id"] == row.slide_id]
             line += f" in {mine.loc[~mine['is_noise'], 'cluster_id'].nunique()} clusters"
         print(line)
+        if checked is not None and row.slide_id in checked.index:
+            check = checked.loc[row.slide_id]
+            if check["status"] == "ok":
+                print(
+                    f"    scale {row.mpp_x:.3g} µm/px from {row.mpp_source}: {check['cells_per_mm2']:,.0f} cells "
+                    f"per mm² of tissue, median nucleus {check['median_area_um2']:.1f} µm² (usual range)"
+                )
+            else:
+                print(
+                    f"{red}    {check['status'].upper()}: {check['verdict']}\n    Fix: {check['fix']}{plain}"
+                )
     if clusters is not None and len(clusters):
         n_clusters = clusters.loc[~clusters["is_noise"], "cluster_id"].nunique()
         print(

@@ -187,7 +187,7 @@ def test_gallery_has_a_tile_per_crop_and_a_title():
     assert empty.width > 0
 
 
-def _report(table: pd.DataFrame, slide_id: str = "s<1>") -> str:
+def _report(table: pd.DataFrame, slide_id: str = "s<1>", checks: pd.DataFrame | None = None) -> str:
     slides = pd.DataFrame(
         [
             {
@@ -198,6 +198,7 @@ def _report(table: pd.DataFrame, slide_id: str = "s<1>") -> str:
                 "height": 64,
                 "mpp_x": 0.5,
                 "mpp_y": 0.5,
+                "mpp_source": "parameter",
             }
         ]
     )
@@ -216,7 +217,33 @@ def _report(table: pd.DataFrame, slide_id: str = "s<1>") -> str:
     }
     tiles = pd.DataFrame({"tile_id": ["t"]})
     quality = pd.DataFrame({"tile_id": ["t"], "slide_id": [slide_id], "keep": [True], "reason": [""]})
-    return report.build_report(slides, tiles, quality, table, summary, labels, counts, pictures, "label")
+    return report.build_report(
+        slides, tiles, quality, table, summary, labels, counts, pictures, "label", checks
+    )
+
+
+def test_report_shows_a_slide_that_fails_its_check_in_red_with_the_fix():
+    table = _cells()
+    checks = pd.DataFrame(
+        [
+            {
+                "slide_id": "s<1>",
+                "status": "check",
+                "verdict": "at 0.5 µm/px from parameter: 62 cells per mm² of tissue (usual 150–20,000)",
+                "fix": "give s.svs's true µm/px in data/01_raw/slides/slides.csv",
+                "cells_per_mm2": 62.0,
+                "median_area_um2": 17.7,
+            }
+        ]
+    )
+    page = _report(table, checks=checks)
+    card = page[page.index('<section id="slides">') : page.index('<section id="filtering">')]
+    assert '<p class="check-bad"><b>CHECK:</b> at 0.5 µm/px from parameter: 62 cells per mm²' in card
+    assert "<b>Fix:</b> give s.svs&#39;s true µm/px in data/01_raw/slides/slides.csv" in card
+    assert "(from parameter)" in card and ".check-bad{color:#b00" in page
+    ok = _report(table, checks=checks.assign(status="ok", cells_per_mm2=1855.0, median_area_um2=23.5))
+    assert "1,855 cells per mm² of tissue, median nucleus 23.5 µm²: in the usual range" in ok
+    assert 'class="check-bad"' not in ok
 
 
 def test_report_is_one_page_with_every_section_and_says_what_is_missing():

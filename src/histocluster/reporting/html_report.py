@@ -103,6 +103,7 @@ def build_report(
     counts: dict,
     pictures: dict[str, Pictures],
     coloured_by: str,
+    checks: pd.DataFrame | None = None,
 ) -> str:
     """The report of one run.
 
@@ -116,6 +117,8 @@ def build_report(
             (``cluster_map``, ``cluster_sizes``, ``label_counts``); a value is a picture
             or a callable that loads it.
         coloured_by: what the pictures are coloured by (``label`` or ``cluster``).
+        checks: the slide checks (cells per mm², median nucleus area, verdict and fix per
+            slide); a slide that is not ``ok`` is shown in red with its fix.
     """
     ok = slides[slides["status"] == "ok"]
     clusters = summary[~summary["noise"].astype(bool)] if len(summary) else summary
@@ -130,6 +133,7 @@ def build_report(
         "coloured by": coloured_by,
     }
     cells_per_slide = table.groupby("slide_id").size() if len(table) else pd.Series(dtype=int)
+    by_slide = checks.set_index("slide_id").to_dict("index") if checks is not None and len(checks) else {}
     slide_cards = []
     for row in slides.itertuples(index=False):
         card = {"slide_id": row.slide_id, "error": None if row.status == "ok" else str(row.error)}
@@ -140,6 +144,8 @@ def build_report(
                 width=row.width,
                 height=row.height,
                 mpp=float((row.mpp_x * row.mpp_y) ** 0.5),
+                mpp_source=row.mpp_source,
+                check=by_slide.get(row.slide_id),
                 cells=int(cells_per_slide.get(row.slide_id, 0)),
                 tiling=data_url(tiling, 560) if tiling else None,
                 overview=data_url(overview, 560) if overview else None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from histocluster.features.settings import CellFeatureSettings
@@ -47,6 +47,24 @@ class CellposeSettings:
     allow_download: bool = Field(True, description="let cellpose download a named model")
 
 
+class PlausibleRanges(Strict):
+    """What a slide's cells usually look like at the right scale (the slide checks)."""
+
+    cells_per_mm2: tuple[float, float] = Field(
+        (150.0, 20_000.0), description="nuclei per mm² of kept tissue, usual range"
+    )
+    median_area_um2: tuple[float, float] = Field((14.0, 150.0), description="median nucleus area, µm²")
+    max_mpp: float = Field(2.0, gt=0, description="coarser than this, nuclei cannot be found")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PlausibleRanges:
+        for name in ("cells_per_mm2", "median_area_um2"):
+            low, high = getattr(self, name)
+            if not 0 <= low < high:
+                raise ValueError(f"{name}: expected [low, high] with 0 ≤ low < high, got [{low}, {high}]")
+        return self
+
+
 class SegmentationParams(Strict):
     """Parameters of the ``segmentation`` pipeline."""
 
@@ -56,6 +74,7 @@ class SegmentationParams(Strict):
     cell_features: CellFeatureSettings = CellFeatureSettings()
     watershed: WatershedSettings = WatershedSettings()
     cellpose: CellposeSettings = CellposeSettings()
+    plausible: PlausibleRanges = PlausibleRanges()
 
 
 class EvaluationParams(Strict):

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from histocluster.errors import UserInputError
+from histocluster.wsi.scale import SCALE_TABLE_NAME, resolve_scale
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -404,6 +405,8 @@ def discover_slides(folder: str | Path) -> list[SlideSource]:
                 candidates.append(path)
         elif path.suffix.lower() in SLIDE_SUFFIXES:
             candidates.append(path)
+        elif path.name == SCALE_TABLE_NAME:
+            logger.info("Reading per-slide µm/px from %s", path)
         else:
             logger.info("Ignoring %s: not a slide or image file type", path)
     ids = unique_slide_ids([p.name for p in candidates])
@@ -456,19 +459,20 @@ SLIDE_COLUMNS = [
 ]
 
 
-def describe_slide(reader: SlideReader, source: SlideSource, default_mpp: float) -> dict[str, Any]:
+def describe_slide(
+    reader: SlideReader,
+    source: SlideSource,
+    default_mpp: float,
+    table_mpp: tuple[float, float] | None = None,
+) -> dict[str, Any]:
     """One slide-table row for an opened slide.
 
-    A slide without µm/px metadata takes ``default_mpp`` and says so in ``mpp_source``
-    (``"metadata"`` or ``"parameter"``); the caller logs the warning.
+    Its µm/px comes from :func:`histocluster.wsi.scale.resolve_scale`: the person's table
+    entry ``table_mpp``, the metadata, the objective power, or ``default_mpp``, and
+    ``mpp_source`` says which; the caller logs the guesses.
     """
     width, height = reader.dimensions
-    if reader.mpp is not None:
-        mpp_x, mpp_y = reader.mpp
-        mpp_source = "metadata"
-    else:
-        mpp_x = mpp_y = float(default_mpp)
-        mpp_source = "parameter"
+    mpp_x, mpp_y, mpp_source = resolve_scale(reader.mpp, reader.objective_power, table_mpp, default_mpp)
     return {
         "slide_id": source.slide_id,
         "path": source.path,

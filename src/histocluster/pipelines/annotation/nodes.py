@@ -194,6 +194,7 @@ def write_report(
     cluster_map: Image.Image,
     cluster_sizes: Image.Image,
     label_counts: Image.Image,
+    slide_checks: pd.DataFrame,
     params: AnnotationParams,
 ) -> str:
     """The self-contained HTML report (:func:`histocluster.reporting.html_report.build_report`),
@@ -218,6 +219,7 @@ def write_report(
             },
         },
         colour_mode(table, params.colour_by),
+        slide_checks,
     )
     logger.info("Report: %d slides, %d cells, %d clusters", len(slides), len(table), len(summary))
     return page

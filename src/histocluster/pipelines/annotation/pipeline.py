@@ -82,6 +82,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "cluster_map_plot",
                     "cluster_sizes_plot",
                     "label_counts_plot",
+                    "slide_checks",
                     "params:annotation",
                 ],
                 outputs="report_html",

@@ -4,15 +4,19 @@ segmentation, measurements, per-cell pixel features; :mod:`histocluster.segmenta
 from __future__ import annotations
 
 import io
+import logging
 
 import pandas as pd
 from PIL import Image
 
 from histocluster.segmentation.segmenter import make_segmenter
 from histocluster.segmentation.settings import SegmentationParams
+from histocluster.segmentation.slide_checks import check_slides as check_slide_table
 from histocluster.segmentation.tile_pass import PassSettings, deep_feature_function, segment_slides
 from histocluster.wsi.settings import FilteringParams, TilingParams
 from histocluster.wsi.slides import require_unique_ids
+
+logger = logging.getLogger(__name__)
 
 
 def segment_tiles(
@@ -47,3 +51,32 @@ def segment_tiles(
     out = segment_slides(ok, tiles, segmenter, settings, deep, filtering.contact_sheet.max_tiles)
     previews = {key: Image.open(io.BytesIO(jpeg)) for key, jpeg in out.previews.items()}
     return out.quality, out.cells, out.deep, out.masks, previews
+
+
+def check_slides(
+    slides: pd.DataFrame,
+    tiles: pd.DataFrame,
+    tile_quality: pd.DataFrame,
+    cells: pd.DataFrame,
+    params: SegmentationParams,
+) -> pd.DataFrame:
+    """Each slide's cells held up to what tissue holds (cells per mm², median nucleus
+    area; :func:`histocluster.segmentation.slide_checks.check_slides`): a WARNING per slide
+    that gave no cells or looks wrong, with the file that fixes it."""
+    checks = check_slide_table(slides, tiles, tile_quality, cells, params.plausible)
+    for row in checks.itertuples():
+        if row.status == "ok":
+            logger.info(
+                "Slide %s: %d cells, %.0f per mm² of tissue, median nucleus %.1f µm² (%.3g µm/px from %s)",
+                row.slide_id,
+                row.cells,
+                row.cells_per_mm2,
+                row.median_area_um2,
+                row.mpp,
+                row.mpp_source,
+            )
+        else:
+            logger.warning(
+                "Slide %s: %s: %s. Fix: %s", row.slide_id, row.status.upper(), row.verdict, row.fix
+            )
+    return checks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from histocluster.wsi.regions import (
     regions_from_records,
     regions_to_records,
 )
+from histocluster.wsi.scale import SCALE_TABLE_NAME, read_scale_table
 from histocluster.wsi.settings import TilingParams
 from histocluster.wsi.slides import (
     SLIDE_COLUMNS,
@@ -73,11 +75,15 @@ def describe_slides(
             "or run `make sample` for the CC0 sample slide."
         )
     require_unique_ids(pd.DataFrame([vars(s) for s in sources]), "slide folder")
+    folder = Path(sources[0].path).parent
+    scale_table = read_scale_table(folder / SCALE_TABLE_NAME, [Path(s.path).name for s in sources])
     rows, thumbnails, region_records = [], {}, {}
     for source in tqdm(sources, desc="Reading slides", unit="slide"):
         try:
             with open_slide(source.path) as reader:
-                row = describe_slide(reader, source, params.default_mpp)
+                row = describe_slide(
+                    reader, source, params.default_mpp, scale_table.get(Path(source.path).name)
+                )
                 regions = load_regions(source.path) if params.use_regions else []
                 row["regions"] = sorted({r.name for r in regions})
                 region_records[source.slide_id] = regions_to_records(regions)
@@ -91,9 +97,21 @@ def describe_slides(
         else:
             if row["mpp_source"] == "parameter":
                 logger.warning(
-                    "Slide %s has no µm/px in its metadata; using tiling.default_mpp = %g",
+                    "Slide %s has no µm/px in its metadata; using tiling.default_mpp = %g "
+                    "(give it in %s: a line `%s,<µm/px>`)",
                     source.path,
                     params.default_mpp,
+                    folder / SCALE_TABLE_NAME,
+                    Path(source.path).name,
+                )
+            elif row["mpp_source"] == "objective power":
+                logger.warning(
+                    "Slide %s has no µm/px in its metadata, only the objective power %g×: using "
+                    "%.3g µm/px (10 / power); give the exact value in %s if you know it",
+                    source.path,
+                    row["objective_power"],
+                    row["mpp_x"],
+                    folder / SCALE_TABLE_NAME,
                 )
             logger.info(
                 "Slide %s: %d×%d px, %.3f µm/px (%s), %d level(s), reader %s",
