@@ -288,3 +288,52 @@ def test_viewer_json_is_written_as_a_stream(tmp_path):
     assert loaded["slide_id"] == "s" and loaded["tiles"] == [{"k": k} for k in range(20_000)]
     dataset.save(lambda: StreamedJSON({}, "tiles", iter([])))
     assert dataset.load() == {"tiles": []}
+
+
+def test_check_tiles_are_the_densest_the_darkest_then_spread():
+    tiles = pd.DataFrame(
+        {
+            "slide_id": "s",
+            "tile_id": ["a", "b", "c", "d", "e"],
+            "x": [0, 1000, 2000, 5000, 9000],
+            "y": 0,
+            "w": 512,
+            "h": 512,
+        }
+    )
+    quality = pd.DataFrame(
+        {
+            "tile_id": list("abcde"),
+            "keep": [True, True, True, True, False],
+            "dark_ratio": [0.1, 0.5, 0.0, 0.0, 0.9],
+        }
+    )
+    cells = pd.DataFrame({"tile_id": ["a"] * 3 + ["c"] * 9 + ["e"] * 20})
+    chosen = drawing.check_tiles(tiles, quality, cells, 3)
+    # c has most cells, b most dark pixels (e is darker but was rejected), d is farthest from both
+    assert chosen[["tile_id", "why", "cells"]].values.tolist() == [
+        ["c", "densest", 9],
+        ["b", "darkest", 0],
+        ["d", "spread", 0],
+    ]
+    assert (
+        len(drawing.check_tiles(tiles, quality, cells, 10)) == 4
+        and drawing.check_tiles(tiles, quality, cells, 0).empty
+    )
+
+
+def test_segmentation_check_outlines_every_given_cell_beside_the_raw_tile():
+    import shapely
+
+    rgb = np.full((64, 64, 3), 200, np.uint8)
+    tile = {"x": 100, "y": 200, "w": 128, "h": 128, "out_w": 64, "out_h": 64}  # level 0 is 2× the tile
+    square = shapely.box(100 + 20, 200 + 20, 100 + 60, 200 + 60)  # tile px 10–30
+    cells = pd.DataFrame({"polygon": [shapely.to_wkb(square)]})
+    image = np.asarray(drawing.segmentation_check(rgb, tile, cells, "t", zoom=2))
+    header, width = 22, 128
+    left, right = image[header:, :width], image[header:, width + 8 :]
+    assert image.shape == (header + 128, 2 * width + 8, 3)
+    assert (left == 200).all()  # the raw tile, untouched
+    green = np.all(right == drawing.CHECK_RGB, axis=-1)
+    assert green[20, 20:60].all() and green[59:61, 20:60].any(axis=0).all()  # top and bottom edge at 2×
+    assert not green[30:50, 30:50].any()  # inside stays the tile

@@ -61,6 +61,15 @@ def test_viewer_json_galleries_overlays_overviews_and_counts(annotated):
     assert counts["all"]["cells"] == len(cells) == sum(counts["all"]["labels"].values())
     assert counts["slides"]["cmu-1-small-region"]["cells"] == len(cells)
     assert (report_dir / "label_counts.png").is_file()
+    checks = sorted((report_dir / "segmentation_check" / "cmu-1-small-region").glob("*.png"))
+    assert [p.name.split("_")[:2] for p in checks] == [["0", "densest"], ["1", "darkest"]]
+    for path in checks:  # the 512² tile twice at 2×, the right one with green outlines
+        image = Image.open(path).convert("RGB")
+        assert image.size == (2 * 1024 + 8, 1024 + 22)
+        right = image.crop((1024 + 8, 22, 2 * 1024 + 8, 1024 + 22))
+        left = image.crop((0, 22, 1024, 1024 + 22))
+        assert (0, 230, 0) in {c for _, c in right.getcolors(1 << 20)}
+        assert (0, 230, 0) not in {c for _, c in left.getcolors(1 << 20)}
 
 
 def test_report_has_every_section_and_says_what_is_missing(annotated):
@@ -68,7 +77,8 @@ def test_report_has_every_section_and_says_what_is_missing(annotated):
     page = (root / "data/08_reporting/report.html").read_text()
     for section in ("slides", "filtering", "segmentation", "clusters", "galleries", "labels"):
         assert re.search(rf"<section id=[\"']{section}[\"']>", page), section
-    assert "kidney-48-5" in page and "no cells found on this slide" in page
+    assert "kidney-48-5" in page and "<b>NO CELLS:</b> no tissue found" in page
+    assert "segmentation check: cmu-1-small-region (2 tiles)" in page
     assert page.count("data:image/jpeg;base64,") >= 5
     assert "Report:" in messages(records)
 

@@ -210,3 +210,68 @@ def counts_figure(counts: dict) -> Image.Image:
     ax.set_title(f"Cells per label ({counts['all']['cells']:,} cells)")
     figure.tight_layout()
     return figure_image(figure)
+
+
+#: Outline colour of the segmentation check: visible on haematoxylin and eosin alike.
+CHECK_RGB = (0, 230, 0)
+
+
+def check_tiles(tiles: pd.DataFrame, quality: pd.DataFrame, cells: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Up to ``n`` kept tiles per slide for the segmentation check, with why each was
+    chosen: the one with the most cells (``densest``), the one with the most dark pixels
+    (``darkest``), then tiles spread over the slide (``spread``: farthest from those
+    already chosen). Columns: slide_id, tile_id, why, cells."""
+    kept = quality.loc[quality["keep"].astype(bool), ["tile_id", "dark_ratio"]] if len(quality) else None
+    if kept is None or not len(kept) or n == 0:
+        return pd.DataFrame(columns=["slide_id", "tile_id", "why", "cells"])
+    counts = cells.groupby("tile_id").size() if len(cells) else pd.Series(dtype=int)
+    table = tiles.merge(kept, on="tile_id")
+    table["cells"] = table["tile_id"].map(counts).fillna(0).astype(int)
+    rows = []
+    for slide_id, mine in table.groupby("slide_id", sort=True):
+        chosen: list[tuple[str, str]] = []
+        for why, column in (("densest", "cells"), ("darkest", "dark_ratio")):
+            for tile_id in mine.sort_values([column, "tile_id"], ascending=[False, True])["tile_id"]:
+                if tile_id not in {t for t, _ in chosen}:
+                    chosen.append((tile_id, why))
+                    break
+        centres = mine.assign(cx=mine["x"] + mine["w"] / 2, cy=mine["y"] + mine["h"] / 2).set_index("tile_id")
+        while len(chosen) < min(n, len(mine)):
+            picked = centres.loc[[t for t, _ in chosen], ["cx", "cy"]].to_numpy()
+            rest = centres.drop(index=[t for t, _ in chosen])
+            distance = np.min(
+                np.hypot(
+                    rest["cx"].to_numpy()[:, None] - picked[:, 0],
+                    rest["cy"].to_numpy()[:, None] - picked[:, 1],
+                ),
+                axis=1,
+            )
+            chosen.append((rest.index[int(np.argmax(distance))], "spread"))
+        for tile_id, why in chosen[:n]:
+            rows.append(
+                {"slide_id": slide_id, "tile_id": tile_id, "why": why, "cells": int(counts.get(tile_id, 0))}
+            )
+    return pd.DataFrame(rows, columns=["slide_id", "tile_id", "why", "cells"])
+
+
+def segmentation_check(
+    rgb: np.ndarray, tile: dict, cells: pd.DataFrame, title: str, zoom: int = 2
+) -> Image.Image:
+    """The raw tile and the same tile with *every* cell's outline, side by side, each
+    tile pixel drawn ``zoom`` × ``zoom`` so a nucleus without an outline is plain to see."""
+    height, width = rgb.shape[:2]
+    raw = Image.fromarray(rgb).resize((width * zoom, height * zoom), Image.Resampling.NEAREST)
+    drawn = raw.copy()
+    sx, sy = tile["w"] / tile["out_w"], tile["h"] / tile["out_h"]
+    draw = ImageDraw.Draw(drawn)
+    for geometry in shapely.from_wkb(cells["polygon"].to_numpy()) if len(cells) else []:
+        for part in getattr(geometry, "geoms", [geometry]):
+            x, y = shapely.get_coordinates(part.exterior).T
+            points = list(zip((x - tile["x"]) / sx * zoom, (y - tile["y"]) / sy * zoom, strict=True))
+            draw.line(points, fill=CHECK_RGB, width=max(1, zoom))
+    gap, header = 8, 22
+    sheet = Image.new("RGB", (2 * raw.width + gap, raw.height + header), "white")
+    sheet.paste(raw, (0, header))
+    sheet.paste(drawn, (raw.width + gap, header))
+    ImageDraw.Draw(sheet).text((4, 4), title, fill=(0, 0, 0), font=_font(14))
+    return sheet

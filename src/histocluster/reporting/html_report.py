@@ -113,7 +113,8 @@ def build_report(
         summary, cluster_labels: the cluster summary and the cluster-label table.
         counts: cells per label and cluster (``counts.json``).
         pictures: saved PNGs by kind — ``tiling`` and ``overview`` (per slide id),
-            ``contact_sheet`` (per slide id), ``gallery`` (``cluster_<id>``), ``plot``
+            ``contact_sheet`` (per slide id), ``segmentation_check``
+            (``<slide_id>/<name>``: a tile beside its outlines), ``gallery`` (``cluster_<id>``), ``plot``
             (``cluster_map``, ``cluster_sizes``, ``label_counts``); a value is a picture
             or a callable that loads it.
         coloured_by: what the pictures are coloured by (``label`` or ``cluster``).
@@ -155,6 +156,18 @@ def build_report(
         {"slide_id": slide_id, "url": data_url(_picture(pictures.get("contact_sheet", {}), slide_id), 1100)}
         for slide_id in ok["slide_id"]
         if slide_id in pictures.get("contact_sheet", {})
+    ]
+    checks_drawn = pictures.get("segmentation_check", {})
+    segmentation_checks = [
+        {
+            "slide_id": slide_id,
+            "tiles": [
+                {"name": key.split("/", 1)[1], "url": data_url(_picture(checks_drawn, key), 1400)}
+                for key in sorted(checks_drawn)
+                if key.split("/", 1)[0] == slide_id
+            ],
+        }
+        for slide_id in ok["slide_id"]
     ]
     segmentation = (
         table_html(
@@ -198,6 +211,7 @@ def build_report(
             "summary": run_summary,
             "slides": slide_cards,
             "filtering": _filtering_table(tile_quality),
+            "segmentation_checks": [c for c in segmentation_checks if c["tiles"]],
             "contact_sheets": sheets,
             "segmentation": segmentation,
             "has_cells": bool(len(table)),

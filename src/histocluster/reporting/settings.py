@@ -19,6 +19,13 @@ class OverlayParams(Strict):
     max_texts: int = Field(30, ge=0, description="labels written per image, most confident first")
 
 
+class SegmentationCheckParams(Strict):
+    tiles_per_slide: int = Field(
+        4, ge=0, description="tiles per slide: the densest, the darkest, then spread"
+    )
+    zoom: int = Field(2, ge=1, le=4, description="tile pixels drawn as zoom × zoom, so outlines stay thin")
+
+
 class GalleryParams(Strict):
     size: int = Field(128, ge=32, description="crop side in the gallery, px")
     columns: int = Field(5, ge=1)
@@ -30,6 +37,7 @@ class AnnotationParams(Strict):
     colour_by: Literal["label", "cluster"] = Field("label", description="upstream --annotation_color_by")
     overlay: OverlayParams = OverlayParams()
     gallery: GalleryParams = GalleryParams()
+    segmentation_check: SegmentationCheckParams = SegmentationCheckParams()
     geojson_gzip_above: int = Field(
         50_000, ge=0, description="cells per slide above which GeoJSON is gzipped"
     )

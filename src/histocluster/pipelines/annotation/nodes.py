@@ -18,9 +18,11 @@ from histocluster.reporting import qupath
 from histocluster.reporting.annotated_cells import coloured_cells, counts
 from histocluster.reporting.colours import colour_mode, legend
 from histocluster.reporting.drawing import (
+    check_tiles,
     cluster_gallery,
     counts_figure,
     saved_crops,
+    segmentation_check,
     slide_overview,
     tile_overlay,
 )
@@ -149,6 +151,48 @@ def draw_overlays(
     return out
 
 
+def _check(path: str, tile: dict, cells: pd.DataFrame, title: str, zoom: int) -> Image.Image:
+    with open_slide(path) as reader:
+        rgb = read_tile(reader, tile)
+    return segmentation_check(rgb, tile, cells, title, zoom)
+
+
+def draw_segmentation_checks(
+    slides: pd.DataFrame,
+    tiles: pd.DataFrame,
+    tile_quality: pd.DataFrame,
+    cells: pd.DataFrame,
+    params: AnnotationParams,
+) -> dict:
+    """``<slide_id>/<k>_<why>_<tile_id>``: per slide, the densest and the darkest kept tiles
+    and more spread over the slide (:func:`check_tiles`), each beside itself with every
+    outline that touches it drawn, whichever tile owns the cell — lazy, one read each."""
+    p = params.segmentation_check
+    chosen = check_tiles(tiles, tile_quality, cells, p.tiles_per_slide)
+    by_tile = tiles.set_index("tile_id")
+    paths = slides.set_index("slide_id")["path"]
+    out = {}
+    chosen["rank"] = chosen.groupby("slide_id").cumcount()
+    for row in chosen.itertuples(index=False):
+        tile = {"tile_id": row.tile_id, **by_tile.loc[row.tile_id].to_dict()}
+        mine = cells[cells["slide_id"] == row.slide_id]
+        touching = mine[
+            (mine["bbox_x1"] >= tile["x"])
+            & (mine["bbox_x0"] <= tile["x"] + tile["w"])
+            & (mine["bbox_y1"] >= tile["y"])
+            & (mine["bbox_y0"] <= tile["y"] + tile["h"])
+        ]
+        title = (
+            f"{row.slide_id} · {row.tile_id} ({row.why}) · {len(touching)} outlines · "
+            f"left: the tile, right: every outline"
+        )
+        out[f"{row.slide_id}/{row.rank}_{row.why}_{row.tile_id}"] = partial(
+            _check, paths[row.slide_id], tile, touching, title, p.zoom
+        )
+    logger.info("Segmentation check: %d tiles drawn with every outline", len(out))
+    return out
+
+
 def _overview(slide: pd.Series, thumbnail: Callable[[], Image.Image], cells, names: dict, title: str):
     image = np.asarray(materialise(thumbnail).convert("RGB"))
     return slide_overview(image, slide["width"], cells, cells["colour"], names, title)
@@ -195,6 +239,7 @@ def write_report(
     cluster_sizes: Image.Image,
     label_counts: Image.Image,
     slide_checks: pd.DataFrame,
+    segmentation_checks: Lazy,
     params: AnnotationParams,
 ) -> str:
     """The self-contained HTML report (:func:`histocluster.reporting.html_report.build_report`),
@@ -212,6 +257,7 @@ def write_report(
             "overview": cell_overviews,
             "contact_sheet": contact_sheets,
             "gallery": galleries,
+            "segmentation_check": segmentation_checks,
             "plot": {
                 "cluster_map": cluster_map,
                 "cluster_sizes": cluster_sizes,

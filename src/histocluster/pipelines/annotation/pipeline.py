@@ -7,6 +7,7 @@ from histocluster.pipelines.annotation.nodes import (
     count_cells,
     draw_galleries,
     draw_overlays,
+    draw_segmentation_checks,
     draw_slide_overviews,
     export_qupath,
     export_viewer_json,
@@ -48,6 +49,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="draw_galleries",
             ),
             Node(
+                draw_segmentation_checks,
+                inputs=["slides", "tiles", "tile_quality", "cells", "params:annotation"],
+                outputs="segmentation_check_figure",
+                name="draw_segmentation_checks",
+            ),
+            Node(
                 draw_overlays,
                 inputs=["slides", "tiles", "annotated_cells", "params:annotation"],
                 outputs="cell_overlay_figure",
@@ -83,6 +90,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "cluster_sizes_plot",
                     "label_counts_plot",
                     "slide_checks",
+                    "segmentation_check_figure",
                     "params:annotation",
                 ],
                 outputs="report_html",
