@@ -116,8 +116,9 @@ def test_every_stage_ran_and_every_cell_is_labelled(in_memory_run):
 def test_each_kept_tile_is_decoded_once_before_clustering(in_memory_run):
     """Reads of a kept tile: exactly one per tile (the tile pass). The only other reads are
     the whole image once for the thumbnail (tiling; the overviews reuse it) and the
-    representatives' small crops, once each. (Overlays are drawn when saved to disk, which
-    an in-memory run never does.)"""
+    representatives' small crops, once each; and the report's segmentation-check tiles,
+    read again once each to be drawn at full resolution. (Overlays are drawn when saved to
+    disk, which an in-memory run never does.)"""
     catalog, reads = in_memory_run
     tiles, quality = catalog.load("tiles"), catalog.load("tile_quality")
     kept = tiles.merge(quality.loc[quality["keep"], ["tile_id"]], on="tile_id")
@@ -136,7 +137,9 @@ def test_each_kept_tile_is_decoded_once_before_clustering(in_memory_run):
         for tile in kept.itertuples():
             if read not in whole and covers(read, tile):
                 tile_reads[tile.tile_id] += 1
-    assert dict(tile_reads) == dict.fromkeys(kept["tile_id"], 1)
+    checked = {key.split("/", 1)[1].split("_", 2)[2] for key in catalog.load("segmentation_check_figure")}
+    assert checked and checked <= set(kept["tile_id"])
+    assert dict(tile_reads) == {t: 1 + (t in checked) for t in kept["tile_id"]}
     representatives = catalog.load("cluster_representatives")
     small = [r for r in reads if r[2][0] * r[2][1] < 0.25 * 256 * 256]
     assert len(small) == len(representatives)  # each representative's crop read once
