@@ -13,9 +13,7 @@ A cluster named twice (``7:`` and ``cluster 7:``) is an error naming both lines.
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import logging
 import re
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from histocluster.errors import UserInputError
+from histocluster.wsi.spreadsheet import read_rows
 
 logger = logging.getLogger(__name__)
 
@@ -118,22 +117,14 @@ def _read_yaml(path: Path) -> ClusterLabels:
 
 
 def _read_csv(path: Path) -> ClusterLabels:
-    text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark goes
-    try:
-        dialect = csv.Sniffer().sniff(text.partition("\n")[0] or ",", delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text, newline=""), dialect)
-    header = [name.strip().casefold() for name in next(reader, [])]
+    header, rows = read_rows(path)
     if not {"cluster_id", "label"} <= set(header):
         raise LabelsFileError(
             f"{path}: a CSV labels file needs the columns cluster_id,label (its header is {header})"
         )
     at_id, at_label = header.index("cluster_id"), header.index("label")
     result = ClusterLabels(path)
-    for line, row in enumerate(reader, start=2):
-        if not any(cell.strip() for cell in row):
-            continue
+    for line, row in rows:
         if len(row) <= max(at_id, at_label):
             raise LabelsFileError(f"{path}: line {line}: expected {len(header)} columns, got {len(row)}")
         cluster = _cluster_number(row[at_id], path, f"line {line}")

@@ -15,12 +15,11 @@ In order of trust:
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
 from histocluster.errors import UserInputError
+from histocluster.wsi.spreadsheet import read_rows
 
 #: The per-slide µm/px table's file name, inside the slide folder.
 SCALE_TABLE_NAME = "slides.csv"
@@ -69,13 +68,7 @@ def read_scale_table(path: str | Path, slide_files: list[str]) -> dict[str, tupl
     path = Path(path)
     if not path.is_file():
         return {}
-    text = path.read_text(encoding="utf-8-sig")
-    try:
-        dialect = csv.Sniffer().sniff(text.partition("\n")[0] or ",", delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text, newline=""), dialect)
-    header = [name.strip().casefold() for name in next(reader, [])]
+    header, rows = read_rows(path)
     if not {"file", "mpp"} <= set(header):
         raise ScaleTableError(
             f"{path}: needs the columns file,mpp (optionally mpp_y); its header is {header}"
@@ -83,9 +76,7 @@ def read_scale_table(path: str | Path, slide_files: list[str]) -> dict[str, tupl
     known = set(slide_files)
     table: dict[str, tuple[float, float]] = {}
     lines: dict[str, int] = {}
-    for line, row in enumerate(reader, start=2):
-        if not any(cell.strip() for cell in row):
-            continue
+    for line, row in rows:
         cells = dict(zip(header, (cell.strip() for cell in row), strict=False))
         name = cells.get("file", "")
         if name not in known:
