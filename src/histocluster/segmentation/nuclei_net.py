@@ -15,6 +15,7 @@ images (``trained_on``).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -110,8 +111,31 @@ def image_to_input(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(od.transpose(2, 0, 1)))[None]
 
 
-def predict_probabilities(network: NucleiUNet, rgb: np.ndarray, mpp: float) -> np.ndarray:
-    """Class probabilities (3, h', w') at :data:`WORK_MPP` of an RGB image at ``mpp`` µm/px.
+@lru_cache(maxsize=1)
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (Intel AMX or AVX512-BF16, from the
+    Linux CPU flags): there the network runs about 3× faster in bfloat16. Elsewhere
+    (other systems, CPUs without those units) False, as emulated bfloat16 is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def network_bfloat16(precision: str) -> bool:
+    """Whether to run the network in bfloat16 for ``precision`` (``auto``, ``float32`` or
+    ``bfloat16``; ``auto`` follows :func:`cpu_has_bfloat16`)."""
+    if precision == "auto":
+        return cpu_has_bfloat16()
+    return precision == "bfloat16"
+
+
+def predict_probabilities(
+    network: NucleiUNet, rgb: np.ndarray, mpp: float, bfloat16: bool = False
+) -> np.ndarray:
+    """Class probabilities (3, h', w') at :data:`WORK_MPP` of an RGB image at ``mpp`` µm/px,
+    float32; with ``bfloat16`` the convolutions run in bfloat16 (CPU autocast).
 
     The image is resampled (area-averaged when shrinking) to the work resolution and
     reflect-padded to a multiple of 8; the output is cropped back to the resampled size,
@@ -127,6 +151,7 @@ def predict_probabilities(network: NucleiUNet, rgb: np.ndarray, mpp: float) -> n
         if pad_h or pad_w:
             mode = "reflect" if min(size) > max(pad_h, pad_w) else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        logits = network(x.contiguous(memory_format=torch.channels_last))
-        probabilities = torch.softmax(logits[0, :, : size[0], : size[1]], dim=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            logits = network(x.contiguous(memory_format=torch.channels_last))
+        probabilities = torch.softmax(logits[0, :, : size[0], : size[1]].float(), dim=0)
     return probabilities.numpy()

@@ -28,6 +28,9 @@ class WatershedSettings:
     min_distance_um: float = Field(2.0, gt=0)
     marker_h_um: float = Field(0.3, ge=0)
     intensity_weight: float = Field(0.0, ge=0)
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="network arithmetic: auto = bfloat16 where the CPU has AMX/AVX512-BF16"
+    )
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))

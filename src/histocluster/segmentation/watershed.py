@@ -155,9 +155,11 @@ def segment_with_network_scored(
     import torch
     import torch.nn.functional as F
 
-    from histocluster.segmentation.nuclei_net import predict_probabilities
+    from histocluster.segmentation.nuclei_net import network_bfloat16, predict_probabilities
 
-    probabilities = predict_probabilities(cached_network(s.weights_path), rgb, mpp)
+    probabilities = predict_probabilities(
+        cached_network(s.weights_path), rgb, mpp, bfloat16=network_bfloat16(s.precision)
+    )
     if probabilities.shape[1:] != rgb.shape[:2]:
         probabilities = F.interpolate(
             torch.from_numpy(probabilities)[None], size=rgb.shape[:2], mode="bilinear"
