@@ -83,3 +83,22 @@ def test_settings_are_validated():
         WatershedSettings(min_distance_um=-1)
     with pytest.raises(ValueError):
         WatershedSettings(min_distnce_um=2)  # typo
+
+
+def test_fill_small_holes_fills_exactly_the_small_enclosed_background():
+    """The same as filling holes with scipy then keeping the small ones, on random masks."""
+    from scipy import ndimage as ndi
+
+    from histocluster.segmentation.watershed import fill_small_holes
+
+    rng = np.random.default_rng(0)
+    for k in range(20):
+        mask = ndi.binary_opening(rng.random((80, 90)) < 0.55 + 0.01 * k)
+        holes = ndi.binary_fill_holes(mask) & ~mask
+        labels, _ = ndi.label(holes)
+        sizes = np.bincount(labels.ravel())
+        small = sizes <= 6
+        small[0] = False
+        expected = mask | small[labels]
+        assert np.array_equal(fill_small_holes(mask, 6), expected)
+        assert holes.any() or k > 15  # the masks do have holes to fill

@@ -61,15 +61,19 @@ def foreground(h: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
 
 
 def fill_small_holes(mask: np.ndarray, max_pixels: float) -> np.ndarray:
-    """``mask`` with its holes of at most ``max_pixels`` filled."""
+    """``mask`` with its holes of at most ``max_pixels`` filled.
+
+    A hole is a 4-connected piece of background that does not touch the image border (as
+    in :func:`scipy.ndimage.binary_fill_holes`); one labelling of the background finds
+    them all, with their sizes."""
     from scipy import ndimage as ndi
 
-    holes = ndi.binary_fill_holes(mask) & ~mask
-    hole_labels, _ = ndi.label(holes)
-    hole_sizes = np.bincount(hole_labels.ravel())
-    small = hole_sizes <= max_pixels
+    background, _ = ndi.label(~mask)
+    small = np.bincount(background.ravel()) <= max_pixels
     small[0] = False
-    return mask | small[hole_labels]
+    edges = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    small[edges] = False
+    return mask | small[background]
 
 
 def markers(distance: np.ndarray, mask: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
