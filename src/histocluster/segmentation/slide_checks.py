@@ -19,6 +19,7 @@ import pandas as pd
 
 from histocluster.segmentation.settings import PlausibleRanges
 from histocluster.wsi.scale import SCALE_TABLE_NAME
+from histocluster.wsi.tile_quality import most_common_failures
 
 #: Columns of the slide-check table.
 CHECK_COLUMNS = [
@@ -113,8 +114,7 @@ def check_slide(
         )
         return row
     if kept.empty:
-        reasons = quality["reason"].astype(str).str.split(";").str[0].str.split(" ").str[0]
-        common = ", ".join(f"{name} {count}" for name, count in reasons.value_counts().head(3).items())
+        common = most_common_failures(quality["reason"])
         row.update(
             status="no cells",
             verdict=f"every one of its {len(tiles)} tiles was rejected by the quality checks (most often: {common})",

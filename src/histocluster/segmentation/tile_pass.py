@@ -41,7 +41,7 @@ from histocluster.segmentation.stitching import stitch
 from histocluster.wsi.settings import QualityThresholds, TissueSettings
 from histocluster.wsi.slides import open_slide
 from histocluster.wsi.tile_grid import read_tile, read_with_margin, sample_uniform, tile_mpp
-from histocluster.wsi.tile_quality import METRICS, judge, tile_metrics
+from histocluster.wsi.tile_quality import METRICS, judge, most_common_failures, tile_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -376,11 +376,10 @@ def _log_slide(slide_id: str, result: SlideResult, kept: int, n_tiles: int, fail
         result.unreadable_tiles,
     )
     if n_tiles and not kept:
-        reasons = result.quality["reason"].str.split(";").str[0].str.split(" ").str[0].value_counts()
         logger.warning(
             "Slide %s: every one of its %d tiles was rejected by the quality checks (most often: %s); "
             "it yields no cells (see filtering.thresholds)",
             slide_id,
             n_tiles,
-            ", ".join(f"{name} {count}" for name, count in reasons.head(3).items()),
+            most_common_failures(result.quality["reason"]),
         )

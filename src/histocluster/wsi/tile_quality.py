@@ -18,6 +18,9 @@ tissue_fraction    fraction of pixels that are tissue (saturation or OD)      â‰
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
+
 import cv2
 import numpy as np
 
@@ -80,3 +83,10 @@ def judge(metrics: dict[str, float], thresholds: QualityThresholds) -> tuple[boo
         if not ok:
             failures.append(f"{name} {value:.3g} {'<' if op == '>=' else '>'} {limit:g}")
     return (not failures, "; ".join(failures))
+
+
+def most_common_failures(reasons: Iterable[str], top: int = 3) -> str:
+    """``'color_variance 4, bright_ratio 1'``: the first failed check of each rejected
+    tile's reason (:func:`judge`), counted, the ``top`` most frequent first."""
+    first = Counter(str(reason).split(";")[0].split(" ")[0] for reason in reasons)
+    return ", ".join(f"{name} {count}" for name, count in first.most_common(top))
