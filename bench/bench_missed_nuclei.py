@@ -62,7 +62,7 @@ def load_run(root: Path) -> dict[str, pd.DataFrame]:
 
 
 def check_slide(run: dict[str, pd.DataFrame], slide_id: str, figure: Path | None) -> None:
-    from histocluster.reporting.drawing import segmentation_check
+    from histocluster.reporting.drawing import cells_touching, segmentation_check
     from histocluster.segmentation.seed_check import nucleus_seeds, outlined
     from histocluster.wsi.slides import open_slide
     from histocluster.wsi.tile_grid import read_tile
@@ -85,12 +85,7 @@ def check_slide(run: dict[str, pd.DataFrame], slide_id: str, figure: Path | None
                 & (y < tile["core_y1"])
             )
             seeds, x, y = seeds[core], x[core], y[core]  # each seed counted once, by the tile owning it
-            near = cells[
-                (cells["bbox_x1"] >= tile["x"])
-                & (cells["bbox_x0"] <= tile["x"] + tile["w"])
-                & (cells["bbox_y1"] >= tile["y"])
-                & (cells["bbox_y0"] <= tile["y"] + tile["h"])
-            ]
+            near = cells_touching(cells, tile)
             covered = outlined(x.to_numpy(), y.to_numpy(), near["polygon"].to_numpy(), tolerance=1.0 / sx)
             rows.append(seeds.assign(tile_id=tile["tile_id"], outlined=covered))
             missed = int((~covered).sum())

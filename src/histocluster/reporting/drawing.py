@@ -27,10 +27,11 @@ def draw_cells(
     boxes: bool = False,
     max_texts: int = 200,
     noise: pd.Series | None = None,
+    width: int = 2,
 ) -> Image.Image:
-    """Outlines of ``cells`` on ``image``; ``to_pixels(x, y)`` maps level-0 to image
-    coordinates. Noise cells are dashed-looking (thin, grey) whatever the colour;
-    ``texts`` are written for at most ``max_texts`` cells (the most confident first)."""
+    """Outlines of ``cells`` on ``image``, ``width`` px wide; ``to_pixels(x, y)`` maps
+    level-0 to image coordinates. Noise cells are dashed-looking (thin, grey) whatever the
+    colour; ``texts`` are written for at most ``max_texts`` cells (the most confident first)."""
     draw = ImageDraw.Draw(image)
     font = _font(10)
     geometries = shapely.from_wkb(cells["polygon"].to_numpy())
@@ -43,7 +44,7 @@ def draw_cells(
             draw.line(
                 list(zip(px, py, strict=True)),
                 fill=NOISE_RGB if is_noise else colour,
-                width=1 if is_noise else 2,
+                width=1 if is_noise else width,
             )
         if boxes:
             x0, y0 = to_pixels(np.array([row.bbox_x0]), np.array([row.bbox_y0]))
@@ -254,6 +255,17 @@ def check_tiles(tiles: pd.DataFrame, quality: pd.DataFrame, cells: pd.DataFrame,
     return pd.DataFrame(rows, columns=["slide_id", "tile_id", "why", "cells"])
 
 
+def cells_touching(cells: pd.DataFrame, tile: dict) -> pd.DataFrame:
+    """The cells whose bounding box meets ``tile``'s level-0 box, whichever tile owns them
+    (a cell owned by a neighbour still shows in this tile's overlap)."""
+    return cells[
+        (cells["bbox_x1"] >= tile["x"])
+        & (cells["bbox_x0"] <= tile["x"] + tile["w"])
+        & (cells["bbox_y1"] >= tile["y"])
+        & (cells["bbox_y0"] <= tile["y"] + tile["h"])
+    ]
+
+
 def segmentation_check(
     rgb: np.ndarray, tile: dict, cells: pd.DataFrame, title: str, zoom: int = 2
 ) -> Image.Image:
@@ -261,14 +273,14 @@ def segmentation_check(
     tile pixel drawn ``zoom`` × ``zoom`` so a nucleus without an outline is plain to see."""
     height, width = rgb.shape[:2]
     raw = Image.fromarray(rgb).resize((width * zoom, height * zoom), Image.Resampling.NEAREST)
-    drawn = raw.copy()
     sx, sy = tile["w"] / tile["out_w"], tile["h"] / tile["out_h"]
-    draw = ImageDraw.Draw(drawn)
-    for geometry in shapely.from_wkb(cells["polygon"].to_numpy()) if len(cells) else []:
-        for part in getattr(geometry, "geoms", [geometry]):
-            x, y = shapely.get_coordinates(part.exterior).T
-            points = list(zip((x - tile["x"]) / sx * zoom, (y - tile["y"]) / sy * zoom, strict=True))
-            draw.line(points, fill=CHECK_RGB, width=max(1, zoom))
+    drawn = draw_cells(
+        raw.copy(),
+        cells,
+        lambda x, y: ((x - tile["x"]) / sx * zoom, (y - tile["y"]) / sy * zoom),
+        pd.Series([CHECK_RGB] * len(cells), dtype=object),
+        width=max(1, zoom),
+    )
     gap, header = 8, 22
     sheet = Image.new("RGB", (2 * raw.width + gap, raw.height + header), "white")
     sheet.paste(raw, (0, header))

@@ -18,6 +18,7 @@ from histocluster.reporting import qupath
 from histocluster.reporting.annotated_cells import coloured_cells, counts
 from histocluster.reporting.colours import colour_mode, legend
 from histocluster.reporting.drawing import (
+    cells_touching,
     check_tiles,
     cluster_gallery,
     counts_figure,
@@ -175,13 +176,7 @@ def draw_segmentation_checks(
     chosen["rank"] = chosen.groupby("slide_id").cumcount()
     for row in chosen.itertuples(index=False):
         tile = {"tile_id": row.tile_id, **by_tile.loc[row.tile_id].to_dict()}
-        mine = cells[cells["slide_id"] == row.slide_id]
-        touching = mine[
-            (mine["bbox_x1"] >= tile["x"])
-            & (mine["bbox_x0"] <= tile["x"] + tile["w"])
-            & (mine["bbox_y1"] >= tile["y"])
-            & (mine["bbox_y0"] <= tile["y"] + tile["h"])
-        ]
+        touching = cells_touching(cells[cells["slide_id"] == row.slide_id], tile)
         title = (
             f"{row.slide_id} · {row.tile_id} ({row.why}) · {len(touching)} outlines · "
             f"left: the tile, right: every outline"
