@@ -17,10 +17,16 @@ from histocluster.output_folders import (
     failed_output,
     unwritable_folders,
 )
-from histocluster.params import ClassificationParams, SegmentationParams, parse, validate_parameters
+from histocluster.params import PARAMETER_MODELS, parse, validate_parameters
 
 #: Nodes that run a segmenter.
 SEGMENTING_NODES = {"segment_tiles", "evaluate_segmentation"}
+
+
+def _params(catalog, section: str):
+    """The run's ``params:<section>`` as its model (Kedro hands hooks the raw mapping)."""
+    values = catalog.load(f"params:{section}")
+    return values if isinstance(values, PARAMETER_MODELS[section]) else parse(section, values)
 
 
 class ValidateParametersHook:
@@ -54,9 +60,7 @@ class CheckModelFilesHook:
         names = {node.name for node in pipeline.nodes}
         if not SEGMENTING_NODES & names:
             return
-        params = catalog.load("params:segmentation")
-        if not isinstance(params, SegmentationParams):
-            params = parse("segmentation", params)
+        params = _params(catalog, "segmentation")
         if params.segmenter == "cellpose":
             from histocluster.segmentation.cellpose import resolve_checkpoint
 
@@ -115,10 +119,9 @@ class OutputFoldersHook:
         if "label_clusters" in {node.name for node in pipeline.nodes}:
             from histocluster.labelling.labels_file import load_cluster_labels
 
-            params = catalog.load("params:classification")
-            if not isinstance(params, ClassificationParams):
-                params = parse("classification", params)
-            load_cluster_labels(params.labels_file)  # a broken file stops the run now
+            load_cluster_labels(
+                _params(catalog, "classification").labels_file
+            )  # a broken file stops the run now
 
     @hook_impl
     def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
