@@ -1,19 +1,21 @@
-"""Held-out quality of the nuclei network when MoNuSeg images are also used for training.
+"""Held-out quality of the nuclei network on every bench set: set-balanced cross-validation.
 
-The 13 MoNuSeg development images are split into folds, balanced by organ. For each fold
-a network is trained (``bench/train_nuclei_net.py``) on the extra sets (e.g. CoNSeP) plus
-the other folds' MoNuSeg images, and the watershed segmenter with that network scores the
-fold's images, which it never saw. The table pools the held-out scores of all folds: each
-image is scored exactly once, by a network that did not see it.
+Every set is split into ``--folds`` folds. Images that come from one source (the tiles of
+one CoNSeP image, the tiles of one glioma slide) stay in one fold, and MoNuSeg's images are
+spread organ by organ, so each fold holds a share of every set and of every common organ.
+For fold k a network is trained (``bench/train_nuclei_net.py``) on all sets less their fold-k
+images, and the watershed segmenter with that network scores the fold-k images of every
+set, which it never saw. The tables pool the held-out scores of all folds: each image is
+scored exactly once, by a network that did not see it — per set, and for MoNuSeg per organ.
 
-With ``--final OUT`` it then trains one more network on everything (all MoNuSeg images
-and the extra sets) and writes it to OUT: the shipped weights were made that way, so
-their MoNuSeg figures in the README are these held-out ones, not scores on training data.
+With ``--final OUT`` it then trains one more network on everything and writes it to OUT:
+the shipped weights were made that way, so the README's figures are these held-out ones,
+not scores on training data.
 
 Usage:
-    python bench/crossval_nuclei_net.py ../shared/data/bench/monuseg ../shared/data/bench/consep \\
+    python bench/crossval_nuclei_net.py ../shared/data/bench/{monuseg,consep,cpm15_20x,cpm15_40x,lgg} \\
         --work /tmp/cv [--folds 3] [--epochs 120] [--resolution 0.5] \\
-        [--final src/histocluster/segmentation/segmenter.py/weights/nuclei_unet.pt]
+        [--final src/histocluster/segmentation/weights/nuclei_unet.pt] [--train-args "--hard-share 0"]
 
 Checkpoints already in ``--work`` are reused, so an interrupted run picks up where it stopped.
 """
@@ -27,6 +29,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
+import shlex  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from functools import partial  # noqa: E402
@@ -42,13 +46,34 @@ from histocluster.segmentation.watershed import cached_network, segment_nuclei  
 TRAIN = Path(__file__).with_name("train_nuclei_net.py")
 
 
-def organ_folds(image_ids: list[str], folds: int) -> list[list[str]]:
-    """Split ``image_ids`` into ``folds`` groups: organ by organ, each image to the smallest
-    group so far (ties to the first), so every fold gets a share of every common organ."""
+def source_of(image_id: str) -> str:
+    """The source an image id was cut from: ``train_10_003`` (a CoNSeP tile) → ``train_10``,
+    ``TCGA-DB-5270-R01_1`` (a tile of a glioma region) → ``TCGA-DB-5270``; MoNuSeg and
+    CPM-15 images are their own source. Tiles of one source must share a fold, or the
+    held-out score would be partly a training score."""
+    if re.fullmatch(r"train_\d+_\d+", image_id):
+        return image_id.rsplit("_", 1)[0]
+    if re.fullmatch(r"TCGA-\w\w-\w{4}-R\d+_\d+", image_id):
+        return "-".join(image_id.split("-")[:3])
+    return image_id
+
+
+def balanced_folds(image_ids: list[str], folds: int) -> list[list[str]]:
+    """Split ``image_ids`` into ``folds`` groups: sources whole, organ by organ (MoNuSeg's
+    TCGA organs; 'other' elsewhere), larger sources first, each to the group with fewest
+    images so far (ties to the first), so every fold gets a share of every common organ."""
+    sources: dict[str, list[str]] = {}
+    for image_id in sorted(image_ids):
+        sources.setdefault(source_of(image_id), []).append(image_id)
     groups: list[list[str]] = [[] for _ in range(folds)]
-    for image_id in sorted(image_ids, key=lambda i: (organ(i), i)):
-        min(groups, key=len).append(image_id)
+    order = sorted(sources.items(), key=lambda item: (organ(item[1][0]), -len(item[1]), item[0]))
+    for _, members in order:
+        min(groups, key=len).extend(members)
     return groups
+
+
+#: Kept for the MoNuSeg-only splits of earlier figures (each image its own source).
+organ_folds = balanced_folds
 
 
 def train(sets: list[Path], out: Path, exclude: list[str], args: argparse.Namespace) -> None:
@@ -65,58 +90,91 @@ def train(sets: list[Path], out: Path, exclude: list[str], args: argparse.Namesp
         "--channels",
         *map(str, args.channels),
     ]
+    command += shlex.split(args.train_args)
     if exclude:
         command += ["--exclude", *exclude]
-    print(" ".join(command), flush=True)
+    print(" ".join(command[:8]), "…", f"({len(exclude)} images held out)", flush=True)
     log = out.with_suffix(".log")
     with log.open("w") as handle:
         if subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode:
             raise SystemExit(f"training failed; see {log}")
 
 
+def per_set_table(rows: list[dict]) -> str:
+    """One line per (set, resolution): images and mean F1 / AJI / PQ."""
+    lines = [f"{'set':12s} {'µm/px':>7s} {'images':>6s} {'F1@0.5':>7s} {'AJI':>7s} {'PQ':>7s}"]
+    for r in rows:
+        lines.append(
+            f"{r['set']:12s} {r['resolution']:7.4g} {r['images']:6d} {r['f1']:7.3f} {r['aji']:7.3f} {r['pq']:7.3f}"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("bench", type=Path, help="set that is split into folds (MoNuSeg)")
-    parser.add_argument("extra", type=Path, nargs="*", help="sets always trained on (CoNSeP)")
+    parser.add_argument("bench", type=Path, nargs="+", help="sets in the bench layout (all are split)")
     parser.add_argument("--work", type=Path, required=True, help="folder for the fold checkpoints")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--channels", type=int, nargs=4, default=list(CHANNELS), help="network widths")
     parser.add_argument("--threads", type=int, default=2, help="training threads")
+    parser.add_argument("--train-args", default="", help="more options for train_nuclei_net.py")
     parser.add_argument("--resolution", type=float, default=None, help="also score at this µm/px")
     parser.add_argument("--settings", default="{}", help="WatershedSettings as JSON (foreground is network)")
     parser.add_argument("--final", type=Path, default=None, help="then train on everything, write here")
     args = parser.parse_args()
 
-    mpp, items = bench_items(args.bench)
-    folds = organ_folds([image_id for image_id, _, _ in items], args.folds)
+    splits: dict[Path, tuple[float, list[list[str]]]] = {}
+    seen: dict[str, Path] = {}
+    for bench in args.bench:
+        mpp, items = bench_items(bench)
+        for image_id, _, _ in items:
+            if image_id in seen:
+                raise SystemExit(
+                    f"image id {image_id!r} is in {seen[image_id]} and {bench}: --exclude needs unique ids"
+                )
+            seen[image_id] = bench
+        splits[bench] = (mpp, balanced_folds([image_id for image_id, _, _ in items], args.folds))
     args.work.mkdir(parents=True, exist_ok=True)
-    sets = [args.bench, *args.extra]
-    resolutions = [None] + ([args.resolution] if args.resolution else [])
-    held_out: dict[float | None, list[pd.DataFrame]] = {r: [] for r in resolutions}
-    for k, fold in enumerate(folds):
-        print(f"fold {k + 1}/{len(folds)} held out: {', '.join(fold)}", flush=True)
+    held_out: dict[tuple[Path, float | None], list[pd.DataFrame]] = {}
+    for k in range(args.folds):
+        fold = {bench: folds[k] for bench, (_, folds) in splits.items()}
+        print(
+            f"fold {k + 1}/{args.folds} held out: " + "; ".join(f"{b.name} {len(f)}" for b, f in fold.items())
+        )
         widths = "-".join(map(str, args.channels))
-        checkpoint = args.work / f"fold{k + 1}of{len(folds)}_seed{args.seed}_e{args.epochs}_c{widths}.pt"
-        train(sets, checkpoint, fold, args)
+        tag = re.sub(r"[^\w.-]+", "", args.train_args.replace(" ", "_"))
+        name = f"fold{k + 1}of{args.folds}_{len(args.bench)}sets_seed{args.seed}_e{args.epochs}_c{widths}{tag}.pt"
+        checkpoint = args.work / name
+        train(list(args.bench), checkpoint, [i for ids in fold.values() for i in ids], args)
         settings = WatershedSettings(
             **(json.loads(args.settings) | {"foreground": "network", "weights_path": str(checkpoint)})
         )
         cached_network(settings.weights_path)  # loading is not per-pixel time
-        for resolution in resolutions:
-            scores, _ = evaluate(args.bench, partial(segment_nuclei, settings=settings), resolution, fold)
-            held_out[resolution].append(scores.assign(fold=k + 1))
-    for resolution in resolutions:
-        scores = pd.concat(held_out[resolution], ignore_index=True).sort_values("image_id")
-        summary = summarise(scores, args.bench, resolution or mpp)
-        print(f"\nHeld-out scores, {len(folds)} folds (each image scored by a network that never saw it):")
+        for bench, ids in fold.items():
+            if not ids:
+                continue
+            for resolution in [None] + ([args.resolution] if args.resolution else []):
+                scores, _ = evaluate(bench, partial(segment_nuclei, settings=settings), resolution, ids)
+                held_out.setdefault((bench, resolution), []).append(scores.assign(fold=k + 1))
+    rows = []
+    for (bench, resolution), parts in held_out.items():
+        scores = pd.concat(parts, ignore_index=True).sort_values("image_id")
+        summary = summarise(scores, bench, resolution or splits[bench][0])
+        print(f"\n{bench.name} at {summary['resolution_mpp']:g} µm/px, held out ({args.folds} folds):")
         print(format_summary(scores, summary))
+        rows.append(
+            {"set": bench.name, "resolution": summary["resolution_mpp"], "images": summary["images"]}
+            | {m: summary["mean"][m] for m in ("f1", "aji", "pq")}
+        )
+    print("\nHeld-out scores per set (each image scored by a network that never saw it):")
+    print(per_set_table(rows))
     if args.final:
-        print(f"\nfinal network on all images of {', '.join(map(str, sets))}", flush=True)
-        train(sets, args.final, [], args)
+        print(f"\nfinal network on all images of {', '.join(map(str, args.bench))}", flush=True)
+        train(list(args.bench), args.final, [], args)
         print(f"wrote {args.final}")
 
 

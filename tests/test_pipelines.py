@@ -34,7 +34,7 @@ def test_tiling_then_filtering_on_real_slides(messy_project):
     it; threshold foreground for speed), then the filtering pipeline's contact sheets."""
     root = messy_project
     records: list[logging.LogRecord] = []
-    kedro_run(root, "tiling", log=records)
+    kedro_run(root, "tiling", log=records, **{"tiling.estimate_mpp": False})  # the default µm/px path
     kedro_run(root, "segmentation", log=records, **{"segmentation.watershed.foreground": "threshold"})
     kedro_run(root, "filtering", log=records)
 

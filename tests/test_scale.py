@@ -136,21 +136,33 @@ def test_a_slide_without_cells_says_why(changes, verdict, fix):
 
 
 @pytest.mark.slow
-def test_a_slide_without_scale_is_flagged_and_the_table_fixes_it(project, tcga_slide, kidney_image):
-    """The TCGA slide has no µm/px: at the default 0.5 its cells are far too sparse and the
-    check says so, naming the table line; with `file,mpp` = 1.0 it is in range. The kidney
-    overview gives no cells and says why."""
+def test_a_slide_without_scale_is_estimated_flagged_when_not_and_the_table_fixes_it(
+    project, tcga_slide, kidney_image
+):
+    """The TCGA slide has no µm/px. By default its scale is estimated from its nuclei
+    (1 µm/px) and it gives several hundred cells in 12 tiles, like an explicit 1.0. With
+    the estimate off, at the default 0.5 its cells are far too sparse and the check says so,
+    naming the table line; with `file,mpp` = 1.0 it is in range. The kidney overview gives
+    no cells and says why."""
     root = project([tcga_slide, kidney_image])
     params = {"tiling.max_tiles": 12}
     kedro_run(root, "tiling", **params)
     kedro_run(root, "segmentation")
+    slides, checks = load(root, "slides", "slide_checks")
+    tcga = checks.set_index("slide_id").loc["tcga-cr-7395-01a-01-ts1"]
+    slide = slides.set_index("slide_id").loc["tcga-cr-7395-01a-01-ts1"]
+    assert slide["mpp_source"] == "estimated" and slide["mpp_x"] == 1.0, slide.to_dict()
+    assert "chose 1 µm/px" in slide["mpp_evidence"]
+    assert tcga["status"] == "ok" and tcga["cells"] >= 300, tcga.to_dict()
+    kidney = checks.set_index("slide_id").loc["kidney-48-5"]
+    assert kidney["status"] == "no cells" and "no tissue found" in kidney["verdict"]
+
+    kedro_run(root, "tiling", **params, **{"tiling.estimate_mpp": False})
+    kedro_run(root, "segmentation")
     (checks,) = load(root, "slide_checks")
-    by_slide = checks.set_index("slide_id")
-    tcga = by_slide.loc["tcga-cr-7395-01a-01-ts1"]
+    tcga = checks.set_index("slide_id").loc["tcga-cr-7395-01a-01-ts1"]
     assert tcga["status"] == "check" and tcga["mpp_source"] == "parameter" and tcga["cells_per_mm2"] < 150
     assert "`tcga-cr-7395-01a-01-ts1.svs,<µm/px>`" in tcga["fix"]
-    kidney = by_slide.loc["kidney-48-5"]
-    assert kidney["status"] == "no cells" and "no tissue found" in kidney["verdict"]
 
     (root / "data" / "01_raw" / "slides" / "slides.csv").write_text(
         "file,mpp\ntcga-cr-7395-01a-01-ts1.svs,1.0\n"

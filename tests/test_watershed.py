@@ -102,3 +102,22 @@ def test_fill_small_holes_fills_exactly_the_small_enclosed_background():
         expected = mask | small[labels]
         assert np.array_equal(fill_small_holes(mask, 6), expected)
         assert holes.any() or k > 15  # the masks do have holes to fill
+
+
+def test_drop_unsure_removes_exactly_the_objects_with_a_low_mean_probability():
+    """Three objects: sure everywhere, sure in the middle with an unsure rim (a nucleus:
+    mean 0.81, kept at 0.7), and middling everywhere (keratin: mean 0.6, dropped)."""
+    from histocluster.segmentation.watershed import drop_unsure
+
+    labels = np.zeros((20, 60), dtype=np.int32)
+    labels[5:15, 2:12], labels[5:15, 22:32], labels[5:15, 42:52] = 1, 2, 3
+    probability = np.full(labels.shape, 0.05, dtype=np.float32)
+    probability[labels == 1] = 0.95
+    probability[labels == 2] = 0.55  # rim (36 px) …
+    probability[6:14, 23:31] = 0.95  # … around a sure middle (64 px)
+    probability[labels == 3] = 0.6
+    assert np.isclose(probability[labels == 2].mean(), (36 * 0.55 + 64 * 0.95) / 100)
+    kept = drop_unsure(labels.copy(), probability, 0.7)
+    assert set(np.unique(kept)) == {0, 1, 2}
+    assert np.array_equal(kept == 2, labels == 2)  # kept whole, not trimmed
+    assert set(np.unique(drop_unsure(labels.copy(), probability, 0.85))) == {0, 1}

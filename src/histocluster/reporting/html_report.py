@@ -146,6 +146,7 @@ def build_report(
                 height=row.height,
                 mpp=float((row.mpp_x * row.mpp_y) ** 0.5),
                 mpp_source=row.mpp_source,
+                mpp_evidence=getattr(row, "mpp_evidence", None) if row.mpp_source == "estimated" else None,
                 check=by_slide.get(row.slide_id),
                 cells=int(cells_per_slide.get(row.slide_id, 0)),
                 tiling=data_url(tiling, 560) if tiling else None,

@@ -19,6 +19,9 @@ class WatershedSettings:
     weights_path: str | None = Field(None, description="nuclei network checkpoint; None = shipped weights")
     foreground_probability: float = Field(0.5, gt=0, lt=1)
     interior_smoothing_um: float = Field(0.5, ge=0)
+    min_object_probability: float = Field(
+        0.0, ge=0, lt=1, description="network: drop nuclei whose mean nucleus probability is lower"
+    )
     smoothing_um: float = Field(0.5, ge=0)
     threshold_scale: float = Field(1.0, gt=0)
     min_threshold: float = Field(0.05, ge=0)

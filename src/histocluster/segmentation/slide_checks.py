@@ -89,7 +89,7 @@ def check_slide(
         "verdict": "",
         "fix": "",
     }
-    guessed = slide["mpp_source"] in ("parameter", "objective power")
+    guessed = slide["mpp_source"] in ("parameter", "objective power", "estimated")
     how = f"{mpp:.3g} µm/px from {slide['mpp_source']}"
     if mpp > ranges.max_mpp:
         row.update(

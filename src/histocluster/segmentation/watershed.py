@@ -5,12 +5,13 @@ same settings hold at 0.25 and 0.5 µm/px. Two ways to find the foreground and t
 markers, chosen by ``foreground``:
 
 ``network`` (default): a small U-Net (:mod:`.nuclei_net`, shipped weights trained on
-CoNSeP and MoNuSeg) gives each pixel a probability of background, nucleus interior and nucleus
+five bench sets) gives each pixel a probability of background, nucleus interior and nucleus
 boundary. Foreground: interior + boundary above ``foreground_probability``, holes up to
 ``max_hole_um2`` filled. Landscape: the foreground's smoothed distance transform times
 (½ + the interior probability smoothed over ``interior_smoothing_um``), so the ridge
 between touching nuclei, which the network calls boundary, sinks. Markers and watershed
-as in steps 3–4 below, on that landscape.
+as in steps 3–4 below, on that landscape. Then nuclei whose mean nucleus probability is
+under ``min_object_probability`` are dropped (keratin, keratohyalin, collagen).
 
 ``threshold`` (classical, no learned part):
 1. Haematoxylin optical density by colour deconvolution (Ruifrok & Johnston; the
@@ -135,7 +136,26 @@ def network_labels(probabilities: np.ndarray, mpp: float, s: WatershedSettings) 
     landscape = distance_landscape(mask, mpp) * (0.5 + interior)
     seeds = seed_orphans(markers(landscape, mask, mpp, s), mask)
     labels = watershed(-landscape, seeds, mask=mask).astype(np.int32)
-    return drop_by_area(labels, mpp, s.min_area_um2, s.max_area_um2)
+    labels = drop_by_area(labels, mpp, s.min_area_um2, s.max_area_um2)
+    if s.min_object_probability > 0:
+        labels = drop_unsure(labels, probabilities[1] + probabilities[2], s.min_object_probability)
+    return labels
+
+
+def drop_unsure(labels: np.ndarray, probability: np.ndarray, min_mean: float) -> np.ndarray:
+    """``labels`` with objects whose mean ``probability`` is under ``min_mean`` set to
+    background (in place).
+
+    A nucleus is confidently nuclear in its middle and less so at its rim; keratin,
+    keratohyalin and collagen that the network half-believes are nuclear come out as broad
+    regions at middling probability, which the watershed cuts into plausible-sized pieces.
+    The mean over each piece tells them apart (see README, *object filter*)."""
+    total = np.bincount(labels.ravel(), weights=probability.ravel())
+    count = np.bincount(labels.ravel())
+    unsure = total < min_mean * count  # mean below min_mean (absent labels: 0 < 0 is False)
+    unsure[0] = False
+    labels[unsure[labels]] = 0
+    return labels
 
 
 def distance_landscape(mask: np.ndarray, mpp: float) -> np.ndarray:

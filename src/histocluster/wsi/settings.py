@@ -44,6 +44,9 @@ class TilingParams(Strict):
     tile_size: int = Field(512, gt=0, description="tile side in output pixels")
     overlap: int = Field(64, ge=0, description="overlap of neighbouring tiles, output pixels")
     default_mpp: float = Field(0.5, gt=0, description="µm/px for slides without metadata")
+    estimate_mpp: bool = Field(
+        True, description="estimate the µm/px of a slide without any from its nuclei (else default_mpp)"
+    )
     min_tissue_fraction: float = Field(0.1, ge=0, le=1)
     max_tiles: int | None = Field(None, gt=0, description="per slide and resolution")
     use_regions: bool = True

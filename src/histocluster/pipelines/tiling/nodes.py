@@ -87,19 +87,33 @@ def describe_slides(
                 regions = load_regions(source.path) if params.use_regions else []
                 row["regions"] = sorted({r.name for r in regions})
                 region_records[source.slide_id] = regions_to_records(regions)
-                thumbnails[source.slide_id] = Image.fromarray(
-                    reader.thumbnail(_thumbnail_downsample(row, params))
-                )
+                thumbnail = reader.thumbnail(_thumbnail_downsample(row, params))
+                thumbnails[source.slide_id] = Image.fromarray(thumbnail)
+                if row["mpp_source"] == "parameter" and params.estimate_mpp:
+                    _estimate_scale(row, reader, thumbnail, params)
         except Exception as exc:  # one bad slide must not cost the others
             logger.error("Skipping slide %s: %s", source.path, exc)
             row = failed_slide_row(source, f"{type(exc).__name__}: {exc}")
             row["regions"] = []
         else:
-            if row["mpp_source"] == "parameter":
+            if row["mpp_source"] == "estimated":
                 logger.warning(
-                    "Slide %s has no µm/px in its metadata; using tiling.default_mpp = %g "
+                    "Slide %s has no µm/px in its metadata: estimated %g µm/px from its nuclei (%s); "
+                    "give the exact value in %s (a line `%s,<µm/px>`) if you know it",
+                    source.path,
+                    row["mpp_x"],
+                    row["mpp_evidence"],
+                    folder / SCALE_TABLE_NAME,
+                    Path(source.path).name,
+                )
+            elif row["mpp_source"] == "parameter":
+                logger.warning(
+                    "Slide %s has no µm/px in its metadata%s; using tiling.default_mpp = %g "
                     "(give it in %s: a line `%s,<µm/px>`)",
                     source.path,
+                    f" and its scale could not be estimated ({row['mpp_evidence']})"
+                    if row["mpp_evidence"]
+                    else "",
                     params.default_mpp,
                     folder / SCALE_TABLE_NAME,
                     Path(source.path).name,
@@ -134,6 +148,30 @@ def describe_slides(
             "%d of %d slide(s) could not be read; see the slide table's error column", failed, len(slides)
         )
     return slides, thumbnails, region_records
+
+
+def _estimate_scale(row: dict, reader, thumbnail: np.ndarray, params: TilingParams) -> None:
+    """Estimate a slide's µm/px from its nuclei (:mod:`histocluster.segmentation.scale_estimate`)
+    on up to six level-0 tissue regions; update ``row`` (µm/px, source ``estimated`` and the
+    evidence; the evidence alone when no candidate convinced)."""
+    from histocluster.segmentation.nuclei_net import network_bfloat16
+    from histocluster.segmentation.scale_estimate import (
+        estimate_mpp,
+        network_nucleus_probability,
+        tissue_windows,
+    )
+    from histocluster.wsi.tissue import tissue_pixels
+
+    region = 768  # level-0 px: 192 µm at 0.25, 768 µm at 1 µm/px
+    scale_x, scale_y = _scale(row, thumbnail.shape)
+    window = max(1, round(region / scale_x))
+    corners = tissue_windows(tissue_pixels(thumbnail, params.tissue), window, 6)
+    size = (min(region, row["width"]), min(region, row["height"]))
+    regions = [reader.read_region((round(c * scale_x), round(r * scale_y)), 0, size) for r, c in corners]
+    estimate = estimate_mpp(regions, network_nucleus_probability(bfloat16=network_bfloat16("auto")))
+    row["mpp_evidence"] = f"{len(regions)} tissue regions: {estimate.evidence()}"
+    if estimate.mpp is not None:
+        row.update(mpp_x=estimate.mpp, mpp_y=estimate.mpp, mpp_source="estimated")
 
 
 def _ok_slides(slides: pd.DataFrame) -> pd.DataFrame:

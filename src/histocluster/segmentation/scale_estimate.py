@@ -1,0 +1,112 @@
+"""The µm/px of a slide that says nothing about it, estimated from its nuclei.
+
+The nuclei network (:mod:`.nuclei_net`) was trained at one physical size (0.5 µm/px, with
+scale jitter of about ±20 %). Run on a region resampled as if its pixels were ``c`` µm
+wide, it is sure of its nuclei (probability ≥ 0.9 over much of each nucleus) only when
+``c`` is near the truth: assumed too coarse, nuclei look blown up and blurred; assumed too
+fine, they shrink to specks. So for each candidate scale the share of nucleus pixels
+(probability ≥ 0.5) that are *sure* (≥ 0.9) is measured on a few tissue regions, and the
+candidate with the highest share wins.
+
+Measured with the shipped weights on 4 images of each bench set at its known µm/px
+against half and twice it: the true scale has the highest share on all six (MoNuSeg,
+CoNSeP, CPM-15 20× and 40×, glioma, CRC; by 1.26–1.55×). On the TCGA sample slide (no
+metadata) 1 µm/px wins by 7× (0.036 against 0.005 at 0.5), the scale at which its
+outlines are right. See README, *Tiling: scale*.
+
+A slide on which the network is sure of almost nothing at every candidate (an overview,
+a slide without nuclei), or where the best candidate does not clearly win (share under
+:data:`MIN_MARGIN` × the runner-up's), gets no estimate: on the sample slide's skin, treated
+as unknown, 0.5 and 1 µm/px come out within 4 % of each other, so a guess would be a
+coin toss there. The estimate is a fallback for files that say nothing; the slide table,
+the log and the report say that it was estimated, with these shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Scales tried, µm/px: 40×, 20× and 10× scans.
+CANDIDATE_MPP = (0.25, 0.5, 1.0)
+#: A pixel is nuclear at this nucleus probability, and sure at the second.
+NUCLEUS_PROBABILITY, SURE_PROBABILITY = 0.5, 0.9
+#: Below this sure share at every candidate, no estimate is made.
+MIN_SURE_SHARE = 0.03
+#: The winner's share must be this many times the runner-up's, else no estimate is made.
+MIN_MARGIN = 1.2
+
+
+@dataclass(frozen=True)
+class ScaleEstimate:
+    """The chosen µm/px (None: no candidate convinced) and the evidence per candidate."""
+
+    mpp: float | None
+    sure_share: dict[float, float]
+    nucleus_pixels: dict[float, int]
+
+    def evidence(self) -> str:
+        """One line for the slide table and the log."""
+        shares = ", ".join(f"{share:.3f} at {mpp:g}" for mpp, share in self.sure_share.items())
+        verdict = f"chose {self.mpp:g} µm/px" if self.mpp else "no clear winner, not used"
+        return f"share of sure nucleus pixels {shares} µm/px; {verdict}"
+
+
+def sure_pixels(nucleus_probability: np.ndarray) -> tuple[int, int]:
+    """(sure, nuclear) pixel counts of a nucleus-probability map."""
+    nuclear = nucleus_probability >= NUCLEUS_PROBABILITY
+    return int((nucleus_probability >= SURE_PROBABILITY).sum()), int(nuclear.sum())
+
+
+def estimate_mpp(
+    regions: Sequence[np.ndarray],
+    nucleus_probability,
+    candidates: Sequence[float] = CANDIDATE_MPP,
+) -> ScaleEstimate:
+    """The candidate µm/px under which ``nucleus_probability(rgb, mpp)`` (a (h, w) map of
+    each pixel's nucleus probability, e.g. the network's interior + boundary) is surest of
+    the nuclei in ``regions`` (RGB uint8 level-0 regions of tissue), pooled over regions."""
+    shares, pixels = {}, {}
+    for mpp in candidates:
+        sure = nuclear = 0
+        for rgb in regions:
+            s, n = sure_pixels(nucleus_probability(rgb, mpp))
+            sure, nuclear = sure + s, nuclear + n
+        shares[float(mpp)] = sure / nuclear if nuclear else 0.0
+        pixels[float(mpp)] = nuclear
+    ranked = sorted(shares.values(), reverse=True)
+    best = max(shares, key=shares.get)
+    clear = shares[best] >= MIN_SURE_SHARE and (len(ranked) < 2 or ranked[0] >= MIN_MARGIN * ranked[1])
+    return ScaleEstimate(best if clear else None, shares, pixels)
+
+
+def tissue_windows(tissue: np.ndarray, window: int, count: int) -> list[tuple[int, int]]:
+    """Top-left corners (row, col), in the pixels of the ``tissue`` mask, of up to ``count``
+    non-overlapping ``window``-sized squares with the most tissue (at least half tissue),
+    most tissue first."""
+    h, w = tissue.shape
+    window = max(1, min(window, h, w))
+    scores = []
+    for row in range(0, h - window + 1, window):
+        for col in range(0, w - window + 1, window):
+            fraction = float(tissue[row : row + window, col : col + window].mean())
+            if fraction >= 0.5:
+                scores.append((-fraction, row, col))
+    return [(row, col) for _, row, col in sorted(scores)[:count]]
+
+
+def network_nucleus_probability(weights_path: str | None = None, bfloat16: bool = False):
+    """``(rgb, mpp) -> nucleus probability`` at the network's work resolution, with the
+    nuclei network of ``weights_path`` (None: the shipped weights)."""
+    from histocluster.segmentation.nuclei_net import predict_probabilities
+    from histocluster.segmentation.watershed import cached_network
+
+    network = cached_network(weights_path)
+
+    def probability(rgb: np.ndarray, mpp: float) -> np.ndarray:
+        p = predict_probabilities(network, rgb, mpp, bfloat16=bfloat16)
+        return p[1] + p[2]
+
+    return probability
