@@ -18,7 +18,7 @@ SRC = ROOT / "src"
 STAGES = ("tiling", "filtering", "segmentation", "clustering", "classification", "annotation", "evaluation")
 #: The stage package(s) each pipeline's nodes may import (besides histocluster.wsi and errors).
 OWN = {
-    "tiling": {"wsi"},
+    "tiling": {"wsi", "segmentation"},  # the nuclei network estimates an unknown µm/px
     "filtering": {"wsi"},
     "segmentation": {"segmentation"},
     "evaluation": {"segmentation"},

@@ -26,8 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from histocluster.wsi.settings import TissueSettings
+    from histocluster.wsi.slides import SlideReader
 
 #: Scales tried, µm/px: 40×, 20× and 10× scans.
 CANDIDATE_MPP = (0.25, 0.5, 1.0)
@@ -110,3 +115,25 @@ def network_nucleus_probability(weights_path: str | None = None, bfloat16: bool 
         return p[1] + p[2]
 
     return probability
+
+
+def estimate_slide_mpp(
+    reader: SlideReader,
+    thumbnail: np.ndarray,
+    tissue: TissueSettings,
+    region_px: int = 768,
+    regions: int = 6,
+    weights_path: str | None = None,
+    bfloat16: bool = False,
+) -> tuple[ScaleEstimate, int]:
+    """:func:`estimate_mpp` of an open slide on up to ``regions`` level-0 squares of
+    ``region_px`` (192 µm wide at 0.25 µm/px, 768 µm at 1) where the thumbnail (any
+    downsample) shows most tissue; also the number of regions read."""
+    from histocluster.wsi.tissue import tissue_pixels
+
+    width, height = reader.dimensions
+    scale_x, scale_y = width / thumbnail.shape[1], height / thumbnail.shape[0]
+    corners = tissue_windows(tissue_pixels(thumbnail, tissue), max(1, round(region_px / scale_x)), regions)
+    size = (min(region_px, width), min(region_px, height))
+    pixels = [reader.read_region((round(c * scale_x), round(r * scale_y)), 0, size) for r, c in corners]
+    return estimate_mpp(pixels, network_nucleus_probability(weights_path, bfloat16)), len(pixels)

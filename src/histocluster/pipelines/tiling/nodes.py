@@ -151,25 +151,16 @@ def describe_slides(
 
 
 def _estimate_scale(row: dict, reader, thumbnail: np.ndarray, params: TilingParams) -> None:
-    """Estimate a slide's µm/px from its nuclei (:mod:`histocluster.segmentation.scale_estimate`)
-    on up to six level-0 tissue regions; update ``row`` (µm/px, source ``estimated`` and the
-    evidence; the evidence alone when no candidate convinced)."""
+    """Estimate a slide's µm/px from its nuclei (:func:`estimate_slide_mpp`); update ``row``
+    (µm/px, source ``estimated`` and the evidence; the evidence alone when no candidate
+    won clearly)."""
     from histocluster.segmentation.nuclei_net import network_bfloat16
-    from histocluster.segmentation.scale_estimate import (
-        estimate_mpp,
-        network_nucleus_probability,
-        tissue_windows,
-    )
-    from histocluster.wsi.tissue import tissue_pixels
+    from histocluster.segmentation.scale_estimate import estimate_slide_mpp
 
-    region = 768  # level-0 px: 192 µm at 0.25, 768 µm at 1 µm/px
-    scale_x, scale_y = _scale(row, thumbnail.shape)
-    window = max(1, round(region / scale_x))
-    corners = tissue_windows(tissue_pixels(thumbnail, params.tissue), window, 6)
-    size = (min(region, row["width"]), min(region, row["height"]))
-    regions = [reader.read_region((round(c * scale_x), round(r * scale_y)), 0, size) for r, c in corners]
-    estimate = estimate_mpp(regions, network_nucleus_probability(bfloat16=network_bfloat16("auto")))
-    row["mpp_evidence"] = f"{len(regions)} tissue regions: {estimate.evidence()}"
+    estimate, regions = estimate_slide_mpp(
+        reader, thumbnail, params.tissue, bfloat16=network_bfloat16("auto")
+    )
+    row["mpp_evidence"] = f"{regions} tissue regions: {estimate.evidence()}"
     if estimate.mpp is not None:
         row.update(mpp_x=estimate.mpp, mpp_y=estimate.mpp, mpp_source="estimated")
 
