@@ -42,7 +42,7 @@ class Kept(MemoryDataset):
 @pytest.fixture(scope="module")
 def in_memory_run(tmp_path_factory):
     """The whole default pipeline on a synthetic 900 × 1200 px slide (0.5 µm/px, no µm/px
-    tags: the default), with every slide read recorded."""
+    tags: the default, not estimated), with every slide read recorded."""
     folder = tmp_path_factory.mktemp("slide")
     rgb, _ = pink_tissue((900, 1200), radius=380, seed=3)
     path = folder / "pink.png"
@@ -50,7 +50,7 @@ def in_memory_run(tmp_path_factory):
     labels_file = folder / "cluster_labels.yml"
     labels_file.write_text("0: lymphocyte\n")
     params = {
-        "tiling": TilingParams(tile_size=256, overlap=32),
+        "tiling": TilingParams(tile_size=256, overlap=32, estimate_mpp=False),  # synthetic: no estimate
         "filtering": FilteringParams(),
         "segmentation": SegmentationParams.model_validate({"watershed": {"foreground": "threshold"}}),
         "clustering": ClusteringParams.model_validate(
