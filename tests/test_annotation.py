@@ -187,7 +187,12 @@ def test_gallery_has_a_tile_per_crop_and_a_title():
     assert empty.width > 0
 
 
-def _report(table: pd.DataFrame, slide_id: str = "s<1>", checks: pd.DataFrame | None = None) -> str:
+def _report(
+    table: pd.DataFrame,
+    slide_id: str = "s<1>",
+    checks: pd.DataFrame | None = None,
+    scale: dict | None = None,
+) -> str:
     slides = pd.DataFrame(
         [
             {
@@ -199,7 +204,9 @@ def _report(table: pd.DataFrame, slide_id: str = "s<1>", checks: pd.DataFrame | 
                 "mpp_x": 0.5,
                 "mpp_y": 0.5,
                 "mpp_source": "parameter",
+                "mpp_evidence": None,
             }
+            | (scale or {})
         ]
     )
     table = table.assign(slide_id=slide_id)
@@ -337,3 +344,18 @@ def test_segmentation_check_outlines_every_given_cell_beside_the_raw_tile():
     green = np.all(right == drawing.CHECK_RGB, axis=-1)
     assert green[20, 20:60].all() and green[59:61, 20:60].any(axis=0).all()  # top and bottom edge at 2×
     assert not green[30:50, 30:50].any()  # inside stays the tile
+
+
+def test_report_says_how_an_estimated_scale_was_found():
+    """A slide whose µm/px was estimated from its nuclei: the card says so, with the
+    evidence and the file that would fix it; a slide with metadata shows no such line."""
+    evidence = "6 tissue regions: share of sure nucleus pixels 0.000 at 0.25, 0.005 at 0.5, 0.036 at 1 µm/px; chose 1 µm/px"
+    page = _report(
+        _cells(), scale={"mpp_x": 1.0, "mpp_y": 1.0, "mpp_source": "estimated", "mpp_evidence": evidence}
+    )
+    card = page[page.index('<section id="slides">') : page.index('<section id="filtering">')]
+    assert "1.000 µm/px (from estimated)" in card
+    assert "estimated from the nuclei" in card and "0.036 at 1 µm/px; chose 1 µm/px" in card
+    assert "data/01_raw/slides/slides.csv" in card
+    plain = _report(_cells(), scale={"mpp_source": "metadata"})
+    assert "estimated from the nuclei" not in plain
