@@ -15,7 +15,7 @@ not scores on training data.
 Usage:
     python bench/crossval_nuclei_net.py ../shared/data/bench/{monuseg,consep,cpm15_20x,cpm15_40x,lgg} \\
         --work /tmp/cv [--folds 3] [--epochs 120] [--resolution 0.5] \\
-        [--final src/histocluster/segmentation/weights/nuclei_unet.pt] [--train-args "--hard-share 0"]
+        [--final src/histocluster/segmentation/weights/nuclei_unet.pt] [--train-args "--small-nucleus-um2 30"]
 
 Checkpoints already in ``--work`` are reused, so an interrupted run picks up where it stopped.
 """
