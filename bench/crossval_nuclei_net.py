@@ -72,10 +72,6 @@ def balanced_folds(image_ids: list[str], folds: int) -> list[list[str]]:
     return groups
 
 
-#: Kept for the MoNuSeg-only splits of earlier figures (each image its own source).
-organ_folds = balanced_folds
-
-
 def train(sets: list[Path], out: Path, exclude: list[str], args: argparse.Namespace) -> None:
     """Run the training script unless ``out`` already exists."""
     if out.is_file():

@@ -169,7 +169,7 @@ def augment(
 
 def _blur(od: torch.Tensor, sigma: float) -> torch.Tensor:
     """A separable Gaussian blur of a (n, 3, h, w) batch."""
-    radius = max(1, math.ceil(2 * sigma))
+    radius = max(2, math.ceil(2 * sigma))  # 2 up to σ = 1: the first recipe's kernel
     t = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-(t**2) / (2 * sigma**2))
     kernel = (kernel / kernel.sum()).view(1, 1, 1, -1).repeat(3, 1, 1, 1)

@@ -62,7 +62,7 @@ def test_tissue_windows_are_the_fullest_non_overlapping_squares():
 
 
 def test_evidence_names_every_candidate():
-    text = ScaleEstimate(1.0, {0.25: 0.0, 0.5: 0.005, 1.0: 0.036}, {}).evidence()
+    text = ScaleEstimate(1.0, {0.25: 0.0, 0.5: 0.005, 1.0: 0.036}).evidence()
     assert "0.000 at 0.25, 0.005 at 0.5, 0.036 at 1 µm/px; chose 1 µm/px" in text
 
 

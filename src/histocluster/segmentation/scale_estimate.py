@@ -50,7 +50,6 @@ class ScaleEstimate:
 
     mpp: float | None
     sure_share: dict[float, float]
-    nucleus_pixels: dict[float, int]
 
     def evidence(self) -> str:
         """One line for the slide table and the log."""
@@ -73,18 +72,14 @@ def estimate_mpp(
     """The candidate µm/px under which ``nucleus_probability(rgb, mpp)`` (a (h, w) map of
     each pixel's nucleus probability, e.g. the network's interior + boundary) is surest of
     the nuclei in ``regions`` (RGB uint8 level-0 regions of tissue), pooled over regions."""
-    shares, pixels = {}, {}
+    shares = {}
     for mpp in candidates:
-        sure = nuclear = 0
-        for rgb in regions:
-            s, n = sure_pixels(nucleus_probability(rgb, mpp))
-            sure, nuclear = sure + s, nuclear + n
+        counts = [sure_pixels(nucleus_probability(rgb, mpp)) for rgb in regions]
+        sure, nuclear = sum(c[0] for c in counts), sum(c[1] for c in counts)
         shares[float(mpp)] = sure / nuclear if nuclear else 0.0
-        pixels[float(mpp)] = nuclear
-    ranked = sorted(shares.values(), reverse=True)
-    best = max(shares, key=shares.get)
-    clear = shares[best] >= MIN_SURE_SHARE and (len(ranked) < 2 or ranked[0] >= MIN_MARGIN * ranked[1])
-    return ScaleEstimate(best if clear else None, shares, pixels)
+    (best, first), *rest = sorted(shares.items(), key=lambda item: item[1], reverse=True)
+    clear = first >= MIN_SURE_SHARE and (not rest or first >= MIN_MARGIN * rest[0][1])
+    return ScaleEstimate(best if clear else None, shares)
 
 
 def tissue_windows(tissue: np.ndarray, window: int, count: int) -> list[tuple[int, int]]:
