@@ -11,7 +11,8 @@ on CPU (two threads, about 20 min with bfloat16 on a CPU with AMX, twice that wi
 uses it to measure quality on images of every set that the network never saw.
 
 Every step draws a batch: each item from a set picked with equal odds (so 13 large
-MoNuSeg images weigh as much as 432 small CoNSeP tiles), then an image of that set and a
+MoNuSeg images weigh as much as 432 small CoNSeP tiles; ``--set-odds`` weighs the sets
+otherwise, one number per set in the order given), then an image of that set and a
 random window of it, augmented: a right-angle rotation and flip; a resolution drawn from
 0.42–0.62 µm/px around each set's own µm/px (scale jitter, so the same weights hold at
 the pipeline's 0.5 µm/px whether a slide was scanned at 20× or 40×); the appearance of
@@ -219,11 +220,16 @@ def pixel_loss(
     return 0.5 * mean + 0.5 * hardest.mean()
 
 
-def draw_batch(sets: list[list[BenchImage]], size: int, rng: np.random.Generator) -> list[BenchImage]:
-    """``size`` images: each from a set drawn with equal odds, then an image of that set."""
+def draw_batch(
+    sets: list[list[BenchImage]], size: int, rng: np.random.Generator, odds: list[float] | None = None
+) -> list[BenchImage]:
+    """``size`` images: each from a set drawn with ``odds`` (relative; default equal), then
+    an image of that set."""
+    p = None if odds is None else np.asarray(odds, dtype=float) / sum(odds)
     picks = []
     for _ in range(size):
-        images = sets[int(rng.integers(len(sets)))]
+        k = rng.integers(len(sets)) if p is None else rng.choice(len(sets), p=p)
+        images = sets[int(k)]
         picks.append(images[int(rng.integers(len(images)))])
     return picks
 
@@ -254,6 +260,13 @@ def main() -> None:
     parser.add_argument(
         "--hard-share", type=float, default=0.0, help="share of hardest pixels mined (0: off)"
     )
+    parser.add_argument(
+        "--set-odds",
+        type=float,
+        nargs="+",
+        default=None,
+        help="relative odds of drawing from each set, in the order of the sets (default: equal)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--channels",
@@ -275,6 +288,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
+    if args.set_odds is not None and (len(args.set_odds) != len(args.bench) or min(args.set_odds) <= 0):
+        parser.error(f"--set-odds needs one positive number per set ({len(args.bench)})")
     exclude = frozenset(args.exclude)
     sets = [load_set(bench, exclude) for bench in args.bench]
     total = args.epochs * args.steps
@@ -296,7 +311,7 @@ def main() -> None:
         losses = []
         for _ in range(args.steps):
             x, y, areas = augment(
-                draw_batch(sets, args.batch, rng),
+                draw_batch(sets, args.batch, rng, args.set_odds),
                 args.crop,
                 rng,
                 args.stain_jitter,
@@ -330,6 +345,7 @@ def main() -> None:
         "small_nucleus_um2": args.small_nucleus_um2,
         "hard_share": args.hard_share,
         "augment": args.augment,
+        "set_odds": args.set_odds,
         "bfloat16": bfloat16,
         "command": " ".join(["python", *sys.argv]),
         "work_mpp": WORK_MPP,

@@ -17,9 +17,11 @@ from histocluster.errors import UserInputError
 from histocluster.segmentation.evaluation import evaluate, evaluate_points
 from histocluster.segmentation.nuclei_net import (
     DEFAULT_WEIGHTS,
+    InferenceUNet,
     NucleiUNet,
     fold_batch_norm,
     load_network,
+    max_pool_2x2,
     predict_probabilities,
 )
 from histocluster.segmentation.settings import WatershedSettings
@@ -67,6 +69,46 @@ def test_folding_batch_norm_keeps_the_outputs():
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="eval mode"):
         fold_batch_norm(NucleiUNet().train())
+
+
+def _trained_looking_network(seed: int) -> NucleiUNet:
+    """A NucleiUNet with random weights and batch-norm statistics that do something."""
+    torch.manual_seed(seed)
+    network = NucleiUNet()
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return network.eval()
+
+
+@pytest.mark.parametrize("shape", [(40, 48), (64, 24)])
+def test_the_inference_network_computes_what_was_trained(shape):
+    """Rearranged for speed (transposed convolutions instead of upsample + concatenate,
+    pooling by element-wise maxima), the network still computes the trained function,
+    on non-square inputs and in channels-last memory as the segmenter runs it."""
+    network = _trained_looking_network(1)
+    x = torch.rand(2, 3, *shape)
+    with torch.inference_mode():
+        expected = network(x)
+        fast = InferenceUNet(network).to(memory_format=torch.channels_last)
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert expected.std() > 0.01  # a real signal, not a constant on both sides
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="eval mode"):
+        InferenceUNet(NucleiUNet().train())
+
+
+def test_two_by_two_max_pooling_matches_torch():
+    x = torch.randn(2, 5, 6, 10)
+    for memory in (torch.contiguous_format, torch.channels_last):
+        y = x.contiguous(memory_format=memory)
+        torch.testing.assert_close(max_pool_2x2(y), torch.nn.functional.max_pool2d(y, 2), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="even"):
+        max_pool_2x2(torch.zeros(1, 1, 5, 4))
 
 
 @pytest.mark.parametrize(
@@ -142,7 +184,7 @@ def test_training_script_writes_a_checkpoint_the_segmenter_loads(tmp_path):
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     network = load_network(out)
-    assert isinstance(network, NucleiUNet)
+    assert isinstance(network, InferenceUNet)
     checkpoint = torch.load(out, weights_only=True)
     assert checkpoint["trained_on"] == [
         {"set": "small", "images": ["t0", "t2", "t3"]},

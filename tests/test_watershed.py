@@ -121,3 +121,49 @@ def test_drop_unsure_removes_exactly_the_objects_with_a_low_mean_probability():
     assert set(np.unique(kept)) == {0, 1, 2}
     assert np.array_equal(kept == 2, labels == 2)  # kept whole, not trimmed
     assert set(np.unique(drop_unsure(labels.copy(), probability, 0.85))) == {0, 1}
+
+
+@pytest.mark.parametrize("sigma", [0.6, 1.0, 2.0, 7.0])
+def test_opencv_gaussian_matches_scipy(sigma):
+    """The segmenter's smoothing (OpenCV, for speed) gives scipy.ndimage's values, also
+    on an image smaller than the kernel (mirrored more than once)."""
+    from scipy import ndimage as ndi
+
+    from histocluster.segmentation.watershed import gaussian
+
+    rng = np.random.default_rng(0)
+    for shape in [(64, 80), (5, 9)]:
+        image = rng.random(shape).astype(np.float32)
+        np.testing.assert_allclose(gaussian(image, sigma), ndi.gaussian_filter(image, sigma), atol=1e-5)
+
+
+def test_distance_to_background_is_the_exact_euclidean_distance():
+    from scipy import ndimage as ndi
+
+    from histocluster.segmentation.watershed import distance_to_background
+
+    rng = np.random.default_rng(0)
+    mask = ndi.binary_opening(rng.random((120, 90)) > 0.4, iterations=2)
+    np.testing.assert_allclose(distance_to_background(mask), ndi.distance_transform_edt(mask), atol=1e-5)
+    # No background at all: distance to just beyond the image border, not a huge number.
+    full = distance_to_background(np.ones((5, 7), bool))
+    assert full[0, 0] == 1 and full[2, 3] == 3 and full.max() == 3
+
+
+def test_markers_match_scipy_filters():
+    """Markers from OpenCV's maximum/minimum filters are scipy's (mirrored border)."""
+    from scipy import ndimage as ndi
+
+    from histocluster.segmentation.watershed import markers
+
+    rng = np.random.default_rng(1)
+    distance = ndi.gaussian_filter(rng.random((80, 100)), 2).astype(np.float32) * 10
+    mask = distance > 4.9
+    s = WatershedSettings()
+    size = max(3, int(round(2 * s.min_distance_um / 0.5)) | 1)
+    peaks = (distance == ndi.maximum_filter(distance, size=size)) & mask
+    peaks &= distance - ndi.minimum_filter(distance, size=size) >= s.marker_h_um / 0.5
+    expected, n = ndi.label(peaks, structure=np.ones((3, 3)))
+    got = markers(distance, mask, 0.5, s)
+    assert n >= 3
+    np.testing.assert_array_equal(got, expected)

@@ -25,6 +25,10 @@ under ``min_object_probability`` are dropped (keratin, keratohyalin, collagen).
    follow pale gaps) from those markers inside the foreground.
 
 Either way, nuclei under ``min_area_um2`` or over ``max_area_um2`` are dropped.
+
+Distance transforms, Gaussian smoothing and the maximum/minimum filters of the markers are
+OpenCV's (the same values as scipy.ndimage's with its default ``reflect`` border, 5–20×
+faster on one core); see README, *Where the segmentation pass spends its time*.
 """
 
 from __future__ import annotations
@@ -32,13 +36,24 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from histocluster.segmentation.settings import WatershedSettings
 from histocluster.wsi.stain import haematoxylin
 
 if TYPE_CHECKING:  # torch is imported only when the network foreground is used
-    from histocluster.segmentation.nuclei_net import NucleiUNet
+    from histocluster.segmentation.nuclei_net import InferenceUNet
+
+
+def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(image, sigma)`` (truncated at 4 σ, mirrored border)
+    as float32, by OpenCV."""
+    radius = int(4 * sigma + 0.5)
+    size = 2 * radius + 1
+    return cv2.GaussianBlur(
+        np.asarray(image, dtype=np.float32), (size, size), sigma, borderType=cv2.BORDER_REFLECT
+    )
 
 
 def foreground(h: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
@@ -83,17 +98,21 @@ def markers(distance: np.ndarray, mask: np.ndarray, mpp: float, s: WatershedSett
     from scipy import ndimage as ndi
 
     size = max(3, int(round(2 * s.min_distance_um / mpp)) | 1)
-    peaks = (distance == ndi.maximum_filter(distance, size=size)) & mask
+    square = np.ones((size, size), np.uint8)
+    distance = np.asarray(distance, dtype=np.float32)
+    # OpenCV ignores pixels outside the image, which for a maximum or minimum over a
+    # window is what scipy's mirrored border gives too.
+    peaks = (distance == cv2.dilate(distance, square)) & mask
     if s.marker_h_um > 0:
         h = s.marker_h_um / mpp
-        low = ndi.minimum_filter(distance, size=size)
+        low = cv2.erode(distance, square)
         peaks &= distance - low >= h
     labels, _ = ndi.label(peaks, structure=np.ones((3, 3)))
     return labels
 
 
 @lru_cache(maxsize=4)
-def cached_network(weights_path: str | None) -> NucleiUNet:
+def cached_network(weights_path: str | None) -> InferenceUNet:
     """The nuclei network for ``weights_path``, loaded once per process."""
     from histocluster.segmentation.nuclei_net import load_network
 
@@ -123,7 +142,6 @@ def seed_orphans(seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def network_labels(probabilities: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
     """Nuclei from the network's (background, interior, boundary) probabilities at ``mpp``."""
-    from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
     mask = probabilities[1] + probabilities[2] > s.foreground_probability
@@ -132,7 +150,7 @@ def network_labels(probabilities: np.ndarray, mpp: float, s: WatershedSettings) 
         return np.zeros(mask.shape, dtype=np.int32)
     interior = probabilities[1]
     if s.interior_smoothing_um > 0:
-        interior = ndi.gaussian_filter(interior, s.interior_smoothing_um / mpp)
+        interior = gaussian(interior, s.interior_smoothing_um / mpp)
     landscape = distance_landscape(mask, mpp) * (0.5 + interior)
     seeds = seed_orphans(markers(landscape, mask, mpp, s), mask)
     labels = watershed(-landscape, seeds, mask=mask).astype(np.int32)
@@ -158,12 +176,19 @@ def drop_unsure(labels: np.ndarray, probability: np.ndarray, min_mean: float) ->
     return labels
 
 
+def distance_to_background(mask: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance (px, float32) of each pixel of ``mask`` to the nearest
+    pixel outside it, 0 outside; with no background in the image, to the nearest pixel
+    beyond the image border."""
+    if mask.all():
+        padded = np.pad(mask.astype(np.uint8), 1)
+        return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
 def distance_landscape(mask: np.ndarray, mpp: float) -> np.ndarray:
     """Distance to the background (px), smoothed over 0.5 µm (at least one pixel)."""
-    from scipy import ndimage as ndi
-
-    distance = ndi.distance_transform_edt(mask).astype(np.float32)
-    return ndi.gaussian_filter(distance, max(1.0, 0.5 / mpp))
+    return gaussian(distance_to_background(mask), max(1.0, 0.5 / mpp))
 
 
 def segment_with_network(rgb: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
@@ -201,13 +226,12 @@ def segment_nuclei(rgb: np.ndarray, mpp: float, settings: WatershedSettings | No
 
 def segment_with_threshold(rgb: np.ndarray, mpp: float, s: WatershedSettings) -> np.ndarray:
     """The classical path: Otsu foreground, distance-transform markers, watershed."""
-    from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
     h = haematoxylin(rgb)
     sigma = s.smoothing_um / mpp
     if sigma > 0:
-        h = ndi.gaussian_filter(h, sigma)
+        h = gaussian(h, sigma)
     mask = foreground(h, mpp, s)
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.int32)
