@@ -3,7 +3,7 @@
 Tiles the slide and filters tiles with the pipelines' own nodes (not timed), then times
 the segmentation node on every kept tile, and separately its two parts on the same
 tiles: the watershed segmenter alone and the cell measurements (polygons, shape and
-stain statistics). One process; ``--threads 1`` pins BLAS/OpenMP for a per-core figure.
+stain statistics). One process; ``--threads 1`` pins BLAS, OpenMP, torch and OpenCV to one thread for a per-core figure.
 
 With the ``network`` foreground (the default) the network is loaded before the timing
 starts and its start-up (torch import, weights) is printed on its own line: it is paid
@@ -21,7 +21,7 @@ import sys
 
 if "--threads" in sys.argv:
     _n = sys.argv[sys.argv.index("--threads") + 1]
-    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM"):
         os.environ[_var] = _n
 os.environ.setdefault("TQDM_DISABLE", "1")
 

@@ -29,7 +29,13 @@ import sys
 
 if "--threads" in sys.argv:
     _n = sys.argv[sys.argv.index("--threads") + 1]
-    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    for _var in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMBA_NUM_THREADS",
+        "OPENCV_FOR_THREADS_NUM",
+    ):
         os.environ[_var] = _n
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")

@@ -167,3 +167,17 @@ def test_markers_match_scipy_filters():
     got = markers(distance, mask, 0.5, s)
     assert n >= 3
     np.testing.assert_array_equal(got, expected)
+
+
+def test_opencv_labelling_is_scipys():
+    """Components by OpenCV (4- and 8-connected) are numbered exactly as scipy numbers them."""
+    from scipy import ndimage as ndi
+
+    from histocluster.segmentation.watershed import label
+
+    mask = ndi.binary_opening(np.random.default_rng(2).random((200, 150)) > 0.45)
+    for connectivity, structure in [(4, None), (8, np.ones((3, 3)))]:
+        expected, n = ndi.label(mask, structure=structure)
+        got, count = label(mask, connectivity)
+        assert count == n > 50
+        np.testing.assert_array_equal(got, expected)
