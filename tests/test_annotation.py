@@ -236,7 +236,7 @@ def test_report_shows_a_slide_that_fails_its_check_in_red_with_the_fix():
             {
                 "slide_id": "s<1>",
                 "status": "check",
-                "verdict": "at 0.5 µm/px from parameter: 62 cells per mm² of tissue (usual 150–20,000)",
+                "verdict": "at 0.5 µm/px assumed, tiling.default_mpp: 62 cells per mm² of tissue (usual 150–20,000)",
                 "fix": "give s.svs's true µm/px in data/01_raw/slides/slides.csv",
                 "cells_per_mm2": 62.0,
                 "median_area_um2": 17.7,
@@ -245,9 +245,9 @@ def test_report_shows_a_slide_that_fails_its_check_in_red_with_the_fix():
     )
     page = _report(table, checks=checks)
     card = page[page.index('<section id="slides">') : page.index('<section id="filtering">')]
-    assert '<p class="check-bad"><b>CHECK:</b> at 0.5 µm/px from parameter: 62 cells per mm²' in card
+    assert '<p class="check-bad"><b>CHECK:</b> at 0.5 µm/px assumed, tiling.default_mpp: 62 cells per mm²' in card
     assert "<b>Fix:</b> give s.svs&#39;s true µm/px in data/01_raw/slides/slides.csv" in card
-    assert "(from parameter)" in card and ".check-bad{color:#b00" in page
+    assert "(assumed, tiling.default_mpp)" in card and ".check-bad{color:#b00" in page
     ok = _report(table, checks=checks.assign(status="ok", cells_per_mm2=1855.0, median_area_um2=23.5))
     assert "1,855 cells per mm² of tissue, median nucleus 23.5 µm²: in the usual range" in ok
     assert 'class="check-bad"' not in ok
@@ -354,7 +354,7 @@ def test_report_says_how_an_estimated_scale_was_found():
         _cells(), scale={"mpp_x": 1.0, "mpp_y": 1.0, "mpp_source": "estimated", "mpp_evidence": evidence}
     )
     card = page[page.index('<section id="slides">') : page.index('<section id="filtering">')]
-    assert "1.000 µm/px (from estimated)" in card
+    assert "1.000 µm/px (estimated from the nuclei)" in card
     assert "estimated from the nuclei" in card and "0.036 at 1 µm/px; chose 1 µm/px" in card
     assert "data/01_raw/slides/slides.csv" in card
     plain = _report(_cells(), scale={"mpp_source": "metadata"})

@@ -23,6 +23,7 @@ from PIL import Image
 
 from histocluster.lazy import materialise
 from histocluster.reporting.colours import label_colour
+from histocluster.wsi.scale import describe_source
 
 SECTIONS = ["slides", "filtering", "segmentation", "clusters", "galleries", "labels"]
 
@@ -145,7 +146,7 @@ def build_report(
                 width=row.width,
                 height=row.height,
                 mpp=float((row.mpp_x * row.mpp_y) ** 0.5),
-                mpp_source=row.mpp_source,
+                mpp_source=describe_source(row.mpp_source) if row.mpp_source else None,
                 mpp_evidence=getattr(row, "mpp_evidence", None) if row.mpp_source == "estimated" else None,
                 check=by_slide.get(row.slide_id),
                 cells=int(cells_per_slide.get(row.slide_id, 0)),

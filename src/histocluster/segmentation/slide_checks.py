@@ -18,7 +18,7 @@ from pathlib import PurePath
 import pandas as pd
 
 from histocluster.segmentation.settings import PlausibleRanges
-from histocluster.wsi.scale import SCALE_TABLE_NAME
+from histocluster.wsi.scale import SCALE_TABLE_NAME, describe_source
 from histocluster.wsi.tile_quality import most_common_failures
 
 #: Columns of the slide-check table.
@@ -90,7 +90,7 @@ def check_slide(
         "fix": "",
     }
     guessed = slide["mpp_source"] in ("parameter", "objective power", "estimated")
-    how = f"{mpp:.3g} µm/px from {slide['mpp_source']}"
+    how = f"{mpp:.3g} µm/px {describe_source(slide['mpp_source'])}"
     if mpp > ranges.max_mpp:
         row.update(
             status="no cells" if not n_cells else "check",

@@ -109,3 +109,18 @@ def resolve_scale(
     if from_power is not None:
         return from_power, from_power, "objective power"
     return float(default_mpp), float(default_mpp), "parameter"
+
+
+#: How each ``mpp_source`` reads in a sentence ("0.500 µm/px from the file's metadata").
+SOURCE_WORDS = {
+    "table": "from data/01_raw/slides/slides.csv",
+    "metadata": "from the file's metadata",
+    "objective power": "from the objective power",
+    "estimated": "estimated from the nuclei",
+    "parameter": "assumed, tiling.default_mpp",
+}
+
+
+def describe_source(source: str) -> str:
+    """The words for an ``mpp_source`` (the source itself if it is not one of ours)."""
+    return SOURCE_WORDS.get(source, f"from {source}")
