@@ -71,7 +71,7 @@ def load_set(bench: Path, exclude: frozenset[str] = frozenset()) -> list[BenchIm
     for image_id, path, truth in items:
         if image_id in exclude:
             continue
-        od = image_to_input(np.asarray(Image.open(path).convert("RGB")))[0]
+        od = image_to_input(np.asarray(Image.open(path).convert("RGB")))[0].contiguous()
         labels = torch.from_numpy(np.asarray(Image.open(truth)).astype(np.float32)[None])
         images.append(BenchImage(image_id, od, labels, mpp))
     if not images:

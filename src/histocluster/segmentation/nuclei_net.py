@@ -187,9 +187,10 @@ def fold_batch_norm(network: NucleiUNet) -> NucleiUNet:
 
 
 def image_to_input(rgb: np.ndarray) -> torch.Tensor:
-    """Optical density of an RGB uint8 image as a (1, 3, h, w) float tensor."""
-    od = optical_density(rgb)
-    return torch.from_numpy(np.ascontiguousarray(od.transpose(2, 0, 1)))[None]
+    """Optical density of an RGB uint8 image as a (1, 3, h, w) float tensor, channels-last
+    in memory (a view of the (h, w, 3) density, no copy)."""
+    od = np.ascontiguousarray(optical_density(rgb))
+    return torch.from_numpy(od).permute(2, 0, 1)[None]
 
 
 @lru_cache(maxsize=1)
@@ -234,5 +235,5 @@ def predict_probabilities(
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
             logits = network(x.contiguous(memory_format=torch.channels_last))
-        probabilities = torch.softmax(logits[0, :, : size[0], : size[1]].float(), dim=0)
+        probabilities = torch.softmax(logits[0, :, : size[0], : size[1]].float().contiguous(), dim=0)
     return probabilities.numpy()
