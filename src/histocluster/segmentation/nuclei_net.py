@@ -223,16 +223,21 @@ def predict_probabilities(
     reflect-padded to a multiple of 8; the output is cropped back to the resampled size,
     ``round(h * mpp / WORK_MPP)`` × ``round(w * mpp / WORK_MPP)``.
     """
-    x = image_to_input(rgb)
-    h, w = x.shape[-2:]
+    h, w = rgb.shape[:2]
     size = (max(1, round(h * mpp / WORK_MPP)), max(1, round(w * mpp / WORK_MPP)))
+    pad_h, pad_w = -size[0] % _MULTIPLE, -size[1] % _MULTIPLE
+    mode = "reflect" if min(size) > max(pad_h, pad_w) else "replicate"
     with torch.inference_mode():
-        if size != (h, w):
-            x = F.interpolate(x, size=size, mode="area" if size[0] < h else "bilinear")
-        pad_h, pad_w = -size[0] % _MULTIPLE, -size[1] % _MULTIPLE
-        if pad_h or pad_w:
-            mode = "reflect" if min(size) > max(pad_h, pad_w) else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        if size == (h, w):  # pad the 8-bit image: cheaper, and the input stays channels-last
+            if pad_h or pad_w:
+                rgb = np.pad(
+                    rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect" if mode == "reflect" else "edge"
+                )
+            x = image_to_input(rgb)
+        else:
+            x = F.interpolate(image_to_input(rgb), size=size, mode="area" if size[0] < h else "bilinear")
+            if pad_h or pad_w:
+                x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
             logits = network(x.contiguous(memory_format=torch.channels_last))
         probabilities = torch.softmax(logits[0, :, : size[0], : size[1]].float().contiguous(), dim=0)
