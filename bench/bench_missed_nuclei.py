@@ -12,7 +12,7 @@ points (recall within 4 µm; CRC marks a subset of nuclei, so precision is a low
 
 Usage (after ``make run``, from the project root):
     python bench/bench_missed_nuclei.py [--slide cmu-1-small-region]
-        [--figure docs/figures/missed_nuclei.png] [--calibrate ../shared/data/bench/crc]
+        [--figure docs/figures/missed_nuclei.png] [--tile TILE_ID] [--calibrate ../shared/data/bench/crc]
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def load_run(root: Path) -> dict[str, pd.DataFrame]:
         return {name: catalog.load(name) for name in ("slides", "tiles", "tile_quality", "cells")}
 
 
-def check_slide(run: dict[str, pd.DataFrame], slide_id: str, figure: Path | None) -> None:
+def check_slide(
+    run: dict[str, pd.DataFrame], slide_id: str, figure: Path | None, tile_id: str | None = None
+) -> None:
     from histocluster.reporting.drawing import cells_touching, segmentation_check
     from histocluster.segmentation.seed_check import nucleus_seeds, outlined
     from histocluster.wsi.slides import open_slide
@@ -89,7 +91,10 @@ def check_slide(run: dict[str, pd.DataFrame], slide_id: str, figure: Path | None
             covered = outlined(x.to_numpy(), y.to_numpy(), near["polygon"].to_numpy(), tolerance=1.0 / sx)
             rows.append(seeds.assign(tile_id=tile["tile_id"], outlined=covered))
             missed = int((~covered).sum())
-            if worst is None or missed > worst[0]:
+            if tile_id is not None:
+                if tile["tile_id"] == tile_id:
+                    worst = (missed, tile, rgb, near, seeds[~covered])
+            elif worst is None or missed > worst[0]:
                 worst = (missed, tile, rgb, near, seeds[~covered])
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["haematoxylin", "outlined"])
     dark = table["haematoxylin"] >= table["haematoxylin"].quantile(2 / 3) if len(table) else table["outlined"]
@@ -116,7 +121,10 @@ def check_slide(run: dict[str, pd.DataFrame], slide_id: str, figure: Path | None
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=(230, 0, 0), width=2)
         figure.parent.mkdir(parents=True, exist_ok=True)
         sheet.save(figure)
-        print(f"  picture: {figure} (the tile with most seeds without an outline)")
+        why = tile_id or "the tile with most seeds without an outline"
+        print(f"  picture: {figure} ({why})")
+    elif figure is not None and tile_id is not None:
+        raise SystemExit(f"{tile_id}: not a kept tile of {slide_id}")
 
 
 def main() -> None:
@@ -127,12 +135,15 @@ def main() -> None:
     parser.add_argument("--slide", default="cmu-1-small-region")
     parser.add_argument("--figure", type=Path, default=Path("data/08_reporting/missed_nuclei.png"))
     parser.add_argument(
+        "--tile", default=None, help="draw this tile (default: the one with most missed seeds)"
+    )
+    parser.add_argument(
         "--calibrate", type=Path, help="a points-only bench set (crc) to score the detector on"
     )
     args = parser.parse_args()
     if args.calibrate:
         calibrate(args.calibrate)
-    check_slide(load_run(args.project.resolve()), args.slide, args.figure)
+    check_slide(load_run(args.project.resolve()), args.slide, args.figure, args.tile)
 
 
 if __name__ == "__main__":

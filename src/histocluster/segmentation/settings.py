@@ -17,7 +17,7 @@ class WatershedSettings:
 
     foreground: Literal["network", "threshold"] = "network"
     weights_path: str | None = Field(None, description="nuclei network checkpoint; None = shipped weights")
-    foreground_probability: float = Field(0.5, gt=0, lt=1)
+    foreground_probability: float = Field(0.6, gt=0, lt=1)
     interior_smoothing_um: float = Field(0.5, ge=0)
     min_object_probability: float = Field(
         0.0, ge=0, lt=1, description="network: drop nuclei whose mean nucleus probability is lower"
@@ -28,7 +28,7 @@ class WatershedSettings:
     min_area_um2: float = Field(12.0, ge=0)
     max_area_um2: float = Field(400.0, gt=0)
     max_hole_um2: float = Field(15.0, ge=0)
-    min_distance_um: float = Field(2.0, gt=0)
+    min_distance_um: float = Field(2.5, gt=0)
     marker_h_um: float = Field(0.3, ge=0)
     intensity_weight: float = Field(0.0, ge=0)
     precision: Literal["auto", "float32", "bfloat16"] = Field(
