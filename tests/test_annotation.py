@@ -245,7 +245,10 @@ def test_report_shows_a_slide_that_fails_its_check_in_red_with_the_fix():
     )
     page = _report(table, checks=checks)
     card = page[page.index('<section id="slides">') : page.index('<section id="filtering">')]
-    assert '<p class="check-bad"><b>CHECK:</b> at 0.5 µm/px assumed, tiling.default_mpp: 62 cells per mm²' in card
+    assert (
+        '<p class="check-bad"><b>CHECK:</b> at 0.5 µm/px assumed, tiling.default_mpp: 62 cells per mm²'
+        in card
+    )
     assert "<b>Fix:</b> give s.svs&#39;s true µm/px in data/01_raw/slides/slides.csv" in card
     assert "(assumed, tiling.default_mpp)" in card and ".check-bad{color:#b00" in page
     ok = _report(table, checks=checks.assign(status="ok", cells_per_mm2=1855.0, median_area_um2=23.5))

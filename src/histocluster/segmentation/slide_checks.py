@@ -142,6 +142,18 @@ def check_slide(
             verdict=f"at {how}: {'; '.join(problems)}{hint}",
             fix=_scale_fix(slide),
         )
+    elif slide["mpp_source"] == "parameter":
+        # Nothing said the scale and nothing confirmed it: at twice the true µm/px the
+        # network can still find a usual-looking number of usual-sized "nuclei" (on the
+        # TCGA sample at 0.5 instead of 1 µm/px: 378 per mm², median 15.5 µm²).
+        row.update(
+            status="check",
+            verdict=(
+                f"its µm/px is not known: {how} (the file holds none and no scale could be estimated "
+                "from its nuclei); the cells look usual, but at a wrong scale they can"
+            ),
+            fix=_scale_fix(slide),
+        )
     return row
 
 
