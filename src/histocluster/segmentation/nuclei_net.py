@@ -6,11 +6,13 @@ at :data:`WORK_MPP` µm/px whatever the input resolution, on optical density, so
 nuclei at one physical size. About 140k weights.
 
 The shipped weights (``weights/nuclei_unet.pt``) were trained by
-``bench/train_nuclei_net.py`` on the CoNSeP development tiles and the 13 MoNuSeg
-development images (research-use data, so the weights are for research use too). The
-MoNuSeg quality in the README is held out: ``bench/crossval_nuclei_net.py`` scores each
-image with a network trained without it. The checkpoint records its training command and
-images (``trained_on``).
+``bench/train_nuclei_net.py`` on five instance sets: the 13 MoNuSeg development images, the
+CoNSeP development tiles, CPM-15 at 20× and 40× and the glioma (lgg) tiles (research-use
+data, so the weights are for research use too), with small-nucleus weighting and set odds
+3:2:1:1:1. The quality in the README is held out: ``bench/crossval_nuclei_net.py`` scores
+each image of every set with a network trained without it. The checkpoint records its
+training command and images (``trained_on``). For inference the trained network is
+rearranged (:class:`InferenceUNet`) into the same function computed faster on the CPU.
 """
 
 from __future__ import annotations

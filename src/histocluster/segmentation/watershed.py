@@ -5,7 +5,7 @@ same settings hold at 0.25 and 0.5 µm/px. Two ways to find the foreground and t
 markers, chosen by ``foreground``:
 
 ``network`` (default): a small U-Net (:mod:`.nuclei_net`, shipped weights trained on
-CoNSeP and MoNuSeg) gives each pixel a probability of background, nucleus interior and nucleus
+five bench sets) gives each pixel a probability of background, nucleus interior and nucleus
 boundary. Foreground: interior + boundary above ``foreground_probability``, holes up to
 ``max_hole_um2`` filled. Landscape: the foreground's smoothed distance transform times
 (½ + the interior probability smoothed over ``interior_smoothing_um``), so the ridge
