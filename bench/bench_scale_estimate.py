@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from histocluster.pipelines.tiling.nodes import _thumbnail_downsample
 from histocluster.segmentation.nuclei_net import network_bfloat16
 from histocluster.segmentation.scale_estimate import (
     MIN_MARGIN,
@@ -77,12 +78,10 @@ def main() -> None:
         with open_slide(str(slide)) as reader:
             # the thumbnail the tiling pipeline makes for a slide without µm/px
             width, height = reader.dimensions
-            downsample = max(
-                tiling.thumbnail_mpp / tiling.default_mpp, max(width, height) / tiling.thumbnail_max_side
-            )
+            row = {"mpp_x": tiling.default_mpp, "width": width, "height": height}
             estimate, count = estimate_slide_mpp(
                 reader,
-                reader.thumbnail(max(1.0, downsample)),
+                reader.thumbnail(_thumbnail_downsample(row, tiling)),
                 tiling.tissue,
                 weights_path=args.weights,
                 bfloat16=network_bfloat16("auto"),

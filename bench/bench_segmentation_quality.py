@@ -32,7 +32,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from histocluster.segmentation.evaluation import evaluate, evaluate_points, format_summary  # noqa: E402
+from histocluster.segmentation.evaluation import (  # noqa: E402
+    evaluate,
+    evaluate_points,
+    format_summary,
+    resample,
+)
 from histocluster.segmentation.settings import WatershedSettings  # noqa: E402
 from histocluster.segmentation.watershed import cached_network, segment_nuclei  # noqa: E402
 
@@ -52,12 +57,8 @@ def main() -> None:
     # Warm-up, untimed: the first call imports the watershed code and lets oneDNN build its
     # kernels for the image size — paid once per run, not per image or tile.
     mpp = float(json.loads((args.bench / "info.json").read_text())["mpp"])
-    first = Image.open(sorted((args.bench / "images").iterdir())[0]).convert("RGB")
-    if args.resolution:
-        first = first.resize(
-            [round(side * mpp / args.resolution) for side in first.size], Image.Resampling.LANCZOS
-        )
-    segment(np.asarray(first), args.resolution or mpp)
+    first = np.asarray(Image.open(sorted((args.bench / "images").iterdir())[0]).convert("RGB"))
+    segment(*resample(first, mpp, args.resolution))
     if json.loads((args.bench / "info.json").read_text()).get("points_only"):
         result = evaluate_points(args.bench, segment)
         types = "  ".join(f"{name} {value:.3f}" for name, value in result["recall_per_type"].items())

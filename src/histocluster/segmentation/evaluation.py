@@ -61,6 +61,16 @@ def bench_items(bench: Path) -> tuple[float, list[tuple[str, Path, Path]]]:
     return mpp, items
 
 
+def resample(rgb: np.ndarray, mpp: float, resolution: float | None) -> tuple[np.ndarray, float]:
+    """``rgb`` (at ``mpp`` µm/px) resampled (Lanczos) to about ``resolution`` µm/px, and its
+    exact µm/px after rounding to whole pixels; unchanged when ``resolution`` is None."""
+    if not resolution:
+        return rgb, mpp
+    size = (round(rgb.shape[1] * mpp / resolution), round(rgb.shape[0] * mpp / resolution))
+    work = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+    return work, mpp * rgb.shape[1] / size[0]
+
+
 def evaluate(
     bench: Path,
     segment: Segmenter,
@@ -84,11 +94,7 @@ def evaluate(
     for image_id, image_path, truth_path in items:
         rgb = np.asarray(Image.open(image_path).convert("RGB"))
         truth = np.asarray(Image.open(truth_path))
-        work, work_mpp = rgb, mpp
-        if resolution:
-            size = (round(rgb.shape[1] * mpp / resolution), round(rgb.shape[0] * mpp / resolution))
-            work = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
-            work_mpp = mpp * rgb.shape[1] / size[0]
+        work, work_mpp = resample(rgb, mpp, resolution)
         start = time.perf_counter()
         labels = segment(work, work_mpp)
         seconds = time.perf_counter() - start

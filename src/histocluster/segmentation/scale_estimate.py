@@ -8,18 +8,20 @@ fine, they shrink to specks. So for each candidate scale the share of nucleus pi
 (probability ≥ 0.5) that are *sure* (≥ 0.9) is measured on a few tissue regions, and the
 candidate with the highest share wins.
 
-Measured with the shipped weights on 4 images of each bench set at its known µm/px
-against half and twice it: the true scale has the highest share on all six (MoNuSeg,
-CoNSeP, CPM-15 20× and 40×, glioma, CRC; by 1.26–1.55×). On the TCGA sample slide (no
-metadata) 1 µm/px wins by 7× (0.036 against 0.005 at 0.5), the scale at which its
-outlines are right. See README, *Tiling: scale*.
+Measured with the shipped weights (``bench/bench_scale_estimate.py``) on 4 images of each
+bench set at its known µm/px against half and twice it: the true scale has the highest
+share on all six (MoNuSeg, CoNSeP, CPM-15 20× and 40×, glioma, CRC), clearly on four
+(1.24–1.38×) and not clearly on CoNSeP (1.05×) and CRC (1.12×), which get no estimate. On
+the TCGA sample slide (no metadata) 1 µm/px wins by 3.8× (0.171 against 0.045 at 0.5), the
+scale at which its outlines are right; the sample slide's skin, treated as unknown, gives
+0.5 µm/px by 1.31×. See README, *Tiling: scale*.
 
 A slide on which the network is sure of almost nothing at every candidate (an overview,
 a slide without nuclei), or where the best candidate does not clearly win (share under
-:data:`MIN_MARGIN` × the runner-up's), gets no estimate: on the sample slide's skin, treated
-as unknown, 0.5 and 1 µm/px come out within 4 % of each other, so a guess would be a
-coin toss there. The estimate is a fallback for files that say nothing; the slide table,
-the log and the report say that it was estimated, with these shares.
+:data:`MIN_MARGIN` × the runner-up's), gets no estimate and falls back to the default
+µm/px, which the slide checks then flag. The estimate is a fallback for files that say
+nothing; the slide table, the log and the report say that it was estimated, with these
+shares.
 """
 
 from __future__ import annotations

@@ -130,10 +130,15 @@ def drop_by_area(labels: np.ndarray, mpp: float, min_um2: float, max_um2: float)
     """``labels`` with objects under ``min_um2`` or over ``max_um2`` set to background (in place)."""
     sizes = np.bincount(labels.ravel())
     area = mpp * mpp
-    bad = (sizes < min_um2 / area) | (sizes > max_um2 / area)
-    bad[0] = False
-    if bad.any():
-        labels[bad[labels]] = 0
+    return clear_objects(labels, (sizes < min_um2 / area) | (sizes > max_um2 / area))
+
+
+def clear_objects(labels: np.ndarray, drop: np.ndarray) -> np.ndarray:
+    """``labels`` with every object ``k`` where ``drop[k]`` set to background (in place;
+    ``drop`` is indexed by label, its entry 0 is ignored)."""
+    drop[0] = False
+    if drop.any():
+        labels[drop[labels]] = 0
     return labels
 
 
@@ -179,10 +184,7 @@ def drop_unsure(labels: np.ndarray, probability: np.ndarray, min_mean: float) ->
     The mean over each piece tells them apart (see README, *object filter*)."""
     total = np.bincount(labels.ravel(), weights=probability.ravel())
     count = np.bincount(labels.ravel())
-    unsure = total < min_mean * count  # mean below min_mean (absent labels: 0 < 0 is False)
-    unsure[0] = False
-    labels[unsure[labels]] = 0
-    return labels
+    return clear_objects(labels, total < min_mean * count)  # absent labels: 0 < 0 is False
 
 
 def distance_to_background(mask: np.ndarray) -> np.ndarray:
