@@ -112,7 +112,7 @@ def augment(
     overall darkness, contrast and gamma of the intensities, focus blur, sensor noise and JPEG
     compression. With ``strong`` False: the first networks' milder recipe (density ±
     ``stain_jitter``, darkness 0.8–1.2, blur, 0.45–0.58 µm/px). Returns the optical densities (n, 3, crop, crop), the classes (n, crop, crop)
-    and each pixel's nucleus area in px (n, crop, crop; 0 on background)."""
+    and the instance labels (n, 1, crop, crop; 0 on background)."""
     n = len(batch)
     if not strong:
         scale_range = (0.45, 0.58)
@@ -171,7 +171,7 @@ def augment(
     if strong and rng.random() < 0.3:  # JPEG artefacts
         out_od = _jpeg(out_od, int(rng.integers(30, 91)))
     classes = targets(out_labels)
-    return out_od, classes, _nucleus_areas(out_labels)
+    return out_od, classes, out_labels
 
 
 def _blur(od: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -207,7 +207,7 @@ def _nucleus_areas(labels: torch.Tensor) -> torch.Tensor:
 def pixel_loss(
     logits: torch.Tensor,
     classes: torch.Tensor,
-    areas: torch.Tensor,
+    labels: torch.Tensor,
     class_weights: torch.Tensor,
     reference_px: float,
     hard_share: float,
@@ -217,8 +217,9 @@ def pixel_loss(
     count as much as large pale ones), plus, with ``hard_share`` > 0, the mean of the
     hardest ``hard_share`` of the pixels (online hard-example mining), half and half."""
     loss = F.cross_entropy(logits, classes, weight=class_weights, reduction="none")
-    small = torch.where(areas > 0, (reference_px / areas.clamp(min=1)).sqrt().clamp(1, 3), 1.0)
-    loss = loss * small
+    if reference_px > 0:  # nucleus areas (from the instance ``labels``) only when they weigh
+        areas = _nucleus_areas(labels)
+        loss = loss * torch.where(areas > 0, (reference_px / areas.clamp(min=1)).sqrt().clamp(1, 3), 1.0)
     mean = loss.mean()
     if hard_share <= 0:
         return mean
@@ -316,7 +317,7 @@ def main() -> None:
     for epoch in range(args.epochs):
         losses = []
         for _ in range(args.steps):
-            x, y, areas = augment(
+            x, y, labels = augment(
                 draw_batch(sets, args.batch, rng, args.set_odds),
                 args.crop,
                 rng,
@@ -325,7 +326,7 @@ def main() -> None:
             )
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
                 logits = network(x)
-            loss = pixel_loss(logits.float(), y, areas, weights, reference, args.hard_share)
+            loss = pixel_loss(logits.float(), y, labels, weights, reference, args.hard_share)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
