@@ -14,6 +14,7 @@ import shapely
 from PIL import Image
 from shapely.geometry import shape
 
+from histocluster.atomic_files import partial_path
 from histocluster.reporting import drawing, qupath
 from histocluster.reporting import html_report as report
 from histocluster.reporting.annotated_cells import annotated_cells
@@ -87,7 +88,7 @@ def test_qupath_geojson_follows_the_rules_and_matches_the_cells(tmp_path, name):
     names, colours, legend = colour_table(table, "label")
     table = table.assign(class_name=names.to_numpy(), colour=colours.to_numpy())
     count = qupath.write_feature_collection(tmp_path / name, qupath.features(table, legend))
-    assert count == 3 and not list(tmp_path.glob("*.partial"))
+    assert count == 3 and [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left
     if name.endswith(".gz"):
         with gzip.open(tmp_path / name, "rt") as handle:
             collection = json.load(handle)
@@ -116,7 +117,7 @@ def test_geojson_is_streamed_not_built(tmp_path):
     def many():
         for k in range(20_000):
             if k == 15_000:
-                on_disk_while_producing.append((tmp_path / "big.geojson.partial").stat().st_size)
+                on_disk_while_producing.append(partial_path(tmp_path / "big.geojson").stat().st_size)
             yield {"type": "Feature", "id": str(uuid.uuid4()), "geometry": None, "properties": {}}
 
     assert qupath.write_feature_collection(tmp_path / "big.geojson", many()) == 20_000
@@ -283,7 +284,7 @@ def test_viewer_json_is_written_as_a_stream(tmp_path):
     from histocluster.datasets import StreamedJSONDataset
 
     on_disk_while_producing = []
-    partial = tmp_path / "v.json.partial"
+    partial = partial_path(tmp_path / "v.json")
 
     def items():
         for k in range(20_000):

@@ -65,8 +65,9 @@ def test_a_broken_labels_file_stops_classification_before_the_model_is_asked(pro
 
 def test_a_file_half_written_when_the_disk_fills_is_removed(project, cmu_slide, monkeypatch):
     """The slide table's save writes part of its file, then the disk is full: the run
-    ends with the one-line error, and the partial file (this run's version) is gone, so
-    the next stage or run never loads it as the latest slide table."""
+    ends with the one-line error, and neither the partial file nor this run's version of
+    the table is left (nor its run record), so the next stage or run never loads it as
+    the latest slide table."""
     import pytest
     from kedro_datasets.pandas import ParquetDataset
 
@@ -87,7 +88,10 @@ def test_a_file_half_written_when_the_disk_fills_is_removed(project, cmu_slide, 
     monkeypatch.setattr(ParquetDataset, "save", fill_the_disk)
     with pytest.raises(
         OutputFolderError, match=r"Could not write .*slides.parquet \(dataset 'slides'\)"
-    ) as info:
+    ):
         kedro_run(root, "tiling", **{"tiling.max_tiles": 2})
-    assert "The partly written slides.parquet was removed" in str(info.value)
     assert len(written) == 1 and not written[0].exists()
+    assert written[0].name.startswith(".slides.partial-")  # saved under a temporary name
+    version_folder = written[0].parent
+    assert not (version_folder / "slides.parquet").exists()
+    assert not list(version_folder.glob("*.run.json"))

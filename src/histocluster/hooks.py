@@ -183,3 +183,137 @@ def _made_by(dataset: str) -> str | None:
         if dataset in pipe.all_outputs():
             return module
     return None
+
+
+class RunLockHook:
+    """One ``kedro run`` at a time per project: the run takes ``data/.kedro-run.lock``
+    before anything else and holds it until it ends; a second run started meanwhile is
+    one ``Error:`` naming the run that holds it (:mod:`histocluster.run_lock`)."""
+
+    def __init__(self) -> None:
+        self._lock = None
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        from histocluster.run_lock import LOCK_NAME, acquire
+
+        self._release()  # a session of this process that ended without its after-hook
+        root = Path(run_params.get("project_path") or ".")
+        pipelines = run_params.get("pipeline_names") or ["__default__"]
+        self._lock = acquire(
+            root / "data" / LOCK_NAME,
+            {"run": run_params.get("run_id"), "pipelines": ",".join(pipelines)},
+        )
+
+    @hook_impl
+    def after_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
+        self._release()
+
+
+class RunLineageHook:
+    """Every versioned output gets a run record beside it (``<file>.run.json``: the run
+    that made it, the input versions it read and its lineage), and a node whose inputs
+    trace one table to different runs is refused before it runs, with one ``Error:``
+    naming the tables and the command that remakes the stale ones
+    (:mod:`histocluster.run_lineage`)."""
+
+    def __init__(self) -> None:
+        self._catalog = None
+        self._run = ""
+        self._memory: dict[str, dict[str, str]] = {}  # unsaved outputs of this run → lineage
+        self._node_lineage: dict[str, dict[str, str]] = {}
+        self._node_inputs: dict[str, dict[str, str]] = {}
+        self._records: list[tuple[Path, Path]] = []  # (run record, the file it describes)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        self._catalog, self._run = catalog, str(run_params.get("run_id") or "")
+        self._memory, self._node_lineage, self._node_inputs, self._records = {}, {}, {}, []
+
+    @hook_impl
+    def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
+        """A record whose file was never saved (the save failed) is removed."""
+        for record, file in self._records:
+            if not file.exists():
+                record.unlink(missing_ok=True)
+
+    def _input_lineage(self, name: str) -> tuple[dict[str, str], str | None]:
+        """An input's lineage and, for a versioned file, the version read."""
+        from histocluster.run_lineage import read_lineage
+
+        if name in self._memory:
+            return self._memory[name], None
+        dataset = self._catalog.get(name) if self._catalog is not None else None
+        if not isinstance(dataset, AbstractVersionedDataset) or dataset._version is None:
+            return {}, None  # parameters, the slide folder, pictures
+        version = dataset.resolve_load_version()
+        if version is None:
+            return {}, None
+        file = dataset._get_versioned_path(version)
+        return read_lineage(file, name, version), version
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs) -> None:
+        from histocluster.run_lineage import (
+            MixedRunsError,
+            conflicts,
+            describe_conflicts,
+            merge,
+        )
+
+        lineages, versions = {}, {}
+        for name in node.inputs:
+            if name.startswith("params:") or name == "parameters":
+                continue
+            lineage, version = self._input_lineage(name)
+            if lineage:
+                lineages[name] = lineage
+            if version is not None:
+                versions[name] = version
+        found = conflicts(lineages)
+        if found:
+            stale = sorted({name for conflict in found for name in conflict.stale})
+            makers = sorted({maker for name in stale if (maker := _made_by(name))})
+            fix = f"kedro run --pipelines={','.join(makers)}" if makers else "kedro run"
+            raise MixedRunsError(describe_conflicts(node.name, found, fix))
+        merged = merge(lineages)
+        self._node_lineage[node.name] = merged
+        # The version of each table read: from a file, or made earlier in this run.
+        self._node_inputs[node.name] = {
+            **{name: merged[name] for name in node.inputs if name in merged},
+            **versions,
+        }
+
+    @hook_impl
+    def before_dataset_saved(self, dataset_name, data, node) -> None:
+        from histocluster.run_lineage import write_record
+
+        lineage = dict(self._node_lineage.get(node.name, {}))
+        dataset = self._catalog.get(dataset_name) if self._catalog is not None else None
+        if not isinstance(dataset, AbstractVersionedDataset) or dataset._version is None:
+            self._memory[dataset_name] = lineage  # passed on in memory (or not a table)
+            return
+        version = dataset.resolve_save_version()
+        lineage[dataset_name] = version
+        self._memory[dataset_name] = lineage
+        protocol = str(getattr(dataset, "_protocol", "file"))
+        if protocol in ("file", "local"):  # records on object stores: not yet
+            # Written before the file, so a saved file always has its record.
+            file = Path(str(dataset._get_versioned_path(version)))
+            record = write_record(
+                file,
+                run=version,
+                made_by=node.name,
+                inputs=self._node_inputs.get(node.name, {}),
+                lineage=lineage,
+            )
+            self._records.append((record, file))

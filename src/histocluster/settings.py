@@ -4,11 +4,20 @@ from histocluster.hooks import (
     CheckModelFilesHook,
     MissingInputsHook,
     OutputFoldersHook,
+    RunLineageHook,
+    RunLockHook,
     ValidateParametersHook,
 )
 
-# Hooks are executed in a Last-In-First-Out (LIFO) order.
-HOOKS = (ValidateParametersHook(), MissingInputsHook(), OutputFoldersHook(), CheckModelFilesHook())
+# Hooks are executed in a Last-In-First-Out (LIFO) order: the run lock is taken first.
+HOOKS = (
+    ValidateParametersHook(),
+    MissingInputsHook(),
+    OutputFoldersHook(),
+    RunLineageHook(),  # after OutputFoldersHook: its error hook runs before that one raises
+    CheckModelFilesHook(),
+    RunLockHook(),
+)
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -1,5 +1,15 @@
-"""Custom Kedro datasets for what kedro-datasets lacks."""
+"""Custom Kedro datasets for what kedro-datasets lacks, and kedro-datasets' own types with
+saves that are all or nothing (:mod:`histocluster.datasets.atomic`)."""
 
+from histocluster.datasets.atomic import (
+    CSVDataset,
+    ImageDataset,
+    JSONDataset,
+    ParquetDataset,
+    PickleDataset,
+    PlotlyJSONDataset,
+    TextDataset,
+)
 from histocluster.datasets.embeddings import EmbeddingsDataset
 from histocluster.datasets.geojson import GeoJSONStreamDataset, StreamedJSONDataset
 from histocluster.datasets.label_mask import LabelMaskDataset
@@ -7,10 +17,17 @@ from histocluster.datasets.partitions import OptionalPartitionedDataset
 from histocluster.datasets.slide_folder import SlideFolderDataset
 
 __all__ = [
+    "CSVDataset",
     "EmbeddingsDataset",
     "GeoJSONStreamDataset",
+    "ImageDataset",
+    "JSONDataset",
     "LabelMaskDataset",
     "OptionalPartitionedDataset",
+    "ParquetDataset",
+    "PickleDataset",
+    "PlotlyJSONDataset",
     "SlideFolderDataset",
     "StreamedJSONDataset",
+    "TextDataset",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset
 
+from histocluster.atomic_files import atomic_path
 from histocluster.reporting.qupath import read_feature_collection, write_feature_collection
 
 
@@ -56,15 +57,12 @@ class StreamedJSONDataset(AbstractDataset):
 
     def save(self, data) -> None:
         data = data() if callable(data) else data
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        partial = self._filepath.with_name(self._filepath.name + ".partial")
-        with partial.open("w", encoding="utf-8") as handle:
+        with atomic_path(self._filepath) as partial, partial.open("w", encoding="utf-8") as handle:
             head = json.dumps(data.header, allow_nan=False)
             handle.write(head[:-1] + (", " if data.header else "") + json.dumps(data.list_key) + ": [\n")
             for k, item in enumerate(data.items):
                 handle.write((",\n" if k else "") + json.dumps(item, separators=(",", ":"), allow_nan=False))
             handle.write("\n]}\n")
-        partial.replace(self._filepath)
 
     def _exists(self) -> bool:
         return self._filepath.is_file()

@@ -9,6 +9,7 @@ import numpy as np
 import tifffile
 from kedro.io import AbstractDataset, DatasetError
 
+from histocluster.atomic_files import atomic_path
 from histocluster.segmentation.label_maps import label_dtype
 
 
@@ -36,8 +37,8 @@ class LabelMaskDataset(AbstractDataset[np.ndarray, np.ndarray]):
         data = np.asarray(data)
         if data.ndim != 2 or not np.issubdtype(data.dtype, np.integer) or data.min(initial=0) < 0:
             raise DatasetError(f"{self._filepath}: a label map is a 2-D array of non-negative integers")
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(self._filepath, data.astype(label_dtype(data)), compression="zlib")
+        with atomic_path(self._filepath) as partial:
+            tifffile.imwrite(partial, data.astype(label_dtype(data)), compression="zlib")
 
     def _exists(self) -> bool:
         return self._filepath.is_file()

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from histocluster.atomic_files import atomic_path
+
 NAMESPACE = uuid.UUID("6f0d1b2c-5c1e-4f51-9a4e-6b1d0c6a9e3b")  # histocluster cells
 MEASUREMENTS = {
     "Area µm^2": "area_um2",
@@ -89,11 +91,9 @@ def write_feature_collection(path: str | Path, items: Iterable[dict]) -> int:
     """Stream ``items`` into a FeatureCollection at ``path`` (gzip for ``.gz``); written
     to a temporary name and renamed, so a crash leaves no half file. Returns the count."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     opener = gzip.open if path.suffix == ".gz" else open
     count = 0
-    with opener(partial, "wt", encoding="utf-8") as handle:
+    with atomic_path(path) as partial, opener(partial, "wt", encoding="utf-8") as handle:
         handle.write('{"type": "FeatureCollection", "features": [\n')
         for feature in items:
             if count:
@@ -106,7 +106,6 @@ def write_feature_collection(path: str | Path, items: Iterable[dict]) -> int:
             )
             count += 1
         handle.write("\n]}\n")
-    partial.replace(path)
     return count
 
 

@@ -30,6 +30,7 @@ from histocluster.reporting.drawing import (
 from histocluster.reporting.html_report import build_report
 from histocluster.reporting.settings import AnnotationParams
 from histocluster.reporting.viewer_json import viewer_json
+from histocluster.run_lineage import require_same_cells
 from histocluster.wsi.slides import open_slide
 from histocluster.wsi.tile_grid import read_tile
 
@@ -41,7 +42,12 @@ Lazy = dict[str, Callable[[], Image.Image]]
 def annotate_cells(
     cells: pd.DataFrame, clusters: pd.DataFrame, cell_labels: pd.DataFrame, params: AnnotationParams
 ) -> pd.DataFrame:
-    """The cell table with cluster, label and the colour they are drawn in."""
+    """The cell table with cluster, label and the colour they are drawn in; refuses tables
+    that do not describe the same cells."""
+    others = {"clusters": clusters["cell_id"]}
+    if cell_labels is not None and len(cell_labels):  # none: coloured by cluster
+        others["cell_labels"] = cell_labels["cell_id"]
+    require_same_cells(cells["cell_id"], others, fix="kedro run --pipelines=clustering,classification")
     table, mode = coloured_cells(cells, clusters, cell_labels, params.colour_by)
     if mode != params.colour_by:
         logger.info("Annotation: no cell has a label yet; pictures are coloured by cluster")

@@ -21,6 +21,7 @@ from histocluster.clustering.plots import (
 from histocluster.clustering.reduction import cell_map, fit_reduce
 from histocluster.clustering.settings import ClusteringParams
 from histocluster.clustering.summary import crop_representatives, pick_representatives, summarise
+from histocluster.run_lineage import require_same_cells
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,13 @@ def reduce_embeddings(
 def cluster(
     reduced: np.ndarray, cell_map_table: pd.DataFrame, cells: pd.DataFrame, params: ClusteringParams
 ) -> tuple[pd.DataFrame, object]:
-    """Clusters (:mod:`histocluster.clustering.clusterers`): one row per embedded cell."""
+    """Clusters (:mod:`histocluster.clustering.clusterers`): one row per embedded cell
+    (the embeddings must hold exactly the cells of the cell table)."""
+    require_same_cells(
+        cells["cell_id"],
+        {"cell_embeddings": cell_map_table["cell_id"]},
+        fix="kedro run --pipelines=clustering",
+    )
     where = cell_map_table[["cell_id"]].merge(
         cells[["cell_id", "slide_id", "tile_id"]], on="cell_id", how="left"
     )
