@@ -17,6 +17,20 @@ drawn lazily when saved count for the node that made them. Peak RSS is the high-
 of each node alone (``/proc/self/clear_refs`` resets it before the node; Linux only, where
 the kernel allows it; otherwise the process's). One process; ``--threads 1`` pins BLAS/OpenMP/torch.
 
+Then one row per stage (the pipeline a node belongs to): wall s, CPU s, cells per CPU-second
+(the run's cells over the stage's CPU time), peak RSS and bytes written under ``data/``;
+end to end cells per CPU-second; and a projection of each figure to a slide of 10⁶ cells.
+With ``--fit-with other.json`` (this bench's ``--json`` from a run on a slide of another
+size) each figure is fitted as fixed + per-cell cost through the two runs; without it,
+time and bytes are scaled by 10⁶ / cells (fixed costs such as start-up and compilation
+then count as if per cell) and RSS is not projected.
+
+For a whole-slide figure, build a big slide from real tissue first
+(``bench/make_big_slide.py``) and run it without ``max_tiles``::
+
+    python bench/make_big_slide.py --out /tmp/big20k.tif --size 20000
+    python bench/bench_stages.py /tmp/big20k.tif --params 'tiling.max_tiles=null'
+
 Usage:
     python bench/bench_stages.py data/01_raw/slides/CMU-1-Small-Region.svs [--threads 1]
         [--params 'tiling.max_tiles=20'] [--json out.json]
@@ -107,10 +121,18 @@ class StageTimer:
     """Kedro hooks: per node, from loading its first input to saving its last output (lazy
     pictures are drawn when saved, so they count): wall, CPU, reads and peak RSS."""
 
-    def __init__(self, counter: ReadCounter) -> None:
+    def __init__(self, counter: ReadCounter, data: Path | None = None) -> None:
         self.counter = counter
+        self.data = data
         self.rows: list[dict] = []
         self.current: str | None = None
+        self.base_mib = _peak_mib()
+
+    def _bytes(self) -> int:
+        """Bytes under ``data/`` (the raw slides are links, not counted)."""
+        if self.data is None:
+            return 0
+        return sum(p.stat().st_size for p in self.data.rglob("*") if p.is_file() and not p.is_symlink())
 
     def _cpu(self) -> float:
         own = resource.getrusage(resource.RUSAGE_SELF)
@@ -129,6 +151,7 @@ class StageTimer:
                 "reads": len(self.counter.reads[name]),
                 "mpx": self.counter.pixels[name] / 1e6,
                 "peak_mib": _peak_mib(),
+                "bytes": self._bytes() - self._start[2],
             }
         )
         self.current = None
@@ -141,7 +164,7 @@ class StageTimer:
         self.current = node.name
         self.counter.node = node.name
         _peak_reset()
-        self._start = (time.perf_counter(), self._cpu())
+        self._start = (time.perf_counter(), self._cpu(), self._bytes())
 
 
 def _hook(timer: StageTimer):
@@ -201,6 +224,82 @@ def _covers(read: tuple, tile) -> bool:
     return ix * iy >= 0.9 * tile.w * tile.h
 
 
+STAGES = ("tiling", "segmentation", "filtering", "clustering", "classification", "annotation")
+
+
+def _cells(project: Path) -> int:
+    import pyarrow.parquet as pq
+
+    tables = sorted((project / "data").glob("03_primary/cells.parquet/*/cells.parquet"))
+    return pq.ParquetFile(tables[-1]).metadata.num_rows if tables else 0
+
+
+def _stage_table(timer: StageTimer, cells: int, pipelines, other: dict | None = None) -> dict:
+    """Prints the per-stage table and the projection to 10⁶ cells (fitted through
+    ``other``, a run on another size, when given); returns the figures."""
+    stage_of = {}
+    for stage in STAGES:
+        if stage in pipelines:
+            for node in pipelines[stage].nodes:
+                stage_of.setdefault(node.name, stage)
+    figures: dict[str, dict] = {}
+    for row in timer.rows:
+        stage = figures.setdefault(
+            stage_of.get(row["node"], "other"), {"wall_s": 0.0, "cpu_s": 0.0, "peak_mib": 0.0, "bytes": 0}
+        )
+        stage["wall_s"] += row["wall_s"]
+        stage["cpu_s"] += row["cpu_s"]
+        stage["peak_mib"] = max(stage["peak_mib"], row["peak_mib"])
+        stage["bytes"] += row["bytes"]
+    total = {
+        "wall_s": sum(f["wall_s"] for f in figures.values()),
+        "cpu_s": sum(f["cpu_s"] for f in figures.values()),
+        "peak_mib": max((f["peak_mib"] for f in figures.values()), default=0.0),
+        "bytes": sum(f["bytes"] for f in figures.values()),
+    }
+    base = timer.base_mib
+
+    def project(key: str, name: str, f: dict) -> float:
+        """The figure at 10⁶ cells: through two runs, or scaled from this one."""
+        if other is not None and other["cells"] != cells:
+            theirs = other["total"] if name == "whole run" else other["stages"].get(name)
+            if theirs is not None:
+                slope = (f[key] - theirs[key]) / (cells - other["cells"])
+                return f[key] + slope * (1e6 - cells)
+        if key == "peak_mib":
+            return float("nan")
+        return f[key] * 1e6 / cells if cells else float("nan")
+
+    def line(name: str, f: dict) -> str:
+        rate = cells / f["cpu_s"] if f["cpu_s"] > 0 else float("inf")
+        return (
+            f"{name:15s} {f['wall_s']:8.1f} {f['cpu_s']:8.1f} {rate:10.0f} {f['peak_mib']:9.0f} "
+            f"{f['bytes'] / 1e6:9.1f} | {project('wall_s', name, f) / 3600:7.2f} "
+            f"{project('cpu_s', name, f) / 3600:7.2f} {project('peak_mib', name, f) / 1024:7.1f} "
+            f"{project('bytes', name, f) / 1e9:7.1f}"
+        )
+
+    header = (
+        f"{'stage':15s} {'wall s':>8s} {'CPU s':>8s} {'cells/CPUs':>10s} {'peak MiB':>9s} {'MB written':>9s} "
+        f"| {'wall h':>7s} {'CPU h':>7s} {'RSS GiB':>7s} {'GB':>7s}"
+    )
+    how = (
+        f"fitted through this run and one of {other['cells']:,} cells"
+        if other is not None and other["cells"] != cells
+        else "scaled from this run"
+    )
+    print(f"\n{cells:,} cells; per stage, and projected to a slide of 10⁶ cells ({how}; right of |):")
+    print(header)
+    print("-" * len(header))
+    for name in (*STAGES, "other"):
+        if name in figures:
+            print(line(name, figures[name]))
+    print("-" * len(header))
+    print(line("whole run", total))
+    print(f"(process before the first node: {base:.0f} MiB)")
+    return {"cells": cells, "stages": figures, "total": total, "base_mib": base}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -209,6 +308,12 @@ def main() -> None:
     parser.add_argument("--threads", default=None, help="pin BLAS/OpenMP/torch threads (set before imports)")
     parser.add_argument("--params", default="", help="runtime parameters, as kedro run --params")
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")
+    parser.add_argument(
+        "--fit-with",
+        type=Path,
+        default=None,
+        help="--json of a run on another size: fit fixed + per-cell costs",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the project copy (path printed)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -223,9 +328,9 @@ def main() -> None:
 
     counter = ReadCounter()
     counter.install()
-    timer = StageTimer(counter)
     folder = Path(tempfile.mkdtemp(prefix="bench_stages_"))
     project = _project(args.slide, folder)
+    timer = StageTimer(counter, project / "data")
     bootstrap_project(project)
     extra = _split_params(None, None, args.params) if args.params else {}
     start = time.perf_counter()
@@ -264,8 +369,12 @@ def main() -> None:
             f"reads of each kept tile before clustering: mean {sum(per_tile) / len(per_tile):.2f}, "
             f"min {min(per_tile)}, max {max(per_tile)} (over {len(per_tile)} kept tiles)"
         )
+    other = json.loads(args.fit_with.read_text())["stages"] if args.fit_with else None
+    stages = _stage_table(timer, _cells(project), pipelines, other)
     if args.json:
-        args.json.write_text(json.dumps({"rows": timer.rows, "reads_per_kept_tile": per_tile}, indent=2))
+        args.json.write_text(
+            json.dumps({"rows": timer.rows, "stages": stages, "reads_per_kept_tile": per_tile}, indent=2)
+        )
     if args.keep:
         print(f"project copy kept in {project}")
     else:

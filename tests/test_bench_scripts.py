@@ -21,3 +21,28 @@ def test_bench_script_starts(script):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage" in result.stdout.lower()
+
+
+def test_the_big_slide_is_real_tissue_that_openslide_reads_at_its_scale(tmp_path, cmu_slide):
+    """bench/make_big_slide.py: a pyramidal TIFF whose µm/px OpenSlide reports, whose levels
+    match the level-0 pixels, and whose tissue blocks hold the sample slide's colours."""
+    import numpy as np
+    import openslide
+
+    out = tmp_path / "big.tif"
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "make_big_slide.py"), "--out", str(out), "--size", "6144",
+         "--mpp", "0.5", "--source", str(cmu_slide)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    with openslide.OpenSlide(str(out)) as slide:
+        assert float(slide.properties["openslide.mpp-x"]) == 0.5
+        assert slide.level_dimensions == ((6144, 6144), (1536, 1536))
+        whole = np.asarray(slide.read_region((0, 0), 0, (6144, 6144)).convert("RGB"), dtype=np.float32)
+        small = np.asarray(slide.read_region((0, 0), 1, (1536, 1536)).convert("RGB"), dtype=np.float32)
+    shrunk = whole.reshape(1536, 4, 1536, 4, 3).mean(axis=(1, 3))
+    assert np.abs(shrunk - small).mean() < 4  # the same picture (JPEG apart)
+    blocks = whole.reshape(3, 2048, 3, 2048, 3).mean(axis=(1, 3))  # mean colour per block
+    tissue = blocks.mean(axis=-1) < 215
+    assert tissue.sum() >= 4 and (~tissue).sum() >= 1  # tissue inside, glass in a corner
+    assert (blocks[tissue][:, 1] < blocks[tissue][:, 0] - 20).all()  # H&E pink/purple: green lowest

@@ -86,9 +86,7 @@ def test_a_file_half_written_when_the_disk_fills_is_removed(project, cmu_slide, 
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(ParquetDataset, "save", fill_the_disk)
-    with pytest.raises(
-        OutputFolderError, match=r"Could not write .*slides.parquet \(dataset 'slides'\)"
-    ):
+    with pytest.raises(OutputFolderError, match=r"Could not write .*slides.parquet \(dataset 'slides'\)"):
         kedro_run(root, "tiling", **{"tiling.max_tiles": 2})
     assert len(written) == 1 and not written[0].exists()
     assert written[0].name.startswith(".slides.partial-")  # saved under a temporary name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from kedro.framework.hooks import hook_impl
@@ -236,8 +237,38 @@ class RunLineageHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        """Before any work: follows the lineage of every table through the whole pipeline
+        (its inputs from their run records, its outputs as this run will make them), and
+        refuses the run with every stale input and one command that remakes them all."""
+        from histocluster.run_lineage import MixedRunsError, conflicts, describe_conflicts, merge
+
         self._catalog, self._run = catalog, str(run_params.get("run_id") or "")
         self._memory, self._node_lineage, self._node_inputs, self._records = {}, {}, {}, []
+        planned: dict[str, dict[str, str]] = {}
+        found = {}
+        for node in pipeline.nodes:  # in the order they run
+            lineages, saved = {}, set()
+            for name in _data_inputs(node):
+                if name in planned:
+                    lineage = planned[name]
+                else:
+                    lineage, saved = self._saved_lineage(name)[0], saved | {name}
+                if lineage:
+                    lineages[name] = lineage
+            # Stale are saved inputs: what this run makes only inherits their staleness.
+            node_conflicts = [
+                replace(c, stale=tuple(n for n, _ in pairs), stale_runs=tuple(r for _, r in pairs))
+                for c in conflicts(lineages)
+                if (pairs := [(n, r) for n, r in zip(c.stale, c.stale_runs, strict=True) if n in saved])
+            ]
+            if node_conflicts:
+                found[node.name] = node_conflicts
+            merged = merge(lineages)
+            for name in node.outputs:
+                planned[name] = {**merged, name: self._run} if self._versioned(name) else merged
+        if found:
+            stale = {name for node_conflicts in found.values() for c in node_conflicts for name in c.stale}
+            raise MixedRunsError(describe_conflicts(found, _remake_command(stale)))
 
     @hook_impl
     def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
@@ -246,45 +277,44 @@ class RunLineageHook:
             if not file.exists():
                 record.unlink(missing_ok=True)
 
-    def _input_lineage(self, name: str) -> tuple[dict[str, str], str | None]:
-        """An input's lineage and, for a versioned file, the version read."""
+    def _versioned(self, name: str) -> bool:
+        dataset = self._catalog.get(name) if self._catalog is not None else None
+        return isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None
+
+    def _saved_lineage(self, name: str) -> tuple[dict[str, str], str | None]:
+        """The lineage of the saved version a run reads (the newest, or the one pinned with
+        ``--load-versions``) and that version; nothing for unversioned data."""
         from histocluster.run_lineage import read_lineage
 
-        if name in self._memory:
-            return self._memory[name], None
-        dataset = self._catalog.get(name) if self._catalog is not None else None
-        if not isinstance(dataset, AbstractVersionedDataset) or dataset._version is None:
-            return {}, None  # parameters, the slide folder, pictures
-        version = dataset.resolve_load_version()
+        if not self._versioned(name):
+            return {}, None  # the slide folder, pictures, memory
+        dataset = self._catalog.get(name)
+        try:
+            version = dataset.resolve_load_version()
+        except DatasetError:
+            return {}, None  # never saved: MissingInputsHook says so
         if version is None:
             return {}, None
-        file = dataset._get_versioned_path(version)
-        return read_lineage(file, name, version), version
+        return read_lineage(dataset._get_versioned_path(version), name, version), version
 
     @hook_impl
     def before_node_run(self, node, catalog, inputs) -> None:
-        from histocluster.run_lineage import (
-            MixedRunsError,
-            conflicts,
-            describe_conflicts,
-            merge,
-        )
+        """Records what the node read (checked again: the versions it actually loaded)."""
+        from histocluster.run_lineage import MixedRunsError, conflicts, describe_conflicts, merge
 
         lineages, versions = {}, {}
-        for name in node.inputs:
-            if name.startswith("params:") or name == "parameters":
-                continue
-            lineage, version = self._input_lineage(name)
+        for name in _data_inputs(node):
+            if name in self._memory:
+                lineage, version = self._memory[name], None
+            else:
+                lineage, version = self._saved_lineage(name)
             if lineage:
                 lineages[name] = lineage
             if version is not None:
                 versions[name] = version
-        found = conflicts(lineages)
-        if found:
-            stale = sorted({name for conflict in found for name in conflict.stale})
-            makers = sorted({maker for name in stale if (maker := _made_by(name))})
-            fix = f"kedro run --pipelines={','.join(makers)}" if makers else "kedro run"
-            raise MixedRunsError(describe_conflicts(node.name, found, fix))
+        if found := conflicts(lineages):
+            stale = {name for conflict in found for name in conflict.stale}
+            raise MixedRunsError(describe_conflicts({node.name: found}, _remake_command(stale)))
         merged = merge(lineages)
         self._node_lineage[node.name] = merged
         # The version of each table read: from a file, or made earlier in this run.
@@ -317,3 +347,20 @@ class RunLineageHook:
                 lineage=lineage,
             )
             self._records.append((record, file))
+
+
+#: The stage pipelines in the order they run.
+STAGE_ORDER = ("tiling", "segmentation", "filtering", "clustering", "classification", "annotation")
+
+
+def _data_inputs(node) -> list[str]:
+    return [name for name in node.inputs if not name.startswith("params:") and name != "parameters"]
+
+
+def _remake_command(stale: set[str]) -> str:
+    """``kedro run --pipelines=...`` for the stage pipelines that make ``stale``."""
+    makers = {maker for name in stale if (maker := _made_by(name))}
+    order = {name: k for k, name in enumerate(STAGE_ORDER)}
+    if not makers:
+        return "kedro run"
+    return "kedro run --pipelines=" + ",".join(sorted(makers, key=lambda m: (order.get(m, 99), m)))

@@ -73,10 +73,12 @@ def read_lineage(file: str | Path, name: str, version: str) -> Lineage:
 
 
 def merge(lineages: Mapping[str, Lineage]) -> Lineage:
-    """One lineage from consistent ones (see :func:`conflicts`)."""
+    """One lineage from several: each table with the newest run named for it (the same
+    run throughout when they are consistent, see :func:`conflicts`)."""
     merged: Lineage = {}
     for lineage in lineages.values():
-        merged.update(lineage)
+        for table, run in lineage.items():
+            merged[table] = max(run, merged.get(table, run))
     return merged
 
 
@@ -112,25 +114,31 @@ class MixedRunsError(UserInputError):
     """A node's inputs come from different runs."""
 
 
-def describe_conflicts(node: str, found: list[Conflict], fix: str) -> str:
-    """The ``Error:`` text for :class:`MixedRunsError`: which tables disagree, and the
-    command that remakes the stale ones."""
+def describe_conflicts(found: Mapping[str, list[Conflict]], fix: str) -> str:
+    """The ``Error:`` text for :class:`MixedRunsError`: for each stale input (node → its
+    conflicts), which tables of which run it was made from and which run they are from
+    now, and the command that remakes the stale inputs."""
+    stale: dict[tuple[str, str, str], list[str]] = {}
+    for conflicts_of_node in found.values():
+        for conflict in conflicts_of_node:
+            for name, run in zip(conflict.stale, conflict.stale_runs, strict=True):
+                tables = stale.setdefault((name, run, conflict.newest), [])
+                if conflict.table not in tables:
+                    tables.append(conflict.table)
     lines = [
-        f"The inputs of {node} come from different runs, and combining them would mix cells "
-        "of one run with results of another (nothing was run):"
+        f"The inputs of {', '.join(found)} come from different runs, and combining them would mix "
+        "the results of one run with those of another (nothing was run):"
     ]
-    for conflict in found:
-        for name, run in zip(conflict.stale, conflict.stale_runs, strict=True):
-            if name == conflict.table:
-                lines.append(
-                    f"  {name} is from run {run}, but the other inputs were made from the "
-                    f"{conflict.table} of run {conflict.newest}"
-                )
-            else:
-                lines.append(
-                    f"  {name} was made from the {conflict.table} of run {run}; the "
-                    f"{conflict.table} it would be combined with are from run {conflict.newest}"
-                )
+    for (name, run, newest), tables in stale.items():
+        if tables == [name]:
+            lines.append(
+                f"  {name} is from run {run}, but the other inputs were made from the {name} of run {newest}"
+            )
+        else:
+            lines.append(
+                f"  {name} was made from the {', '.join(tables)} of run {run}; "
+                f"{'that table is' if len(tables) == 1 else 'those are'} now from run {newest}"
+            )
     lines.append(
         "An earlier run probably stopped before it remade everything. "
         f"Fix: `{fix}` (or `kedro run` for everything)."
