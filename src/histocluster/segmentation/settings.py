@@ -77,6 +77,11 @@ class SegmentationParams(Strict):
     segmenter: Literal["watershed", "cellpose"] = Field("watershed", description="segmentation backend")
     tiles_per_batch: int = Field(8, ge=1, description="tiles segmented together (one GPU call for cellpose)")
     export_label_masks: bool = Field(False, description="also write each tile's label map (TIFF)")
+    slide_store: str | None = Field(
+        "data/03_primary/slide_store",
+        description="each slide's result kept here, reused while its file, tiles, parameters and code "
+        "are the same (null: off)",
+    )
     cell_features: CellFeatureSettings = CellFeatureSettings()
     watershed: WatershedSettings = WatershedSettings()
     cellpose: CellposeSettings = CellposeSettings()

@@ -37,6 +37,7 @@ from histocluster.features.texture import PIXEL_COLUMNS, pixel_features
 from histocluster.segmentation.label_maps import CompressedLabels
 from histocluster.segmentation.measurements import CELL_COLUMNS, empty_cells, measure_objects, object_moments
 from histocluster.segmentation.segmenter import Segmenter
+from histocluster.segmentation.slide_store import SlideStore
 from histocluster.segmentation.stitching import stitch
 from histocluster.wsi.settings import QualityThresholds, TissueSettings
 from histocluster.wsi.slides import open_slide
@@ -295,10 +296,16 @@ def segment_slides(
     settings: PassSettings,
     deep: Callable[[TileCells], np.ndarray] | None = None,
     sheet_tiles_per_group: int = 24,
+    store: SlideStore | None = None,
+    key_of: Callable[[dict, pd.DataFrame], str] | None = None,
 ) -> PassOutput:
     """:func:`process_slide` over every readable slide, with a progress bar. One slide
     that fails is reported and the others go on; when every slide fails nothing is
-    returned as if finished: :class:`SegmentationFailedError` lists each slide's error."""
+    returned as if finished: :class:`SegmentationFailedError` lists each slide's error.
+
+    With ``store`` (and ``key_of(slide, its tiles)`` giving a slide's key), a slide whose
+    result is stored under its key is not segmented again, and each slide's result is
+    stored as soon as it is done (:mod:`histocluster.segmentation.slide_store`)."""
     from tqdm.auto import tqdm
 
     by_id = slides.set_index("slide_id")
@@ -315,15 +322,21 @@ def segment_slides(
                 bar.update(done)
                 bar.set_postfix(slide=slide_id, cells=before + cells)
 
+            slide = {"slide_id": slide_id, **by_id.loc[slide_id].to_dict()}
             try:
-                result = process_slide(
-                    {"slide_id": slide_id, **by_id.loc[slide_id].to_dict()},
-                    slide_tiles,
-                    segmenter,
-                    settings,
-                    deep,
-                    progress,
-                )
+                key = key_of(slide, slide_tiles) if store is not None and key_of is not None else None
+                result = store.load(slide_id, key) if key is not None else None
+                if result is not None:
+                    logger.info(
+                        "Slide %s: segmentation reused from %s (same file, tiles, parameters and code)",
+                        slide_id,
+                        store.path(slide_id, key),
+                    )
+                    progress(len(slide_tiles), len(result.cells))
+                else:
+                    result = process_slide(slide, slide_tiles, segmenter, settings, deep, progress)
+                    if key is not None and result.failed_tiles == 0:
+                        store.save(slide_id, key, result)
             except Exception as exc:  # one bad slide must not cost the others
                 message = f"{type(exc).__name__}: {exc}"
                 logger.error("Slide %s: cannot be processed (%s); skipped", slide_id, message)

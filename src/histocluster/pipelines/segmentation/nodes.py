@@ -12,6 +12,7 @@ from PIL import Image
 from histocluster.segmentation.segmenter import make_segmenter
 from histocluster.segmentation.settings import SegmentationParams
 from histocluster.segmentation.slide_checks import check_slides as check_slide_table
+from histocluster.segmentation.slide_store import SlideStore, code_identity, slide_key
 from histocluster.segmentation.tile_pass import PassSettings, deep_feature_function, segment_slides
 from histocluster.wsi.settings import FilteringParams, TilingParams
 from histocluster.wsi.slides import require_unique_ids
@@ -48,9 +49,32 @@ def segment_tiles(
         preview_size=filtering.contact_sheet.thumb_size,
     )
     ok = slides[slides["status"] == "ok"]
-    out = segment_slides(ok, tiles, segmenter, settings, deep, filtering.contact_sheet.max_tiles)
+    store, key_of = None, None
+    if params.slide_store:
+        store = SlideStore(params.slide_store)
+        key_of = slide_key_function(settings, params)
+    out = segment_slides(
+        ok, tiles, segmenter, settings, deep, filtering.contact_sheet.max_tiles, store=store, key_of=key_of
+    )
     previews = {key: Image.open(io.BytesIO(jpeg)) for key, jpeg in out.previews.items()}
     return out.quality, out.cells, out.deep, out.masks, previews
+
+
+def slide_key_function(settings: PassSettings, params: SegmentationParams):
+    """``key_of(slide, tiles)`` for the slide store: the pass settings, the parameters and
+    the code and weights that compute a slide (:func:`~histocluster.segmentation.slide_store.slide_key`)."""
+    weights = []
+    if params.segmenter == "watershed" and params.watershed.foreground == "network":
+        from histocluster.segmentation.nuclei_net import DEFAULT_WEIGHTS  # torch: only when segmenting
+
+        weights.append(params.watershed.weights_path or DEFAULT_WEIGHTS)
+    code = code_identity(weights)
+    text = repr(settings) + params.model_dump_json()
+
+    def key_of(slide: dict, slide_tiles: pd.DataFrame) -> str:
+        return slide_key(slide, slide_tiles, text, code)
+
+    return key_of
 
 
 def check_slides(
