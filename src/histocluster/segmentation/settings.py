@@ -71,6 +71,18 @@ class PlausibleRanges(Strict):
         return self
 
 
+class ParallelSettings(Strict):
+    """Where the segmentation pass runs: tile batches spread over worker processes."""
+
+    n_workers: int | None = Field(
+        None, ge=1, description="worker processes on this machine; null = the cores available (1: no workers)"
+    )
+    scheduler: str | None = Field(
+        None, description="a Dask scheduler's address (tcp://host:8786): run the tasks on that cluster"
+    )
+    tiles_per_task: int = Field(32, ge=1, description="tiles one task segments (whole batches)")
+
+
 class SegmentationParams(Strict):
     """Parameters of the ``segmentation`` pipeline."""
 
@@ -82,6 +94,7 @@ class SegmentationParams(Strict):
         description="each slide's result kept here, reused while its file, tiles, parameters and code "
         "are the same (null: off)",
     )
+    parallel: ParallelSettings = ParallelSettings()
     cell_features: CellFeatureSettings = CellFeatureSettings()
     watershed: WatershedSettings = WatershedSettings()
     cellpose: CellposeSettings = CellposeSettings()

@@ -19,6 +19,7 @@ cell table and the stored features.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections.abc import Callable, Iterator
@@ -289,6 +290,69 @@ def _failed_slide_quality(tiles: pd.DataFrame, error: str) -> pd.DataFrame:
     return quality[QUALITY_COLUMNS]
 
 
+def slide_chunks(tiles: pd.DataFrame, tiles_per_batch: int, tiles_per_task: int | None) -> list[pd.DataFrame]:
+    """A slide's tiles as consecutive chunks of whole batches (about ``tiles_per_task``
+    tiles each; all in one without it), so every chunk batches its tiles exactly as the
+    whole slide would: the results do not depend on how the slide was cut."""
+    if not tiles_per_task or len(tiles) <= tiles_per_task:
+        return [tiles]
+    chunks, current, size = [], [], 0
+    position = 0
+    for batch in _batches(tiles.to_dict("records"), tiles_per_batch):
+        current.append((position, position + len(batch)))
+        size += len(batch)
+        position += len(batch)
+        if size >= tiles_per_task:
+            chunks.append(tiles.iloc[current[0][0] : current[-1][1]])
+            current, size = [], 0
+    if current:
+        chunks.append(tiles.iloc[current[0][0] : current[-1][1]])
+    return chunks
+
+
+def merge_results(slide_id: str, parts: list[SlideResult], features: CellFeatureSettings) -> SlideResult:
+    """One slide's result from the results of its chunks, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    merged = SlideResult(
+        slide_id,
+        pd.concat([p.quality for p in parts], ignore_index=True).astype({"keep": bool}),
+        pd.concat([p.cells for p in parts if len(p.cells)] or [parts[0].cells], ignore_index=True).reindex(
+            columns=cell_columns(features)
+        ),
+    )
+    for part in parts:
+        merged.deep_ids += part.deep_ids
+        merged.deep_rows += part.deep_rows
+        merged.previews.update(part.previews)
+        merged.masks.update(part.masks)
+        merged.unreadable_tiles += part.unreadable_tiles
+        merged.failed_tiles += part.failed_tiles
+    return merged
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_tools(params_json: str):
+    """The segmenter and ResNet features of a worker process, loaded once per parameters."""
+    from histocluster.segmentation.segmenter import make_segmenter
+    from histocluster.segmentation.settings import SegmentationParams
+
+    params = SegmentationParams.model_validate_json(params_json)
+    return make_segmenter(params), deep_feature_function(params.cell_features)
+
+
+def segment_chunk(slide: dict, tiles: pd.DataFrame, params_json: str, settings: PassSettings) -> SlideResult:
+    """A task: :func:`process_slide` over some of a slide's tiles, in a worker process
+    (one thread: the workers are the parallelism)."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    segmenter, deep = _worker_tools(params_json)
+    return process_slide(slide, tiles, segmenter, settings, deep)
+
+
 def segment_slides(
     slides: pd.DataFrame,
     tiles: pd.DataFrame,
@@ -298,6 +362,9 @@ def segment_slides(
     sheet_tiles_per_group: int = 24,
     store: SlideStore | None = None,
     key_of: Callable[[dict, pd.DataFrame], str] | None = None,
+    executor=None,
+    task: Callable[[dict, pd.DataFrame], SlideResult] | None = None,
+    tiles_per_task: int | None = None,
 ) -> PassOutput:
     """:func:`process_slide` over every readable slide, with a progress bar. One slide
     that fails is reported and the others go on; when every slide fails nothing is
@@ -305,7 +372,13 @@ def segment_slides(
 
     With ``store`` (and ``key_of(slide, its tiles)`` giving a slide's key), a slide whose
     result is stored under its key is not segmented again, and each slide's result is
-    stored as soon as it is done (:mod:`histocluster.segmentation.slide_store`)."""
+    stored as soon as it is done (:mod:`histocluster.segmentation.slide_store`).
+
+    With ``executor`` (``submit(fn, *args)`` → future, e.g. a Dask client) and ``task``
+    (:func:`segment_chunk` with its parameters bound), each slide is cut into chunks of
+    about ``tiles_per_task`` tiles (:func:`slide_chunks`), every chunk of every slide is
+    submitted at once, and the results are taken slide by slide, in order: the same
+    tables as in one process."""
     from tqdm.auto import tqdm
 
     by_id = slides.set_index("slide_id")
@@ -316,17 +389,32 @@ def segment_slides(
     failed: list[str] = []
     found = 0
     with tqdm(total=len(tiles), desc=f"Tiles ({segmenter.name})", unit="tile") as bar:
+        plan = []  # (slide_id, its tiles, slide row, key, stored result | futures | error)
         for slide_id, slide_tiles in tiles.groupby("slide_id", sort=False):
+            slide = {"slide_id": slide_id, **by_id.loc[slide_id].to_dict()}
+            try:
+                key = key_of(slide, slide_tiles) if store is not None and key_of is not None else None
+                stored = store.load(slide_id, key) if key is not None else None
+                if stored is not None or executor is None or task is None:
+                    work = stored
+                else:
+                    chunks = slide_chunks(slide_tiles, settings.tiles_per_batch, tiles_per_task)
+                    work = [(executor.submit(task, slide, chunk), len(chunk)) for chunk in chunks]
+            except Exception as exc:
+                key, work = None, exc
+            plan.append((slide_id, slide_tiles, slide, key, work))
+
+        for slide_id, slide_tiles, slide, key, work in plan:
 
             def progress(done: int, cells: int, slide_id=slide_id, before=found) -> None:
                 bar.update(done)
                 bar.set_postfix(slide=slide_id, cells=before + cells)
 
-            slide = {"slide_id": slide_id, **by_id.loc[slide_id].to_dict()}
             try:
-                key = key_of(slide, slide_tiles) if store is not None and key_of is not None else None
-                result = store.load(slide_id, key) if key is not None else None
-                if result is not None:
+                if isinstance(work, Exception):
+                    raise work
+                if isinstance(work, SlideResult):
+                    result = work
                     logger.info(
                         "Slide %s: segmentation reused from %s (same file, tiles, parameters and code)",
                         slide_id,
@@ -334,7 +422,14 @@ def segment_slides(
                     )
                     progress(len(slide_tiles), len(result.cells))
                 else:
-                    result = process_slide(slide, slide_tiles, segmenter, settings, deep, progress)
+                    if work is None:  # in this process
+                        result = process_slide(slide, slide_tiles, segmenter, settings, deep, progress)
+                    else:
+                        parts = []
+                        for future, size in work:
+                            parts.append(future.result())
+                            progress(size, sum(len(p.cells) for p in parts))
+                        result = merge_results(slide_id, parts, settings.features)
                     if key is not None and result.failed_tiles == 0:
                         store.save(slide_id, key, result)
             except Exception as exc:  # one bad slide must not cost the others

@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import io
 import logging
+from functools import partial
 
 import pandas as pd
 from PIL import Image
 
+from histocluster.segmentation.compute_pool import InlineExecutor, compute_pool
 from histocluster.segmentation.segmenter import make_segmenter
 from histocluster.segmentation.settings import SegmentationParams
 from histocluster.segmentation.slide_checks import check_slides as check_slide_table
 from histocluster.segmentation.slide_store import SlideStore, code_identity, slide_key
-from histocluster.segmentation.tile_pass import PassSettings, deep_feature_function, segment_slides
+from histocluster.segmentation.tile_pass import (
+    PassSettings,
+    deep_feature_function,
+    segment_chunk,
+    segment_slides,
+    slide_chunks,
+)
 from histocluster.wsi.settings import FilteringParams, TilingParams
 from histocluster.wsi.slides import require_unique_ids
 
@@ -53,9 +61,29 @@ def segment_tiles(
     if params.slide_store:
         store = SlideStore(params.slide_store)
         key_of = slide_key_function(settings, params)
-    out = segment_slides(
-        ok, tiles, segmenter, settings, deep, filtering.contact_sheet.max_tiles, store=store, key_of=key_of
+    parallel = params.parallel
+    todo = tiles[tiles["slide_id"].isin(ok["slide_id"])]
+    tasks = sum(
+        len(slide_chunks(group, params.tiles_per_batch, parallel.tiles_per_task))
+        for _, group in todo.groupby("slide_id", sort=False)
     )
+    with compute_pool(parallel, tasks) as executor:
+        remote = not isinstance(executor, InlineExecutor)
+        out = segment_slides(
+            ok,
+            tiles,
+            segmenter,
+            settings,
+            deep,
+            filtering.contact_sheet.max_tiles,
+            store=store,
+            key_of=key_of,
+            executor=executor if remote else None,
+            task=partial(segment_chunk, params_json=params.model_dump_json(), settings=settings)
+            if remote
+            else None,
+            tiles_per_task=parallel.tiles_per_task,
+        )
     previews = {key: Image.open(io.BytesIO(jpeg)) for key, jpeg in out.previews.items()}
     return out.quality, out.cells, out.deep, out.masks, previews
 

@@ -1,0 +1,69 @@
+"""The segmentation pass over worker processes: a real Dask LocalCluster (2 workers) gives
+the same cells, tile quality and clusters as the run's own process."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+from histocluster.segmentation.compute_pool import available_cores, worker_count
+from histocluster.segmentation.settings import ParallelSettings
+from histocluster.segmentation.tile_pass import _batches, slide_chunks
+
+from .conftest import kedro_run, load, messages
+
+
+def _tiles(sizes: list[tuple[float, int]]) -> pd.DataFrame:
+    rows = []
+    for mpp, count in sizes:
+        rows += [{"tile_id": f"{mpp}_{k}", "target_mpp": mpp} for k in range(count)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("per_task", [1, 5, 8, 9, 100])
+def test_chunks_are_whole_batches_in_order(per_task):
+    tiles = _tiles([(0.5, 13), (1.0, 6)])
+    chunks = slide_chunks(tiles, tiles_per_batch=4, tiles_per_task=per_task)
+    pd.testing.assert_frame_equal(pd.concat(chunks), tiles)
+    whole = [[t["tile_id"] for t in b] for b in _batches(tiles.to_dict("records"), 4)]
+    cut = [[t["tile_id"] for t in b] for chunk in chunks for b in _batches(chunk.to_dict("records"), 4)]
+    assert cut == whole  # every tile batched with the same neighbours as in one piece
+    for chunk in chunks[:-1]:  # each closes at the first batch end past the size asked
+        assert per_task <= len(chunk) <= per_task + 4 - 1
+    assert (len(chunks) == 1) == (per_task >= len(tiles))
+
+
+def test_worker_count_follows_the_cores_and_the_tasks():
+    assert worker_count(ParallelSettings(n_workers=4), tasks=2) == 2
+    assert worker_count(ParallelSettings(n_workers=1), tasks=10) == 1
+    assert worker_count(ParallelSettings(), tasks=1000) == available_cores()
+
+
+@pytest.mark.slow
+def test_a_local_cluster_gives_the_same_cells_and_clusters(project, cmu_slide):
+    root = project([cmu_slide])
+    common = {
+        "tiling.max_tiles": 8,
+        "segmentation.slide_store": None,
+        "segmentation.tiles_per_batch": 2,
+        "segmentation.parallel.tiles_per_task": 2,
+    }
+    kedro_run(root, "tiling", **common)
+
+    def run(workers: int, log: list) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        for pipeline in ("segmentation", "clustering"):
+            kedro_run(root, pipeline, log=log, **common, **{"segmentation.parallel.n_workers": workers})
+        return tuple(load(root, "cells", "tile_quality", "clusters"))
+
+    here: list[logging.LogRecord] = []
+    cells, quality, clusters = run(1, here)
+    assert "worker processes" not in messages(here)
+    spread: list[logging.LogRecord] = []
+    cells2, quality2, clusters2 = run(2, spread)
+    assert "Segmentation: 4 tasks on 2 worker processes (Dask LocalCluster)" in messages(spread)
+    assert len(cells) > 100
+    pd.testing.assert_frame_equal(cells, cells2)
+    pd.testing.assert_frame_equal(quality, quality2)
+    pd.testing.assert_frame_equal(clusters, clusters2)
