@@ -67,3 +67,19 @@ def test_a_local_cluster_gives_the_same_cells_and_clusters(project, cmu_slide):
     pd.testing.assert_frame_equal(cells, cells2)
     pd.testing.assert_frame_equal(quality, quality2)
     pd.testing.assert_frame_equal(clusters, clusters2)
+
+    # A cluster started elsewhere, reached by its scheduler's address.
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        remote: list[logging.LogRecord] = []
+        kedro_run(
+            root,
+            "segmentation",
+            log=remote,
+            **common,
+            **{"segmentation.parallel.scheduler": cluster.scheduler_address},
+        )
+        assert f"4 tasks on the Dask cluster at {cluster.scheduler_address}" in messages(remote)
+        (cells3,) = load(root, "cells")
+    pd.testing.assert_frame_equal(cells, cells3)
