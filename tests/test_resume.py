@@ -89,6 +89,10 @@ def test_adding_a_slide_segments_only_that_slide_and_a_parameter_change_all(proj
     assert _reused(records) == {"cmu-1-small-region"}, messages(records)
     assert set(_sorted_cells(root)["slide_id"]) == {"cmu-1-small-region", "tcga-cr-7395-01a-01-ts1"}
 
+    records.clear()  # where it runs does not matter
+    kedro_run(root, "segmentation", log=records, **FAST, **{"segmentation.parallel.n_workers": 1})
+    assert _reused(records) == {"cmu-1-small-region", "tcga-cr-7395-01a-01-ts1"}
+
     records.clear()
     kedro_run(root, "segmentation", log=records, **FAST, **{"segmentation.watershed.min_distance_um": 3.0})
     assert _reused(records) == set()  # a segmentation parameter changed: every slide again

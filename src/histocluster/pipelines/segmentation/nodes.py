@@ -97,7 +97,8 @@ def slide_key_function(settings: PassSettings, params: SegmentationParams):
 
         weights.append(params.watershed.weights_path or DEFAULT_WEIGHTS)
     code = code_identity(weights)
-    text = repr(settings) + params.model_dump_json()
+    # Where it runs and where results are kept do not change a slide's result.
+    text = repr(settings) + params.model_dump_json(exclude={"parallel", "slide_store"})
 
     def key_of(slide: dict, slide_tiles: pd.DataFrame) -> str:
         return slide_key(slide, slide_tiles, text, code)
