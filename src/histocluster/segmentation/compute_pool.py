@@ -1,12 +1,13 @@
-"""Where the segmentation pass's tasks run: in the run's own process, on a Dask
-``LocalCluster`` of worker processes on this machine, or on a Dask cluster elsewhere.
+"""Where the segmentation pass's tasks run: in the run's own process, on a pool of worker
+processes on this machine, or on a Dask cluster elsewhere (``segmentation.parallel.scheduler``).
 
 Each task is a run of tile batches of one slide (:func:`~histocluster.segmentation.tile_pass.
 segment_chunk`); the results come back in the order they were submitted, so the cell table
 is the same wherever they ran. Why Dask's ``Client.submit`` inside the node rather than a Dask
 runner for Kedro: the heavy work is *inside* one node (thousands of tiles of one slide), which
 a runner that distributes whole nodes cannot split; and the same ``submit``/``result`` calls
-serve a ``LocalCluster`` and a remote scheduler (``dask-jobqueue`` on SLURM, a compose file).
+serve a process pool (``concurrent.futures``, same ``submit``/``result``), a Dask
+``LocalCluster`` and a remote scheduler (``dask-jobqueue`` on SLURM, a compose file).
 """
 
 from __future__ import annotations
@@ -41,42 +42,29 @@ class _Done:
 
 
 class InlineExecutor:
-    """Runs each task when it is submitted, in this process."""
-
-    workers = 1
+    """Runs each task in this process (the pass then calls its tools directly)."""
 
     def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> _Done:
         return _Done(fn(*args, **kwargs))
 
 
-@contextlib.contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    """Dask's own INFO lines (scheduler and worker start-up) stay out of the run's log."""
-    dask_logger = logging.getLogger(name)
-    level = dask_logger.level
-    dask_logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        dask_logger.setLevel(level)
-
-
 def worker_count(settings: ParallelSettings, tasks: int) -> int:
-    """Worker processes for ``tasks`` tasks on this machine (never more than tasks)."""
+    """Worker processes for ``tasks`` tasks on this machine: at most one per two tasks, as
+    starting a worker (a fresh interpreter, torch, the network) costs about as much as a
+    task — a run of a few tiles, such as the sample slide's, stays in-process."""
     wanted = settings.n_workers if settings.n_workers is not None else available_cores()
-    return max(1, min(wanted, tasks))
+    return max(1, min(wanted, tasks // 2))
 
 
 @contextlib.contextmanager
 def compute_pool(settings: ParallelSettings, tasks: int) -> Iterator[Any]:
     """An executor with ``submit(fn, *args)`` → future with ``result()``: a Dask client of
-    ``settings.scheduler``, else of a ``LocalCluster`` with :func:`worker_count` worker
-    processes (one thread each), else (one worker or one task) :class:`InlineExecutor`."""
+    ``settings.scheduler``, else a pool of :func:`worker_count` worker processes (one
+    thread each), else (one worker or one task) :class:`InlineExecutor`."""
     if settings.scheduler:
         from distributed import Client
 
         with Client(settings.scheduler) as client:
-            client.workers = len(client.scheduler_info().get("workers", {}))  # type: ignore[attr-defined]
             logger.info("Segmentation: %d tasks on the Dask cluster at %s", tasks, settings.scheduler)
             yield client
         return
@@ -84,21 +72,13 @@ def compute_pool(settings: ParallelSettings, tasks: int) -> Iterator[Any]:
     if workers == 1:
         yield InlineExecutor()
         return
-    import dask
-    from distributed import Client, LocalCluster
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    logger.info("Segmentation: %d tasks on %d worker processes (Dask LocalCluster)", tasks, workers)
-    with (
-        dask.config.set({"logging.distributed": "warning"}),  # passed on to the worker processes
-        _quiet("distributed"),
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.WARNING,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        client.workers = workers  # type: ignore[attr-defined]
-        yield client
+    logger.info("Segmentation: %d tasks on %d worker processes", tasks, workers)
+    # Fresh interpreters (spawn): no copy of this process's torch/OpenMP state. A process
+    # pool rather than a Dask LocalCluster on one machine: measured on 96 tiles of the
+    # 20k² fixture, 2 workers, 1.70× faster than in-process against 1.51× for a
+    # LocalCluster (its workers run each task ~20 % slower, even with profiling off).
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool

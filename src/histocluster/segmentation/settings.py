@@ -80,7 +80,7 @@ class ParallelSettings(Strict):
     scheduler: str | None = Field(
         None, description="a Dask scheduler's address (tcp://host:8786): run the tasks on that cluster"
     )
-    tiles_per_task: int = Field(32, ge=1, description="tiles one task segments (whole batches)")
+    tiles_per_task: int = Field(16, ge=1, description="tiles one task segments (whole batches)")
 
 
 class SegmentationParams(Strict):
