@@ -19,8 +19,9 @@ ROOT = Path.cwd()
 
 
 def _latest(folder: Path) -> Path | None:
-    """Newest file inside a Kedro versioned dataset folder (``<name>/<version>/<name>``)."""
-    versions = sorted(p for p in folder.glob("*/*") if p.is_file())
+    """Newest file inside a Kedro versioned dataset folder (``<name>/<version>/<name>``; not
+    its run record beside it, nor a save in progress)."""
+    versions = sorted(p for p in folder.glob(f"*/{folder.name}") if p.is_file())
     return versions[-1] if versions else None
 
 

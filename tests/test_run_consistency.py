@@ -254,3 +254,21 @@ def test_a_run_killed_between_saves_is_refused_later_and_runs_never_overlap(proj
         output = again.communicate()[0]
         assert again.returncode == 0, output
     assert report.stat().st_mtime_ns > report_of_a
+
+
+def test_the_closing_summary_names_tables_not_their_run_records(tmp_path):
+    """scripts/show_results.py lists each table's newest file, not the run record beside it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "show_results", Path(__file__).parents[1] / "scripts" / "show_results.py"
+    )
+    show_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(show_results)
+    folder = tmp_path / "cells.parquet"
+    for version in (OLD, NEW):
+        (folder / version).mkdir(parents=True)
+        (folder / version / "cells.parquet").write_bytes(b"PAR1")
+        write_record(folder / version / "cells.parquet", run=version, made_by="n", inputs={}, lineage={})
+    partial_path(folder / NEW / "cells.parquet").write_bytes(b"half")
+    assert show_results._latest(folder) == folder / NEW / "cells.parquet"
