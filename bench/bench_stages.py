@@ -56,6 +56,7 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import resource  # noqa: E402
@@ -334,7 +335,12 @@ def main() -> None:
     bootstrap_project(project)
     extra = _split_params(None, None, args.params) if args.params else {}
     start = time.perf_counter()
-    with KedroSession.create(project_path=project, runtime_params=extra) as session:
+    # From the project folder, as `kedro run`: parameters that name folders (the slide store,
+    # the model-answer cache) are relative to it.
+    with (
+        contextlib.chdir(project),
+        KedroSession.create(project_path=project, runtime_params=extra) as session,
+    ):
         session._hook_manager.register(_hook(timer))
         session.run()
     total_wall = time.perf_counter() - start
