@@ -5,7 +5,8 @@ with patches cut from real slides (default: the sample slide, CMU-1-Small-Region
 resampled to ``--mpp``, turned by a random multiple of 90° and maybe mirrored; blocks
 outside an ellipse covering about 70 % of the canvas are glass, as on a scanned section.
 Patches are taken only where the source has tissue, so every tissue block holds nuclei at
-their true physical size.
+their true physical size. The patches repeat (turned and mirrored), so many cells are exact
+duplicates in rotation-invariant features: the fixture measures costs, not cluster maps.
 
 The file is a tiled BigTIFF (512 px tiles, JPEG) with levels downsampled 4× down to
 < 2048 px, and TIFF resolution tags that OpenSlide reports as ``openslide.mpp-x/-y``
