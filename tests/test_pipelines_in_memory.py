@@ -52,7 +52,9 @@ def in_memory_run(tmp_path_factory):
     params = {
         "tiling": TilingParams(tile_size=256, overlap=32, estimate_mpp=False),  # synthetic: no estimate
         "filtering": FilteringParams(),
-        "segmentation": SegmentationParams.model_validate({"watershed": {"foreground": "threshold"}}),
+        "segmentation": SegmentationParams.model_validate(
+            {"watershed": {"foreground": "threshold"}, "slide_store": str(folder / "slide_store")}
+        ),
         "clustering": ClusteringParams.model_validate(
             {
                 "reduction": {"map_method": "pca"},
