@@ -328,10 +328,10 @@ class RunLineageHook:
         from histocluster.run_lineage import write_record
 
         lineage = dict(self._node_lineage.get(node.name, {}))
-        dataset = self._catalog.get(dataset_name) if self._catalog is not None else None
-        if not isinstance(dataset, AbstractVersionedDataset) or dataset._version is None:
+        if not self._versioned(dataset_name):
             self._memory[dataset_name] = lineage  # passed on in memory (or not a table)
             return
+        dataset = self._catalog.get(dataset_name)
         version = dataset.resolve_save_version()
         lineage[dataset_name] = version
         self._memory[dataset_name] = lineage

@@ -11,8 +11,7 @@ The kedro-datasets types the catalog uses are subclassed with :class:`AtomicSave
 
 from __future__ import annotations
 
-import os
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from kedro_datasets.json import JSONDataset as _JSONDataset
@@ -23,38 +22,39 @@ from kedro_datasets.pillow import ImageDataset as _ImageDataset
 from kedro_datasets.plotly import JSONDataset as _PlotlyJSONDataset
 from kedro_datasets.text import TextDataset as _TextDataset
 
-from histocluster.atomic_files import partial_path
+from histocluster.atomic_files import atomic_path
 
 
 class AtomicSaveMixin:
     """For a kedro-datasets type that writes through ``self._get_save_path()``: on the
-    local file system the save writes the temporary file, which is renamed when the
-    dataset's own ``save`` returns (on object stores an upload is already all or
-    nothing, and nothing changes)."""
+    local file system its save writes a temporary file (:func:`~histocluster.atomic_files.
+    atomic_path`), renamed when the dataset's own ``save`` returns; on object stores an
+    upload is already all or nothing, and nothing changes. Outside a save,
+    ``_get_save_path`` is the parent's."""
 
     _protocol: str
+    _writing_to: PurePosixPath | None = None  # the temporary file, during a save
 
     def _get_save_path(self) -> PurePosixPath:
-        final = super()._get_save_path()  # type: ignore[misc]  # versioned: must not exist yet
-        if self._protocol not in ("file", "local"):
-            return final
-        self._atomic_final = Path(final)
-        return PurePosixPath(partial_path(final))
+        if self._writing_to is not None:
+            return self._writing_to
+        return super()._get_save_path()  # type: ignore[misc]
 
     def save(self, data: Any) -> None:
         # Kedro wraps this method (logging, version checks after the save); the parent's
         # own save is called unwrapped, so those checks see the renamed file.
         parent_save = super().save  # type: ignore[misc]
         raw_save = getattr(parent_save, "__wrapped__", None)
-        self._atomic_final = None
-        try:
+        if self._protocol not in ("file", "local"):
             raw_save(self, data) if raw_save is not None else parent_save(data)
-            if self._atomic_final is not None:
-                os.replace(partial_path(self._atomic_final), self._atomic_final)
-        finally:
-            if self._atomic_final is not None:
-                partial_path(self._atomic_final).unlink(missing_ok=True)
-            self._atomic_final = None
+            return
+        final = super()._get_save_path()  # type: ignore[misc]  # versioned: must not exist yet
+        with atomic_path(final) as partial:
+            self._writing_to = PurePosixPath(partial)
+            try:
+                raw_save(self, data) if raw_save is not None else parent_save(data)
+            finally:
+                self._writing_to = None
 
 
 class ParquetDataset(AtomicSaveMixin, _ParquetDataset):

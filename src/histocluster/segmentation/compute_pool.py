@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from histocluster.segmentation.settings import ParallelSettings
@@ -31,23 +31,6 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class _Done:
-    """A finished result that looks like a future."""
-
-    def __init__(self, value: Any) -> None:
-        self._value = value
-
-    def result(self) -> Any:
-        return self._value
-
-
-class InlineExecutor:
-    """Runs each task in this process (the pass then calls its tools directly)."""
-
-    def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> _Done:
-        return _Done(fn(*args, **kwargs))
-
-
 def worker_count(settings: ParallelSettings, tasks: int) -> int:
     """Worker processes for ``tasks`` tasks on this machine: at most one per two tasks, as
     starting a worker (a fresh interpreter, torch, the network) costs about as much as a
@@ -60,7 +43,7 @@ def worker_count(settings: ParallelSettings, tasks: int) -> int:
 def compute_pool(settings: ParallelSettings, tasks: int) -> Iterator[Any]:
     """An executor with ``submit(fn, *args)`` → future with ``result()``: a Dask client of
     ``settings.scheduler``, else a pool of :func:`worker_count` worker processes (one
-    thread each), else (one worker or one task) :class:`InlineExecutor`."""
+    thread each), else (one worker, or too few tasks) None: the run's own process."""
     if settings.scheduler:
         from distributed import Client
 
@@ -70,7 +53,7 @@ def compute_pool(settings: ParallelSettings, tasks: int) -> Iterator[Any]:
         return
     workers = worker_count(settings, tasks)
     if workers == 1:
-        yield InlineExecutor()
+        yield None
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

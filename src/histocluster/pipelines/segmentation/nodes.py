@@ -10,7 +10,7 @@ from functools import partial
 import pandas as pd
 from PIL import Image
 
-from histocluster.segmentation.compute_pool import InlineExecutor, compute_pool
+from histocluster.segmentation.compute_pool import compute_pool
 from histocluster.segmentation.segmenter import make_segmenter
 from histocluster.segmentation.settings import SegmentationParams
 from histocluster.segmentation.slide_checks import check_slides as check_slide_table
@@ -67,8 +67,7 @@ def segment_tiles(
         len(slide_chunks(group, params.tiles_per_batch, parallel.tiles_per_task))
         for _, group in todo.groupby("slide_id", sort=False)
     )
-    with compute_pool(parallel, tasks) as executor:
-        remote = not isinstance(executor, InlineExecutor)
+    with compute_pool(parallel, tasks) as executor:  # None: in this process
         out = segment_slides(
             ok,
             tiles,
@@ -78,9 +77,9 @@ def segment_tiles(
             filtering.contact_sheet.max_tiles,
             store=store,
             key_of=key_of,
-            executor=executor if remote else None,
+            executor=executor,
             task=partial(segment_chunk, params_json=params.model_dump_json(), settings=settings)
-            if remote
+            if executor is not None
             else None,
             tiles_per_task=parallel.tiles_per_task,
         )
