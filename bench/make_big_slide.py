@@ -4,9 +4,10 @@ The canvas (``--size`` px square at ``--mpp`` µm/px) is filled block by block (
 with patches cut from real slides (default: the sample slide, CMU-1-Small-Region), each
 resampled to ``--mpp``, turned by a random multiple of 90° and maybe mirrored; blocks
 outside an ellipse covering about 70 % of the canvas are glass, as on a scanned section.
-Patches are taken only where the source has tissue, so every tissue block holds nuclei at
-their true physical size. The patches repeat (turned and mirrored), so many cells are exact
-duplicates in rotation-invariant features: the fixture measures costs, not cluster maps.
+Patches are taken only where the source has tissue. The patches repeat; so that repeated
+patches do not give identical cells (the morphology features do not change under turning),
+each block is enlarged by a random 1.0–1.15× and its colour shifted by up to ±6 % per
+channel (``--no-jitter``: exact repeats, nuclei at their true physical size).
 
 The file is a tiled BigTIFF (512 px tiles, JPEG) with levels downsampled 4× down to
 < 2048 px, and TIFF resolution tags that OpenSlide reports as ``openslide.mpp-x/-y``
@@ -74,8 +75,9 @@ def tissue_corners(source: np.ndarray, rng: np.random.Generator, count: int = 64
 class Mosaic:
     """The canvas, block by block (deterministic for a seed)."""
 
-    def __init__(self, sources: list[np.ndarray], size: int, seed: int) -> None:
+    def __init__(self, sources: list[np.ndarray], size: int, seed: int, jitter: bool = True) -> None:
         rng = np.random.default_rng(seed)
+        self.jitter = jitter
         self.size = size
         self.sources = sources
         self.corners = [tissue_corners(s, rng) for s in sources]
@@ -93,7 +95,18 @@ class Mosaic:
         code = int(self.choice[by, bx])
         source = code % len(self.sources)
         y, x = self.corners[source][(code >> 4) % len(self.corners[source])]
-        patch = self.sources[source][y : y + BLOCK, x : x + BLOCK]
+        if not self.jitter:
+            patch = self.sources[source][y : y + BLOCK, x : x + BLOCK]
+        else:
+            # Each block a little enlarged (1.0–1.15×) and its colour shifted (±6 % per
+            # channel), so that repeated patches do not give identical cells.
+            rng = np.random.default_rng(code)
+            side = round(BLOCK / rng.uniform(1.0, 1.15))
+            dy, dx = rng.integers(0, BLOCK - side + 1, size=2)
+            crop = self.sources[source][y + dy : y + dy + side, x + dx : x + dx + side]
+            patch = cv2.resize(crop, (BLOCK, BLOCK), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+            patch = np.clip(patch * rng.uniform(0.94, 1.06, size=3) + rng.uniform(-6, 6), 0, 255)
+            patch = patch.astype(np.uint8)
         patch = np.rot90(patch, k=(code >> 12) % 4)
         return np.ascontiguousarray(patch[:, ::-1] if (code >> 14) % 2 else patch)
 
@@ -182,12 +195,17 @@ def main() -> None:
     parser.add_argument("--mpp", type=float, default=0.25, help="µm/px of level 0")
     parser.add_argument("--source", type=Path, nargs="+", default=[DEFAULT_SOURCE])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-jitter",
+        action="store_true",
+        help="repeat patches exactly (turned and mirrored only): many cells are then exact duplicates",
+    )
     args = parser.parse_args()
     if not 2048 <= args.size <= 200_000:
         raise SystemExit("--size: 2048 to 200,000 px")
     start = time.perf_counter()
     sources = [load_source(path.resolve(), args.mpp) for path in args.source]
-    mosaic = Mosaic(sources, args.size, args.seed)
+    mosaic = Mosaic(sources, args.size, args.seed, jitter=not args.no_jitter)
     sizes = write_pyramid(mosaic, args.out, args.mpp)
     tissue_share = mosaic.tissue.mean()
     print(

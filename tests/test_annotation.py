@@ -363,3 +363,27 @@ def test_report_says_how_an_estimated_scale_was_found():
     assert "data/01_raw/slides/slides.csv" in card
     plain = _report(_cells(), scale={"mpp_source": "metadata"})
     assert "estimated from the nuclei" not in plain
+
+
+def test_overlays_read_a_tile_shared_by_two_clusters_once_and_drop_it_after_its_last_picture(monkeypatch):
+    import contextlib
+
+    from histocluster.pipelines.annotation import nodes
+
+    reads = []
+
+    def fake_read(reader, tile):
+        reads.append(tile["tile_id"])
+        return np.full((4, 4, 3), len(reads), np.uint8)
+
+    monkeypatch.setattr(nodes, "open_slide", lambda path: contextlib.nullcontext(None))
+    monkeypatch.setattr(nodes, "read_tile", fake_read)
+    shared = nodes._SharedTiles()
+    for tile_id in ("a", "b", "a"):
+        shared.want(tile_id)
+    first = shared.read("slide", {"tile_id": "a"})
+    assert "a" in shared.pixels  # a second picture still needs it
+    shared.read("slide", {"tile_id": "b"})
+    again = shared.read("slide", {"tile_id": "a"})
+    assert reads == ["a", "b"] and (again == first).all()
+    assert shared.pixels == {}  # nothing kept once every picture is drawn

@@ -259,3 +259,40 @@ def test_large_maps_are_fitted_on_a_sample_and_the_rest_placed():
     new = np.array([[0.5, 0.2, 0.0], [29.5, 0.4, 0.1]], np.float32)
     placed = reducer.transform(new)
     assert list(np.argmin(((placed[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)) == [0, 1]
+
+
+def test_exact_neighbours_list_each_row_first_and_match_brute_force():
+    from histocluster.clustering.reduction import exact_neighbours
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5)).astype(np.float32)
+    x[10] = x[11] = x[12]  # exact duplicates: any of them may come back first
+    indices, distances = exact_neighbours(x, 6)
+    assert (indices[:, 0] == np.arange(200)).all() and (distances[:, 0] == 0).all()
+    brute = np.sqrt(((x[:, None, :] - x[None]) ** 2).sum(-1))
+    for row in (0, 10, 11, 12, 150):
+        others = np.sort(np.delete(brute[row], row))[:5]
+        np.testing.assert_allclose(np.sort(distances[row, 1:]), others, atol=1e-5)
+    assert {int(i) for i in indices[10, :3]} == {10, 11, 12}
+
+
+@pytest.mark.slow
+def test_the_cell_map_takes_its_neighbour_graph_from_scikit_learn_not_pynndescent(monkeypatch):
+    """pynndescent's numba code compiles afresh in every process (~35 s): the map must not
+    call it (its graph is exact, from scikit-learn); the reduction, whose model places new
+    cells later, still may."""
+    import pynndescent
+
+    from histocluster.clustering.reduction import cell_map
+    from histocluster.clustering.settings import ReductionSettings
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pynndescent was called for the cell map")
+
+    monkeypatch.setattr(pynndescent.NNDescent, "__init__", refuse)  # the class umap-learn uses
+    x, truth = blobs(n_per=2000, centres=((0, 0), (30, 0), (0, 30)))  # above UMAP's own exact limit (4,096)
+    x = np.column_stack([x, np.random.default_rng(1).normal(size=(len(x), 3))]).astype(np.float32)
+    _, coords = cell_map(x, ReductionSettings(map_method="umap", n_neighbors=10))
+    centres = np.array([coords[truth == k].mean(axis=0) for k in range(3)])
+    nearest = np.argmin(((coords[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == truth).mean() > 0.99

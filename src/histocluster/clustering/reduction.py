@@ -12,6 +12,7 @@ space later (``reducer.transform(new_embeddings)``).
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,9 @@ class Reducer:
         return np.asarray(to_numpy(self.model.transform(x)), dtype=np.float32)
 
 
-def _make_model(settings: ReductionSettings, n: int, d: int, components: int, gpu: bool):
+def _make_model(
+    settings: ReductionSettings, n: int, d: int, components: int, gpu: bool, umap_options: dict | None = None
+):
     if settings.method == "pca":
         if gpu:
             from cuml.decomposition import PCA as GpuPCA
@@ -73,17 +76,58 @@ def _make_model(settings: ReductionSettings, n: int, d: int, components: int, gp
     import umap
 
     # A fixed random_state makes umap-learn single-threaded; None lets it use every core.
-    return umap.UMAP(**kwargs, low_memory=True, n_jobs=1 if settings.random_state is not None else -1)
+    return umap.UMAP(
+        **kwargs,
+        **(umap_options or {}),
+        low_memory=True,
+        n_jobs=1 if settings.random_state is not None else -1,
+    )
+
+
+#: Up to this many cells, UMAP's neighbour graph is computed exactly by scikit-learn
+#: (brute force, a few seconds at 50,000 cells) instead of by pynndescent, whose numba
+#: code compiles afresh in every process (~35 s on a 2-core machine: most of a 10,000-cell
+#: map's cost). Above it, pynndescent's approximate search is cheaper than O(n²).
+EXACT_NEIGHBOURS_MAX = 60_000
+
+_SKLEARN_METRICS = {"euclidean", "manhattan", "cosine", "chebyshev", "minkowski"}
+
+
+def exact_neighbours(x: np.ndarray, k: int, metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest rows of ``x``, itself included (first, at distance 0, as
+    UMAP's own search returns it): ``(indices, distances)``, ``int64`` and ``float32``."""
+    from sklearn.neighbors import NearestNeighbors
+
+    distances, indices = NearestNeighbors(n_neighbors=k, metric=metric).fit(x).kneighbors(x)
+    # Exact duplicates may list another row before the row itself; put the row first.
+    rows = np.arange(len(x))
+    self_at = indices == rows[:, None]
+    missing = ~self_at.any(axis=1)
+    indices[missing, -1] = rows[missing]
+    distances[missing, -1] = 0.0
+    order = np.argsort(~(indices == rows[:, None]), axis=1, kind="stable")
+    indices = np.take_along_axis(indices, order, axis=1)
+    distances = np.take_along_axis(distances, order, axis=1)
+    return indices.astype(np.int64), distances.astype(np.float32)
 
 
 def fit_reduce(
-    x: np.ndarray, settings: ReductionSettings, device: Device = "cpu", components: int | None = None
+    x: np.ndarray,
+    settings: ReductionSettings,
+    device: Device = "cpu",
+    components: int | None = None,
+    transformable: bool = True,
+    umap_options: dict | None = None,
 ) -> tuple[Reducer, np.ndarray]:
     """Fit the reduction on ``x`` (cells × features) and return it with ``x`` reduced.
 
     ``components`` overrides ``settings.n_components`` (the 2-D map uses 2). Inputs too
     small for the method (UMAP needs more cells than 2 + components; PCA at most
     min(cells, features) components) are reduced as far as they can be, with a log line.
+    ``transformable=False`` says the fitted UMAP model will never place new rows (its
+    ``transform`` needs a search index): up to :data:`EXACT_NEIGHBOURS_MAX` rows its
+    neighbour graph then comes from scikit-learn, without pynndescent's compile.
+    ``umap_options``: further ``umap.UMAP`` arguments on the CPU (``n_epochs``, ``init``).
     """
     n, d = x.shape
     reducer = Reducer(settings.normalize, settings.method)
@@ -110,9 +154,24 @@ def fit_reduce(
             reducer.method = "none"
             return reducer, z
     gpu = use_gpu(device, settings.method.upper())
-    reducer.model = _make_model(settings, n, d, components_, gpu)
-    reduced = np.asarray(to_numpy(reducer.model.fit_transform(z)), dtype=np.float32)
-    return reducer, reduced
+    reducer.model = _make_model(settings, n, d, components_, gpu, umap_options)
+    if (
+        settings.method == "umap"
+        and not transformable
+        and not gpu
+        and n <= EXACT_NEIGHBOURS_MAX
+        and settings.metric in _SKLEARN_METRICS
+    ):
+        # The graph from scikit-learn: no pynndescent compile, and no search index kept.
+        indices, distances = exact_neighbours(z, reducer.model.n_neighbors, settings.metric)
+        reducer.model.precomputed_knn = (indices, distances, None)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*precomputed_knn.*", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*n_jobs value.*", category=UserWarning)
+            reduced = reducer.model.fit_transform(z)
+    else:
+        reduced = reducer.model.fit_transform(z)
+    return reducer, np.asarray(to_numpy(reduced), dtype=np.float32)
 
 
 @dataclass
@@ -146,7 +205,14 @@ def cell_map(
     """2-D coordinates for the cell map: the reduced space itself when it is already 2-D
     or less, else a 2-D UMAP (or PCA: ``map_method``) of it. UMAP is fitted on at most
     ``map_max_cells`` cells (a random sample); the others, and new cells later, are placed
-    by :class:`NeighbourPlacement` (PCA places everything exactly)."""
+    by :class:`NeighbourPlacement` (PCA places everything exactly).
+
+    The UMAP map's neighbour graph is exact (scikit-learn, no pynndescent compile), it
+    starts from a PCA layout (``map_init``) and runs ``map_epochs`` epochs (default 500
+    up to 10,000 cells, 100 above). On 45,940 cells of the big-slide fixture this drew the
+    map in 9 s instead of 57 s, with neighbourhoods at least as faithful
+    (``bench/bench_cell_map.py``: trustworthiness 0.94 against 0.89, share of map
+    neighbours in the same cluster 0.66 against 0.67)."""
     n, d = reduced.shape
     if d <= 2:
         coords = np.zeros((n, 2), np.float32)
@@ -165,7 +231,15 @@ def cell_map(
     sample = None
     if settings.map_method == "umap" and n > settings.map_max_cells:
         sample = np.sort(np.random.default_rng(seed).choice(n, settings.map_max_cells, replace=False))
-    reducer, fitted = fit_reduce(reduced if sample is None else reduced[sample], map_settings, device)
+    fitted_cells = n if sample is None else len(sample)
+    epochs = settings.map_epochs or (500 if fitted_cells <= 10_000 else 100)
+    reducer, fitted = fit_reduce(
+        reduced if sample is None else reduced[sample],
+        map_settings,
+        device,
+        transformable=False,
+        umap_options={"n_epochs": epochs, "init": settings.map_init},
+    )
     if reducer.method == "umap":
         reducer.model = NeighbourPlacement.fit(
             reduced if sample is None else reduced[sample], fitted, seed=seed

@@ -26,6 +26,14 @@ class ReductionSettings:
     map_max_cells: int = Field(
         50_000, ge=100, description="UMAP map fitted on a sample this size; the other cells placed by k-NN"
     )
+    map_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="the UMAP map's optimisation epochs; null: 500 up to 10,000 cells, 100 above",
+    )
+    map_init: Literal["pca", "spectral"] = Field(
+        "pca", description="the UMAP map's starting layout (CPU; cuML starts from its spectral layout)"
+    )
 
 
 _SETTINGS = ConfigDict(extra="forbid")

@@ -34,31 +34,33 @@ def draw_cells(
     colour; ``texts`` are written for at most ``max_texts`` cells (the most confident first)."""
     draw = ImageDraw.Draw(image)
     font = _font(10)
+    fills = [tuple(int(v) for v in colour) for colour in colours]
+    is_noise = noise.to_numpy(dtype=bool) if noise is not None else np.zeros(len(cells), dtype=bool)
     geometries = shapely.from_wkb(cells["polygon"].to_numpy())
-    for k, (row, geometry) in enumerate(zip(cells.itertuples(index=False), geometries, strict=True)):
-        colour = tuple(colours.iloc[k])
-        is_noise = bool(noise.iloc[k]) if noise is not None else False
+    for k, geometry in enumerate(geometries):
         for part in getattr(geometry, "geoms", [geometry]):
             x, y = shapely.get_coordinates(part.exterior).T
             px, py = to_pixels(x, y)
             draw.line(
-                list(zip(px, py, strict=True)),
-                fill=NOISE_RGB if is_noise else colour,
-                width=1 if is_noise else width,
+                list(zip(px.tolist(), py.tolist(), strict=True)),
+                fill=NOISE_RGB if is_noise[k] else fills[k],
+                width=1 if is_noise[k] else width,
             )
-        if boxes:
-            x0, y0 = to_pixels(np.array([row.bbox_x0]), np.array([row.bbox_y0]))
-            x1, y1 = to_pixels(np.array([row.bbox_x1]), np.array([row.bbox_y1]))
-            draw.rectangle([x0[0], y0[0], x1[0], y1[0]], outline=colour, width=1)
+    corners = ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")
+    if boxes or texts is not None:
+        x0, y0 = to_pixels(cells["bbox_x0"].to_numpy(float), cells["bbox_y0"].to_numpy(float))
+    if boxes:
+        x1, y1 = to_pixels(*(cells[c].to_numpy(float) for c in corners[2:]))
+        for k in range(len(cells)):
+            draw.rectangle([x0[k], y0[k], x1[k], y1[k]], outline=fills[k], width=1)
     if texts is not None:
         order = np.argsort(-cells["cluster_confidence"].to_numpy())[:max_texts]
+        labels = texts.to_numpy()
         for k in order:
-            row = cells.iloc[k]
-            x, y = to_pixels(np.array([row["bbox_x0"]]), np.array([row["bbox_y0"]]))
-            text = str(texts.iloc[k])
-            left, top, right, bottom = draw.textbbox((x[0], y[0] - 11), text, font=font)
+            text = str(labels[k])
+            left, top, right, bottom = draw.textbbox((x0[k], y0[k] - 11), text, font=font)
             draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=(255, 255, 255))
-            draw.text((x[0], y[0] - 11), text, fill=tuple(int(v * 0.6) for v in colours.iloc[k]), font=font)
+            draw.text((x0[k], y0[k] - 11), text, fill=tuple(int(v * 0.6) for v in fills[k]), font=font)
     return image
 
 

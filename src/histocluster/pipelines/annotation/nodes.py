@@ -105,9 +105,35 @@ def draw_galleries(
     return out
 
 
-def _overlay(path: str, tile: dict, cells: pd.DataFrame, params: AnnotationParams) -> Image.Image:
-    with open_slide(path) as reader:
-        rgb = read_tile(reader, tile)
+class _SharedTiles:
+    """Tile pixels read once for all the pictures that show the tile: each tile is kept
+    from its first picture until its last (``uses`` counts them), then dropped."""
+
+    def __init__(self) -> None:
+        self.uses: dict[str, int] = {}
+        self.pixels: dict[str, np.ndarray] = {}
+
+    def want(self, tile_id: str) -> None:
+        self.uses[tile_id] = self.uses.get(tile_id, 0) + 1
+
+    def read(self, path: str, tile: dict) -> np.ndarray:
+        tile_id = tile["tile_id"]
+        rgb = self.pixels.get(tile_id)
+        if rgb is None:
+            with open_slide(path) as reader:
+                rgb = read_tile(reader, tile)
+        self.uses[tile_id] -= 1
+        if self.uses[tile_id] > 0:
+            self.pixels[tile_id] = rgb
+        else:
+            self.pixels.pop(tile_id, None)
+        return rgb
+
+
+def _overlay(
+    path: str, tile: dict, cells: pd.DataFrame, params: AnnotationParams, shared: _SharedTiles
+) -> Image.Image:
+    rgb = shared.read(path, tile)
     o = params.overlay
     shown = cells[cells["cluster_confidence"] >= o.min_confidence] if o.filtered else cells
     shown = shown.reset_index(drop=True)
@@ -136,6 +162,8 @@ def draw_overlays(
     paths = slides.set_index("slide_id")["path"]
     o = params.overlay
     out = {}
+    shared = _SharedTiles()
+    cells_of = dict(tuple(table.groupby("tile_id", sort=False)))
     confident = table[(table["cluster_confidence"] >= o.min_confidence) & ~table["is_noise"]]
     for cluster_id, cells in confident.groupby("cluster_id"):
         best = (
@@ -145,15 +173,16 @@ def draw_overlays(
         )
         for tile_id in best.index[: o.tiles_per_cluster]:
             tile = {"tile_id": tile_id, **by_tile.loc[tile_id].to_dict()}
-            tile_cells = table[table["tile_id"] == tile_id]
+            shared.want(tile_id)
             out[f"{tile['slide_id']}/cluster_{int(cluster_id):03d}_{tile_id}"] = partial(
-                _overlay, paths[tile["slide_id"]], tile, tile_cells, params
+                _overlay, paths[tile["slide_id"]], tile, cells_of[tile_id], params, shared
             )
     if o.all_tiles:  # every tile with cells, still drawn one at a time when saved
-        for tile_id, tile_cells in table.groupby("tile_id"):
+        for tile_id, tile_cells in cells_of.items():
             tile = {"tile_id": tile_id, **by_tile.loc[tile_id].to_dict()}
+            shared.want(tile_id)
             out[f"{tile['slide_id']}/{tile_id}"] = partial(
-                _overlay, paths[tile["slide_id"]], tile, tile_cells, params
+                _overlay, paths[tile["slide_id"]], tile, tile_cells, params, shared
             )
     return out
 
