@@ -98,7 +98,9 @@ def neighbours(points: np.ndarray, k: int = 15) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("data", type=Path, nargs="?")
     parser.add_argument(
         "--ways",
@@ -147,7 +149,9 @@ def main() -> None:
             if reference is None:
                 reference, ref_agreement = near, 1.0
             else:
-                ref_agreement = np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(near, reference, strict=True)])
+                ref_agreement = np.mean(
+                    [len(set(a) & set(b)) / len(a) for a, b in zip(near, reference, strict=True)]
+                )
             print(
                 f"{way:24} {times['wall']:7.1f} {times['cpu']:7.1f} {trust:6.3f} {agreement:11.3f} {ref_agreement:7.3f}"
             )

@@ -121,8 +121,11 @@ def crop_representatives(
     are logged and left out (:func:`~histocluster.features.cell_pixels.cell_crops_by_id`)."""
     wanted = cells[cells["cell_id"].isin(representatives["cell_id"])]
     crops = cell_crops_by_id(slides, tiles, wanted, crop_um, size) if len(wanted) else {}
-    return {
-        crop_key(row.cluster_id, row.rank, row.cell_id): Image.fromarray(crops[row.cell_id])
-        for row in representatives.itertuples()
-        if row.cell_id in crops
-    }
+    out = {}
+    last_use = {cell_id: k for k, cell_id in enumerate(representatives["cell_id"])}
+    for k, row in enumerate(representatives.itertuples()):
+        if row.cell_id in crops:
+            out[crop_key(row.cluster_id, row.rank, row.cell_id)] = Image.fromarray(crops[row.cell_id])
+            if last_use[row.cell_id] == k:  # the array is copied: free it (1,000 crops are ~200 MB)
+                del crops[row.cell_id]
+    return out
