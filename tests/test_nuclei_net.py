@@ -15,8 +15,8 @@ from PIL import Image
 
 from histocluster.errors import UserInputError
 from histocluster.segmentation.evaluation import evaluate, evaluate_points
+from histocluster.segmentation.network_file import DEFAULT_WEIGHTS, check_network_file
 from histocluster.segmentation.nuclei_net import (
-    DEFAULT_WEIGHTS,
     InferenceUNet,
     NucleiUNet,
     fold_batch_norm,
@@ -48,6 +48,42 @@ def test_a_file_that_is_no_checkpoint_is_refused(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(UserInputError, match="not a nuclei network checkpoint"):
         load_network(bad)
+
+
+def test_the_torch_free_check_passes_the_shipped_weights_without_importing_torch():
+    code = (
+        "import sys; from histocluster.segmentation.network_file import DEFAULT_WEIGHTS, check_network_file; "
+        "print(check_network_file(None)); assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(DEFAULT_WEIGHTS)
+
+
+def test_the_torch_free_check_refuses_broken_and_foreign_checkpoints(tmp_path):
+    good = DEFAULT_WEIGHTS.read_bytes()
+    cases = {
+        "missing.pt": None,
+        "text.pt": b"not a checkpoint",
+        "truncated.pt": good[: len(good) // 2],
+        "flipped.pt": good[:-5000] + bytes(b ^ 0xFF for b in good[-5000:-4000]) + good[-4000:],
+    }
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": torch.nn.Linear(2, 2).state_dict()}, foreign)
+    no_tensors = tmp_path / "no_tensors.pt"
+    torch.save({"channels": [12, 24], "state_dict": {"w": 1.0}}, no_tensors)
+    for name, data in cases.items():
+        if data is not None:
+            (tmp_path / name).write_bytes(data)
+    for path in [tmp_path / name for name in cases] + [foreign, no_tensors]:
+        with pytest.raises(
+            UserInputError, match=rf"{path.name}: .*(not a nuclei network checkpoint|not found)"
+        ):
+            check_network_file(path)
+    # The real loader agrees on every one of them.
+    for path in [tmp_path / name for name in cases] + [foreign, no_tensors]:
+        with pytest.raises(UserInputError):
+            load_network(path)
 
 
 def test_folding_batch_norm_keeps_the_outputs():

@@ -67,9 +67,11 @@ class CheckModelFilesHook:
 
             resolve_checkpoint(params.cellpose)
         elif params.watershed.foreground == "network":
-            from histocluster.segmentation.watershed import cached_network
+            # Without torch: the pass may run on worker processes, and torch in this
+            # process would cost ~0.3 GB for nothing (the network loads where it runs).
+            from histocluster.segmentation.network_file import check_network_file
 
-            cached_network(params.watershed.weights_path)
+            check_network_file(params.watershed.weights_path)
         if params.cell_features.deep == "resnet50" and "segment_tiles" in names:
             from histocluster.features.resnet import resolve_weights
 

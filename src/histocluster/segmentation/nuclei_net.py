@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from histocluster.errors import UserInputError
+from histocluster.segmentation.network_file import network_weights_path
 from histocluster.wsi.stain import optical_density
 
 #: µm per pixel the network sees.
@@ -36,7 +37,6 @@ CHANNELS = (12, 24, 48, 48)
 #: Classes of the output, in order.
 CLASSES = ("background", "interior", "boundary")
 #: The weights that come with the package.
-DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "nuclei_unet.pt"
 #: Input size multiple (three 2× poolings).
 _MULTIPLE = 8
 
@@ -161,12 +161,7 @@ def load_network(path: str | Path | None = None) -> InferenceUNet:
     Raises:
         UserInputError: the file is missing or is not a checkpoint of this network.
     """
-    path = Path(path) if path else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise UserInputError(
-            f"{path}: nuclei network weights not found; set segmentation.watershed.weights_path "
-            "to a file written by bench/train_nuclei_net.py, or leave it empty for the shipped weights"
-        )
+    path = network_weights_path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         network = NucleiUNet(tuple(checkpoint["channels"]))

@@ -92,7 +92,7 @@ def slide_key_function(settings: PassSettings, params: SegmentationParams):
     the code and weights that compute a slide (:func:`~histocluster.segmentation.slide_store.slide_key`)."""
     weights = []
     if params.segmenter == "watershed" and params.watershed.foreground == "network":
-        from histocluster.segmentation.nuclei_net import DEFAULT_WEIGHTS  # torch: only when segmenting
+        from histocluster.segmentation.network_file import DEFAULT_WEIGHTS
 
         weights.append(params.watershed.weights_path or DEFAULT_WEIGHTS)
     code = code_identity(weights)
