@@ -1,8 +1,11 @@
-"""Project hooks: checks that stop a run before any work when its configuration is wrong."""
+"""Project hooks: checks that stop a run before any work when its configuration is wrong,
+the run's lock and lineage, and handing freed memory back between nodes."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -366,3 +369,24 @@ def _remake_command(stale: set[str]) -> str:
     if not makers:
         return "kedro run"
     return "kedro run --pipelines=" + ",".join(sorted(makers, key=lambda m: (order.get(m, 99), m)))
+
+
+class ReleaseMemoryHook:
+    """Before each node, hand the memory the previous nodes freed back to the system.
+
+    Kedro drops a node's inputs once no later node needs them, but glibc's allocator keeps
+    most freed memory for reuse, so without this the process's resident size carries
+    every earlier node's high-water mark into the next (README, *Whole slides*: the
+    peak of a run of 184,342 cells fell from 1.51 to 1.37 GiB with it). ``malloc_trim``
+    returns the free pages (a few milliseconds); without glibc the hook does nothing.
+    (No ``gc.collect()`` here: on a big run it cost ~0.2 s per node.)"""
+
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("c")
+        libc = ctypes.CDLL(name) if name else None
+        self._trim = getattr(libc, "malloc_trim", None)
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs) -> None:
+        if self._trim is not None:
+            self._trim(0)

@@ -4,6 +4,7 @@ from histocluster.hooks import (
     CheckModelFilesHook,
     MissingInputsHook,
     OutputFoldersHook,
+    ReleaseMemoryHook,
     RunLineageHook,
     RunLockHook,
     ValidateParametersHook,
@@ -17,6 +18,7 @@ HOOKS = (
     RunLineageHook(),  # after OutputFoldersHook: its error hook runs before that one raises
     CheckModelFilesHook(),
     RunLockHook(),
+    ReleaseMemoryHook(),
 )
 
 CONFIG_LOADER_ARGS = {
