@@ -45,4 +45,6 @@ def test_the_big_slide_is_real_tissue_that_openslide_reads_at_its_scale(tmp_path
     blocks = whole.reshape(3, 2048, 3, 2048, 3).mean(axis=(1, 3))  # mean colour per block
     tissue = blocks.mean(axis=-1) < 215
     assert tissue.sum() >= 4 and (~tissue).sum() >= 1  # tissue inside, glass in a corner
-    assert (blocks[tissue][:, 1] < blocks[tissue][:, 0] - 20).all()  # H&E pink/purple: green lowest
+    # H&E pink/purple: green below red (by 20 and more in the sample slide's tissue; each block's
+    # colour is jittered by up to ±6 % per channel, which can take ~12 of that away).
+    assert (blocks[tissue][:, 1] < blocks[tissue][:, 0] - 5).all()
