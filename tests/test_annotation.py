@@ -18,7 +18,7 @@ from histocluster.atomic_files import partial_path
 from histocluster.reporting import drawing, qupath
 from histocluster.reporting import html_report as report
 from histocluster.reporting.annotated_cells import annotated_cells
-from histocluster.reporting.colours import NOISE_RGB, colour_table, label_colour
+from histocluster.reporting.colours import NOISE_RGB, colour_table, label_colour, label_colours
 from histocluster.reporting.viewer_json import StreamedJSON, viewer_json
 from histocluster.segmentation.measurements import measure_cells
 
@@ -73,10 +73,12 @@ def qupath_rules(collection: dict) -> None:
         assert geom.is_valid and not geom.is_empty and geom.area > 0
         props = feature["properties"]
         assert props["objectType"] == "detection"
-        classification = props["classification"]
-        assert isinstance(classification["name"], str) and classification["name"]
-        colour = classification["color"]
-        assert len(colour) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in colour)
+        if "classification" in props:  # absent for a cell no one has named
+            classification = props["classification"]
+            assert isinstance(classification["name"], str) and classification["name"]
+            assert classification["name"] != "unlabelled"
+            colour = classification["color"]
+            assert len(colour) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in colour)
         assert isinstance(props["measurements"], dict)
         assert all(isinstance(v, float) and np.isfinite(v) for v in props["measurements"].values())
     assert len(ids) == len(collection["features"])  # unique
@@ -101,12 +103,15 @@ def test_qupath_geojson_follows_the_rules_and_matches_the_cells(tmp_path, name):
         assert feature["id"] == qupath.cell_uuid(row.cell_id)  # stable across reruns
         original = shapely.from_wkb(row.polygon)
         assert shape(feature["geometry"]).symmetric_difference(original).area < 1e-3 * original.area
-        assert feature["properties"]["classification"]["name"] == row.label
+        if row.label == "unlabelled":  # QuPath's convention: no classification, not a class
+            assert "classification" not in feature["properties"]
+        else:
+            assert feature["properties"]["classification"]["name"] == row.label
+            assert feature["properties"]["classification"]["color"] == list(legend[row.label])
         assert feature["properties"]["measurements"]["Area µm^2"] == pytest.approx(row.area_um2)
         assert feature["properties"]["measurements"]["Cluster"] == row.cluster_id
-    assert (
-        by_name[table.cell_id[2]]["properties"]["classification"]["name"] == "unlabelled"
-    )  # noise, no label
+    assert table.label[2] == "unlabelled"  # noise, no label
+    assert "classification" not in by_name[table.cell_id[2]]["properties"]
 
 
 def test_geojson_is_streamed_not_built(tmp_path):
@@ -146,14 +151,14 @@ def test_viewer_json_is_in_level0_pixels_with_mpp():
     assert first["bbox"][0] <= first["centroid"][0] <= first["bbox"][2]
 
 
-def test_label_colours_are_stable_across_processes_and_unsure_is_grey_or_orange():
-    """The same name gets the same colour in another interpreter (another hash seed), so
+def test_label_colours_are_stable_across_processes_and_unsure_is_grey_or_magenta():
+    """The same names get the same colours in another interpreter (another hash seed), so
     every picture, the GeoJSON and the report of every run agree."""
     import subprocess
     import sys
 
     names = ["lymphocyte", "fibroblast", "plasma cell"]
-    code = f"from histocluster.reporting.colours import label_colour; print([label_colour(n) for n in {names!r}])"
+    code = f"from histocluster.reporting.colours import label_colours; print(label_colours({names!r}))"
     other = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -161,10 +166,40 @@ def test_label_colours_are_stable_across_processes_and_unsure_is_grey_or_orange(
         check=True,
         env={"PYTHONHASHSEED": "123"},
     ).stdout.strip()
-    assert other == str([label_colour(n) for n in names])
-    assert label_colour("lymphocyte") != label_colour("fibroblast")
+    assert other == str(label_colours(names))
     assert label_colour("unlabelled") == (128, 128, 128)
-    assert label_colour("review") == (255, 170, 0)
+    assert label_colour("review") == (255, 0, 255)
+
+
+def test_label_colours_of_a_run_are_distinct_and_known_types_are_conventional():
+    from itertools import combinations
+
+    from histocluster.reporting.colours import MIN_DISTANCE, label_colours
+
+    def distance(a, b):
+        return sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5
+
+    made_up = [f"cell type {k}" for k in range(25)]
+    runs = [
+        ["fibroblast", "keratin flakes"],  # hashed to two near-identical greens before
+        ["unlabelled", "review", "tumour", "stroma", "lymphocyte", "necrosis", "other", "epithelial"],
+        ["fibroblast", "stroma", "connective"],  # three names of one conventional colour
+        made_up,
+        made_up[:12] + ["tumour", "lymphocyte", "unlabelled", "review", "plasma cell", "macrophage"],
+    ]
+    for names in runs:
+        colours = label_colours(names)
+        assert sorted(colours) == sorted(set(names))
+        closest = min(distance(a, b) for a, b in combinations(colours.values(), 2))
+        assert closest >= MIN_DISTANCE, (names, closest)
+    conventional = label_colours(["Tumour", "stroma", "immune cells", "necrosis", "other"])
+    assert conventional == {  # QuPath's own colours for its default classes
+        "Tumour": (200, 0, 0),
+        "stroma": (150, 200, 150),
+        "immune cells": (160, 90, 160),
+        "necrosis": (50, 50, 50),
+        "other": (255, 200, 0),
+    }
 
 
 def test_overlay_draws_outlines_where_the_cells_are():

@@ -39,6 +39,16 @@ def test_majority_vote_agreement_and_review():
     # 1:1 is below 0.6: review, with the alphabetically first of the tied labels suggested.
     assert labels.loc[1, "status"] == "review" and labels.loc[1, "suggested"] == "epithelial"
     assert labels.loc[2, "label"] == "unlabelled" and labels.loc[3, "label"] == "unlabelled"
+    # The model is named, and its cost given, only where it was asked: cluster 3 had no answers.
+    assert list(labels.loc[[0, 1, 2], "model"]) == ["m", "m", "m"]
+    assert pd.isna(labels.loc[3, "model"]) and pd.isna(labels.loc[3, "cost_usd"])
+
+
+def test_no_model_and_no_cost_when_no_representative_was_sent():
+    skipped = answers([(0, None, "skipped", 0.0), (0, None, "skipped", 0.0), (1, None, "budget", 0.0)])
+    labels = vote(skipped, [0, 1], threshold=0.6, model="gpt-4o")
+    assert labels["model"].isna().all() and labels["cost_usd"].isna().all()
+    assert (labels["label"] == "unlabelled").all()
 
 
 def test_labels_file_yaml_csv_and_mistakes(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from functools import partial
@@ -55,7 +56,9 @@ def test_the_torch_free_check_passes_the_shipped_weights_without_importing_torch
         "import sys; from histocluster.segmentation.network_file import DEFAULT_WEIGHTS, check_network_file; "
         "print(check_network_file(None)); assert 'torch' not in sys.modules, 'torch imported'"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    # Without PYTHONPATH: Kedro's bootstrap in earlier tests points it at project copies.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(DEFAULT_WEIGHTS)
 

@@ -19,6 +19,8 @@ from histocluster.labelling.settings import ClassificationParams
 logger = logging.getLogger(__name__)
 
 UNLABELLED = "unlabelled"
+#: Answer statuses of representatives the model was sent (``budget``/``skipped``: not sent).
+ASKED = ("ok", "rejected", "error")
 REVIEW = "review"
 CLUSTER_LABEL_COLUMNS = [
     "cluster_id",
@@ -51,19 +53,45 @@ def vote(answers: pd.DataFrame, cluster_ids: list[int], threshold: float, model:
         valid = mine[mine["status"] == "ok"]["label"] if len(mine) else pd.Series(dtype=object)
         counts = valid.value_counts()
         votes = {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
-        cost = float(mine["cost_usd"].sum()) if len(mine) else 0.0
+        asked = mine[mine["status"].isin(ASKED)] if len(mine) else mine
+        # The model and its cost only where it was asked (no API key: neither).
+        answered_by, cost = (model, float(asked["cost_usd"].sum())) if len(asked) else (None, None)
         if counts.empty:
             rows.append(
-                (cluster_id, UNLABELLED, UNLABELLED, "none", json.dumps(votes), 0.0, 0, None, model, cost)
+                (
+                    cluster_id,
+                    UNLABELLED,
+                    UNLABELLED,
+                    "none",
+                    json.dumps(votes),
+                    0.0,
+                    0,
+                    None,
+                    answered_by,
+                    cost,
+                )
             )
             continue
         top = next(iter(votes))
         agreement = votes[top] / len(valid)
         status = "labelled" if agreement >= threshold else REVIEW
         label = top if status == "labelled" else REVIEW
-        row = (cluster_id, label, status, "vlm", json.dumps(votes), agreement, len(valid), top, model, cost)
+        row = (
+            cluster_id,
+            label,
+            status,
+            "vlm",
+            json.dumps(votes),
+            agreement,
+            len(valid),
+            top,
+            answered_by,
+            cost,
+        )
         rows.append(row)
-    return pd.DataFrame(rows, columns=CLUSTER_LABEL_COLUMNS).astype({"cluster_id": "int64"})
+    return pd.DataFrame(rows, columns=CLUSTER_LABEL_COLUMNS).astype(
+        {"cluster_id": "int64", "cost_usd": "float64", "model": "object"}
+    )
 
 
 def apply_human(cluster_labels: pd.DataFrame, human: dict[int, str]) -> tuple[pd.DataFrame, list[int]]:

@@ -12,6 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from histocluster.clustering.summary import crop_key
+from histocluster.labelling.cluster_labels import ASKED
 from histocluster.labelling.credentials import Secret
 from histocluster.labelling.settings import ClassificationParams
 from histocluster.labelling.vlm_client import Answer, AnswerCache, VLMClassifier
@@ -80,5 +81,5 @@ def ask_about_representatives(
         answers = classifier.ask(images, crop_spec=f"image_size={params.image_size}")
     table = pd.DataFrame([asdict(a) for a in answers], columns=list(Answer.__dataclass_fields__))
     table = pd.concat([chosen[["cluster_id", "rank", "cell_id"]].reset_index(drop=True), table], axis=1)
-    table["model"] = params.vlm.model
+    table["model"] = np.where(table["status"].isin(ASKED), params.vlm.model, None)  # only where it was asked
     return table[ANSWER_COLUMNS]

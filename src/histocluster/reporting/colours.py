@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+from collections.abc import Iterable
 
 import pandas as pd
 
@@ -14,18 +15,96 @@ from histocluster.labelling.cluster_labels import REVIEW, UNLABELLED
 
 NOISE_RGB = (150, 150, 150)
 
+#: Cells no one has named yet, and names a person should check.
+UNSURE_RGB = {UNLABELLED: (128, 128, 128), REVIEW: (255, 0, 255)}
 
-UNSURE_RGB = {UNLABELLED: (128, 128, 128), REVIEW: (255, 170, 0)}
+#: Conventional colours for common cell types: QuPath's defaults where it has the class
+#: (Tumor, Stroma, Immune cells, Necrosis, Other), HoVer-Net/PanNuke's hues otherwise
+#: (epithelial orange, connective tissue blue-green). Matched on the lower-cased name.
+KNOWN_RGB: dict[str, tuple[int, int, int]] = {
+    **dict.fromkeys(["tumour", "tumor", "tumour cell", "tumor cell", "neoplastic", "malignant"], (200, 0, 0)),
+    **dict.fromkeys(["stroma", "stromal", "fibroblast", "connective", "connective tissue"], (150, 200, 150)),
+    **dict.fromkeys(["immune cells", "immune", "lymphocyte", "inflammatory", "lymphocytes"], (160, 90, 160)),
+    **dict.fromkeys(["necrosis", "necrotic", "dead"], (50, 50, 50)),
+    **dict.fromkeys(["other"], (255, 200, 0)),
+    **dict.fromkeys(["epithelial", "epithelium", "epithelial cell", "keratinocyte"], (255, 128, 0)),
+    **dict.fromkeys(["endothelial", "endothelial cell", "endothelium"], (0, 140, 200)),
+    **dict.fromkeys(["plasma cell", "plasma cells"], (90, 40, 200)),
+    **dict.fromkeys(["macrophage", "macrophages", "histiocyte"], (230, 120, 200)),
+    **dict.fromkeys(["neutrophil", "neutrophils", "granulocyte"], (0, 200, 200)),
+    **dict.fromkeys(["smooth muscle", "muscle", "myocyte"], (120, 60, 20)),
+    **dict.fromkeys(["adipocyte", "fat"], (240, 230, 140)),
+}
+
+#: Colours for other names, far enough from each other and from the ones above
+#: (Kelly's 22 colours of maximum contrast, white and black left out).
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (243, 195, 0),
+    (135, 86, 146),
+    (243, 132, 0),
+    (161, 202, 241),
+    (190, 0, 50),
+    (194, 178, 128),
+    (0, 136, 86),
+    (230, 143, 172),
+    (0, 103, 165),
+    (249, 147, 121),
+    (96, 78, 151),
+    (246, 166, 0),
+    (179, 68, 108),
+    (220, 211, 0),
+    (136, 45, 23),
+    (141, 182, 0),
+    (101, 69, 34),
+    (226, 88, 34),
+    (43, 61, 38),
+    (132, 132, 130),
+)
+
+#: No two labels of one run closer than this (Euclidean distance in RGB, 0–441).
+MIN_DISTANCE = 40.0
+
+
+def _distance(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    return float(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5)
+
+
+def _hue_colour(position: float) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb(position % 1.0, 0.75, 0.9)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def label_colours(labels: Iterable[str]) -> dict[str, tuple[int, int, int]]:
+    """A colour for each label of a run, no two alike: grey for ``unlabelled``, magenta for
+    ``review``, the conventional colour for known cell types (:data:`KNOWN_RGB`), and for
+    every other name a colour of :data:`PALETTE` chosen by the name's hash (so a name keeps
+    its colour from run to run unless another name already took it), skipping colours
+    within :data:`MIN_DISTANCE` of one already given. Deterministic for a set of names."""
+    names = sorted({str(label) for label in labels})
+    given: dict[str, tuple[int, int, int]] = {}
+    for name in names:  # fixed colours first; two known names that share a colour keep it
+        fixed = UNSURE_RGB.get(name) or KNOWN_RGB.get(name.strip().lower())
+        if fixed is not None and not any(_distance(fixed, c) < MIN_DISTANCE for c in given.values()):
+            given[name] = fixed
+    for name in names:
+        if name in given:
+            continue
+        start = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+        candidates = [PALETTE[(start + k) % len(PALETTE)] for k in range(len(PALETTE))]
+        candidates += [_hue_colour(start / 0xFFFFFFFF + k / 97) for k in range(97)]
+
+        def nearest(colour: tuple[int, int, int]) -> float:
+            return min((_distance(colour, used) for used in given.values()), default=441.0)
+
+        far = next((c for c in candidates if nearest(c) >= MIN_DISTANCE), None)
+        given[name] = far if far is not None else max(candidates, key=nearest)  # else the farthest
+    return {name: given[name] for name in names}
 
 
 def label_colour(label: str) -> tuple[int, int, int]:
-    """A stable, distinct-enough colour for a label name (same name, same colour, in
-    every picture, the GeoJSON and the report); grey for unlabelled, orange for review."""
-    if label in UNSURE_RGB:
-        return UNSURE_RGB[label]
-    hue = int(hashlib.sha256(label.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.9)
-    return int(r * 255), int(g * 255), int(b * 255)
+    """The colour ``label`` gets when it is the only name (:func:`label_colours`); use
+    :func:`label_colours` with all of a run's labels for pictures, so no two are alike."""
+    return label_colours([label])[label]
 
 
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:
@@ -38,7 +117,7 @@ def colour_table(table: pd.DataFrame, colour_by: str) -> tuple[pd.Series, pd.Ser
     and the legend (name → RGB)."""
     if colour_by == "label":
         names = table["label"].astype(str)
-        legend = {name: label_colour(name) for name in sorted(names.unique())}
+        legend = label_colours(names.unique())
     else:
         hexes = cluster_colours(table["cluster_id"].to_numpy())
         names = table["cluster_id"].map(lambda c: "noise" if c == NOISE else f"cluster {c}")

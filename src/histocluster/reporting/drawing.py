@@ -199,13 +199,14 @@ def cluster_gallery(
 def counts_figure(counts: dict) -> Image.Image:
     """Bar chart of cells per label (over all slides), each bar in its label's colour."""
     from histocluster.clustering.plots import figure_image, pyplot
-    from histocluster.reporting.colours import label_colour
+    from histocluster.reporting.colours import label_colours
 
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(8, 4), dpi=120)
     labels = counts["all"]["labels"]
     if labels:
-        ax.bar(list(labels), list(labels.values()), color=[np.array(label_colour(k)) / 255 for k in labels])
+        colours = label_colours(labels)  # as in every other picture of the run
+        ax.bar(list(labels), list(labels.values()), color=[np.array(colours[k]) / 255 for k in labels])
         ax.tick_params(axis="x", labelrotation=45)
     else:
         ax.text(0.5, 0.5, "no cells", ha="center", va="center")

@@ -22,7 +22,7 @@ from markupsafe import Markup
 from PIL import Image
 
 from histocluster.lazy import materialise
-from histocluster.reporting.colours import label_colour
+from histocluster.reporting.colours import label_colours
 from histocluster.wsi.scale import describe_source
 
 SECTIONS = ["slides", "filtering", "segmentation", "clusters", "galleries", "labels"]
@@ -59,6 +59,13 @@ def table_html(frame: pd.DataFrame, max_rows: int = 200) -> Markup:
 def _picture(pictures: Pictures, key: str) -> Image.Image | None:
     item = pictures.get(key)
     return None if item is None else materialise(item)
+
+
+def _label_table(cluster_labels: pd.DataFrame) -> pd.DataFrame:
+    """The cluster-label table as the report shows it: without the raw votes, and without
+    the model and cost columns when no model was asked."""
+    unasked = [c for c in ("model", "cost_usd") if c in cluster_labels and cluster_labels[c].isna().all()]
+    return cluster_labels.drop(columns=["votes", *unasked], errors="ignore")
 
 
 def render(context: dict) -> str:
@@ -203,9 +210,10 @@ def build_report(
         else []
     )
     label_plot = _picture(plots, "label_counts")
+    label_counts = counts.get("all", {}).get("labels", {})
+    colours = label_colours(label_counts)  # as in the pictures and the GeoJSON
     label_rows = [
-        {"label": label, "cells": int(n), "rgb": label_colour(label)}
-        for label, n in counts.get("all", {}).get("labels", {}).items()
+        {"label": label, "cells": int(n), "rgb": colours[label]} for label, n in label_counts.items()
     ]
     return render(
         {
@@ -225,7 +233,7 @@ def build_report(
             "galleries": galleries,
             "label_plot": data_url(label_plot) if label_plot else None,
             "label_rows": label_rows,
-            "cluster_labels_table": table_html(cluster_labels.drop(columns=["votes"], errors="ignore")),
+            "cluster_labels_table": table_html(_label_table(cluster_labels)),
             "n_cluster_labels": len(cluster_labels),
         }
     )

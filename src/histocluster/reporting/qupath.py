@@ -7,6 +7,7 @@ What QuPath (0.4+) reads from a GeoJSON FeatureCollection:
   level-0 pixel coordinates, rings closed) and ``properties`` with
   ``"objectType": "detection"``;
 * ``properties.classification`` is ``{"name": str, "color": [r, g, b]}`` (ints 0–255);
+  cells no one has named (``unlabelled``) have none, as in QuPath;
 * ``properties.measurements`` is a mapping of names to numbers (NaN is not JSON: left out).
 
 Features are produced one at a time and written as they come (gzip when the file name
@@ -26,6 +27,7 @@ import pandas as pd
 import shapely
 
 from histocluster.atomic_files import atomic_path
+from histocluster.labelling.cluster_labels import UNLABELLED
 
 NAMESPACE = uuid.UUID("6f0d1b2c-5c1e-4f51-9a4e-6b1d0c6a9e3b")  # histocluster cells
 MEASUREMENTS = {
@@ -71,8 +73,10 @@ def features(cells: pd.DataFrame, colours: dict[str, tuple[int, int, int]]) -> I
     finite = np.isfinite(values)
     names = list(present)
     shapes = geometries_geojson(cells["polygon"].to_numpy())
-    classes = {
-        name: json.dumps({"name": name, "color": list(colours.get(name, (128, 128, 128)))})
+    classes = {  # QuPath's convention: a cell no one has named has no classification
+        name: ""
+        if name == UNLABELLED
+        else f'"classification":{json.dumps({"name": name, "color": list(colours.get(name, (128, 128, 128)))})},'
         for name in cells["class_name"].astype(str).unique()
     }
     for k, (cell_id, class_name) in enumerate(
@@ -82,7 +86,7 @@ def features(cells: pd.DataFrame, colours: dict[str, tuple[int, int, int]]) -> I
         yield (
             f'{{"type":"Feature","id":"{cell_uuid(cell_id)}","geometry":{shapes[k]},'
             f'"properties":{{"objectType":"detection","name":{json.dumps(cell_id)},'
-            f'"classification":{classes[class_name]},'
+            f"{classes[class_name]}"
             f'"measurements":{json.dumps(measurements, separators=(",", ":"))}}}}}'
         )
 
