@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import itertools
 from collections.abc import Iterable
+from functools import lru_cache
 
+import numpy as np
 import pandas as pd
 
 from histocluster.clustering.clusterers import NOISE
@@ -30,14 +33,14 @@ KNOWN_RGB: dict[str, tuple[int, int, int]] = {
     **dict.fromkeys(["epithelial", "epithelium", "epithelial cell", "keratinocyte"], (255, 128, 0)),
     **dict.fromkeys(["endothelial", "endothelial cell", "endothelium"], (0, 140, 200)),
     **dict.fromkeys(["plasma cell", "plasma cells"], (90, 40, 200)),
-    **dict.fromkeys(["macrophage", "macrophages", "histiocyte"], (230, 120, 200)),
+    **dict.fromkeys(["macrophage", "macrophages", "histiocyte"], (255, 100, 120)),
     **dict.fromkeys(["neutrophil", "neutrophils", "granulocyte"], (0, 200, 200)),
     **dict.fromkeys(["smooth muscle", "muscle", "myocyte"], (120, 60, 20)),
     **dict.fromkeys(["adipocyte", "fat"], (240, 230, 140)),
 }
 
 #: Colours for other names, far enough from each other and from the ones above
-#: (Kelly's 22 colours of maximum contrast, white and black left out).
+#: (Kelly's 22 colours of maximum contrast; white, black and grey, the unnamed cells' colour, left out).
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (243, 195, 0),
     (135, 86, 146),
@@ -58,15 +61,26 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (101, 69, 34),
     (226, 88, 34),
     (43, 61, 38),
-    (132, 132, 130),
 )
 
-#: No two labels of one run closer than this (Euclidean distance in RGB, 0–441).
-MIN_DISTANCE = 40.0
+#: No two labels of one run closer than this: CIE76 colour difference (ΔE in CIELAB, where
+#: about 2 is just noticeable and 30 plainly different colours).
+MIN_DISTANCE = 30.0
+
+#: More colours when a run has many names: an RGB grid without white.
+_LATTICE = [c for c in itertools.product((0, 85, 170, 255), repeat=3) if c != (255, 255, 255)]
 
 
-def _distance(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
-    return float(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5)
+@lru_cache(maxsize=4096)
+def _lab(colour: tuple[int, int, int]) -> tuple[float, float, float]:
+    from skimage.color import rgb2lab
+
+    return tuple(float(v) for v in rgb2lab(np.array(colour, float).reshape(1, 1, 3) / 255).ravel())
+
+
+def colour_difference(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    """CIE76 ΔE between two RGB colours (0–255): the distance in CIELAB."""
+    return float(np.linalg.norm(np.subtract(_lab(a), _lab(b))))
 
 
 def _hue_colour(position: float) -> tuple[int, int, int]:
@@ -81,20 +95,21 @@ def label_colours(labels: Iterable[str]) -> dict[str, tuple[int, int, int]]:
     its colour from run to run unless another name already took it), skipping colours
     within :data:`MIN_DISTANCE` of one already given. Deterministic for a set of names."""
     names = sorted({str(label) for label in labels})
-    given: dict[str, tuple[int, int, int]] = {}
-    for name in names:  # fixed colours first; two known names that share a colour keep it
-        fixed = UNSURE_RGB.get(name) or KNOWN_RGB.get(name.strip().lower())
-        if fixed is not None and not any(_distance(fixed, c) < MIN_DISTANCE for c in given.values()):
-            given[name] = fixed
+    given = {name: UNSURE_RGB[name] for name in names if name in UNSURE_RGB}  # always grey, magenta
+    for name in names:  # then the conventional colours, while they stay apart
+        fixed = KNOWN_RGB.get(name.strip().lower())
+        if fixed is not None and name not in given:
+            if not any(colour_difference(fixed, c) < MIN_DISTANCE for c in given.values()):
+                given[name] = fixed
     for name in names:
         if name in given:
             continue
         start = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
         candidates = [PALETTE[(start + k) % len(PALETTE)] for k in range(len(PALETTE))]
-        candidates += [_hue_colour(start / 0xFFFFFFFF + k / 97) for k in range(97)]
+        candidates += [_hue_colour(start / 0xFFFFFFFF + k / 97) for k in range(97)] + list(_LATTICE)
 
         def nearest(colour: tuple[int, int, int]) -> float:
-            return min((_distance(colour, used) for used in given.values()), default=441.0)
+            return min((colour_difference(colour, used) for used in given.values()), default=1000.0)
 
         far = next((c for c in candidates if nearest(c) >= MIN_DISTANCE), None)
         given[name] = far if far is not None else max(candidates, key=nearest)  # else the farthest
