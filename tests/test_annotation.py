@@ -425,3 +425,15 @@ def test_overlays_read_a_tile_shared_by_two_clusters_once_and_drop_it_after_its_
     again = shared.read("slide", {"tile_id": "a"})
     assert reads == ["a", "b"] and (again == first).all()
     assert shared.pixels == {}  # nothing kept once every picture is drawn
+
+
+def test_the_report_shows_model_and_cost_only_when_a_model_was_asked():
+    from histocluster.reporting.html_report import _label_table
+
+    never = pd.DataFrame(
+        {"cluster_id": [0, 1], "label": ["unlabelled"] * 2, "votes": ["{}"] * 2, "model": [None] * 2,
+         "cost_usd": [float("nan")] * 2}
+    )  # fmt: skip
+    assert list(_label_table(never).columns) == ["cluster_id", "label"]
+    once = never.assign(model=["gpt-4o", None], cost_usd=[0.01, float("nan")])
+    assert list(_label_table(once).columns) == ["cluster_id", "label", "model", "cost_usd"]
