@@ -100,6 +100,7 @@ def main() -> None:
     if report.exists():
         print(f"\nStart here: {report.relative_to(ROOT)}  (open it in a browser)")
         print("QuPath: data/08_reporting/qupath/<slide_id>.geojson (File > Import objects)")
+        print("Spreadsheet / R: data/08_reporting/cells_csv/<slide_id>.csv (one row per cell)")
     print("\nBrowse the pipeline and its data: kedro viz run   (or `make viz` for a static build)")
 
 

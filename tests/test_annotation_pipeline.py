@@ -9,6 +9,8 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -39,8 +41,27 @@ def test_qupath_geojson_per_slide(annotated):
     collection = json.loads(files[0].read_text())
     qupath_rules(collection)
     assert len(collection["features"]) == len(cells)
-    names = {f["properties"]["classification"]["name"] for f in collection["features"]}
-    assert names == set(cell_labels["label"]) and "lymphocyte" in names
+    names = [f["properties"].get("classification", {}).get("name") for f in collection["features"]]
+    assert set(names) - {None} == set(cell_labels["label"]) - {"unlabelled"} and "lymphocyte" in names
+    assert names.count(None) == int((cell_labels["label"] == "unlabelled").sum())  # no class, as QuPath
+
+
+def test_per_cell_csv_per_slide(annotated):
+    root, _ = annotated
+    cells, clusters, cell_labels, slides = load(root, "cells", "clusters", "cell_labels", "slides")
+    files = sorted((root / "data/08_reporting/cells_csv").iterdir())
+    assert [f.name for f in files] == ["cmu-1-small-region.csv"]  # the blank slide has no cells
+    table = pd.read_csv(files[0])
+    assert sorted(table["cell_id"]) == sorted(cells["cell_id"]) and "polygon" not in table
+    mpp = slides.set_index("slide_id").loc["cmu-1-small-region", "mpp_x"]
+    merged = table.merge(cells[["cell_id", "centroid_x"]], on="cell_id").merge(
+        cell_labels[["cell_id", "label"]], on="cell_id", suffixes=("", "_run")
+    )
+    assert np.allclose(merged["centroid_x_px"], merged["centroid_x"], rtol=1e-5)
+    assert np.allclose(merged["centroid_x_um"], merged["centroid_x"] * mpp, rtol=1e-5)
+    assert (merged["label"] == merged["label_run"]).all()
+    by_cell = clusters.set_index("cell_id")["cluster_id"]
+    assert (table.set_index("cell_id")["cluster_id"] == by_cell.loc[table["cell_id"]]).all()
 
 
 def test_viewer_json_galleries_overlays_overviews_and_counts(annotated):

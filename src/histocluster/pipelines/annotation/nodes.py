@@ -16,6 +16,7 @@ from PIL import Image
 from histocluster.lazy import materialise
 from histocluster.reporting import qupath
 from histocluster.reporting.annotated_cells import coloured_cells, counts
+from histocluster.reporting.cell_csv import cell_csv_table
 from histocluster.reporting.colours import colour_mode, legend
 from histocluster.reporting.drawing import (
     cells_touching,
@@ -63,6 +64,18 @@ def export_qupath(table: pd.DataFrame, params: AnnotationParams) -> dict:
         suffix = ".geojson.gz" if len(cells) > params.geojson_gzip_above else ".geojson"
         out[f"{slide_id}{suffix}"] = partial(qupath.features, cells, colours)
     return out
+
+
+def export_cell_csv(slides: pd.DataFrame, table: pd.DataFrame) -> dict:
+    """One per-cell CSV per slide (``<slide_id>.csv``, :mod:`histocluster.reporting.cell_csv`),
+    made when saved."""
+    by_slide = slides.set_index("slide_id")
+    return {
+        str(slide_id): partial(
+            cell_csv_table, cells, by_slide.loc[slide_id, "mpp_x"], by_slide.loc[slide_id, "mpp_y"]
+        )
+        for slide_id, cells in table.groupby("slide_id", sort=True)
+    }
 
 
 def export_viewer_json(slides: pd.DataFrame, tiles: pd.DataFrame, table: pd.DataFrame) -> dict:

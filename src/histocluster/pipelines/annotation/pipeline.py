@@ -9,6 +9,7 @@ from histocluster.pipelines.annotation.nodes import (
     draw_overlays,
     draw_segmentation_checks,
     draw_slide_overviews,
+    export_cell_csv,
     export_qupath,
     export_viewer_json,
     write_report,
@@ -29,6 +30,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["annotated_cells", "params:annotation"],
                 outputs="qupath_geojson",
                 name="export_qupath",
+            ),
+            Node(
+                export_cell_csv,
+                inputs=["slides", "annotated_cells"],
+                outputs="cell_csv",
+                name="export_cell_csv",
             ),
             Node(
                 export_viewer_json,
