@@ -224,3 +224,39 @@ def test_prep_runs_on_a_fresh_project():
 
     free = {name for name in create_pipeline().inputs() if not name.startswith("params:")}
     assert free == {"raw_slides"}
+
+
+#: Imported only where the optional GPU stack is installed (``.[gpu]``), never by default.
+GPU_ONLY = {"cuml", "cupy"}
+#: Declared though never imported: command-line tools the README's workflow runs, the
+#: Parquet engine pandas loads, and OpenSlide's library files.
+NOT_IMPORTED = {"dvc", "kedro-viz", "pyarrow", "openslide-bin"}
+
+
+def test_declared_dependencies_are_the_imported_ones():
+    """Every third-party module the package imports is declared in pyproject.toml (by its
+    distribution), and every declared distribution is imported or is a command-line tool."""
+    import re
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {norm(re.split(r"[\[<>=~!; ]", spec, maxsplit=1)[0]) for spec in project["dependencies"]}
+    imported = set()
+    for path in (ROOT / "src" / "histocluster").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"histocluster"} - GPU_ONLY
+    owners = packages_distributions()
+    needed = {m: {norm(d) for d in owners.get(m, [])} for m in third_party}
+    undeclared = sorted(m for m, dists in needed.items() if not dists & declared)
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+    used = set().union(*needed.values()) | NOT_IMPORTED
+    unused = sorted(declared - used)
+    assert not unused, f"declared but never imported: {unused}"
