@@ -8,6 +8,7 @@ import logging
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -184,3 +185,16 @@ def test_overlays_of_every_tile_on_request(annotated):
     (cells,) = load(root, "cells")
     folder = root / "data/08_reporting/cell_overlay/cmu-1-small-region"
     assert {p.stem for p in folder.glob("*.png")} >= set(cells["tile_id"])
+
+
+def test_results_links_the_newest_outputs(annotated):
+    root, _ = annotated
+    results = root / "results"
+    assert (results / "report.html").resolve() == (root / "data/08_reporting/report.html").resolve()
+    assert [p.name for p in (results / "qupath").iterdir()] == ["cmu-1-small-region.geojson"]
+    assert [p.name for p in (results / "cells_csv").iterdir()] == ["cmu-1-small-region.csv"]
+    for name in ("cells", "clusters", "cell_labels", "cluster_labels"):  # the newest versions
+        assert pd.read_parquet(results / f"{name}.parquet").equals(load(root, name)[0]), name
+    assert all(
+        not Path(link.readlink()).is_absolute() for link in results.iterdir()
+    )  # moves with the project

@@ -93,3 +93,22 @@ def test_a_file_half_written_when_the_disk_fills_is_removed(project, cmu_slide, 
     version_folder = written[0].parent
     assert not (version_folder / "slides.parquet").exists()
     assert not list(version_folder.glob("*.run.json"))
+
+
+def test_the_results_view_is_swapped_whole_and_skips_what_does_not_exist(tmp_path):
+    from histocluster.results_view import refresh_view
+
+    data = tmp_path / "project" / "data"
+    data.mkdir(parents=True)
+    (data / "a.csv").write_text("a\n")
+    (data / "b.csv").write_text("b\n")
+    view = tmp_path / "project" / "results"
+    made = refresh_view(view, {"a.csv": data / "a.csv", "gone.csv": data / "gone.csv"})
+    assert sorted(made) == ["a.csv"] and sorted(p.name for p in view.iterdir()) == ["a.csv"]
+    made = refresh_view(view, {"b.csv": data / "b.csv"})  # the next run: no link of the last one left
+    assert sorted(p.name for p in view.iterdir()) == ["b.csv"]
+    assert (view / "b.csv").read_text() == "b\n"
+    assert not [p for p in view.parent.iterdir() if p.name.startswith(".results")]  # no leftovers
+    moved = tmp_path / "moved"
+    (tmp_path / "project").rename(moved)  # relative links: the view moves with the project
+    assert (moved / "results" / "b.csv").read_text() == "b\n"

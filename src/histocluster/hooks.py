@@ -404,3 +404,39 @@ class ReleaseMemoryHook:
         self._release_arrow()
         if self._trim is not None:
             self._trim(0)
+
+
+class ResultsViewHook:
+    """After a run, ``results/`` at the project root links to the newest version of each
+    output a person opens (:mod:`histocluster.results_view`). Registered after the run
+    lock, so it runs while the lock is still held."""
+
+    @hook_impl
+    def after_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        from histocluster.results_view import RESULTS, refresh_view
+
+        root = Path(run_params.get("project_path") or Path.cwd())
+        targets = {}
+        for link, name in RESULTS.items():
+            with contextlib.suppress(DatasetError, KeyError):
+                dataset = catalog.get(name)
+                path = _newest_path(dataset) if dataset is not None else None
+                if path is not None:
+                    targets[link] = root / path
+        refresh_view(root / "results", targets)
+
+
+def _newest_path(dataset) -> Path | None:
+    """Where ``dataset`` keeps its newest data: the newest version's file for a versioned
+    dataset (``None`` before the first), else its file or folder."""
+    if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None:
+        try:
+            return Path(str(dataset._get_load_path()))
+        except DatasetError:
+            return None
+    description = dataset._describe()
+    target = description.get("filepath") or description.get("path")
+    protocol = str(description.get("protocol") or getattr(dataset, "_protocol", "file"))
+    if not target or protocol not in ("file", "local") or "://" in str(target):
+        return None  # in memory, or on remote storage
+    return Path(str(target))

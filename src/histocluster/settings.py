@@ -5,6 +5,7 @@ from histocluster.hooks import (
     MissingInputsHook,
     OutputFoldersHook,
     ReleaseMemoryHook,
+    ResultsViewHook,
     RunLineageHook,
     RunLockHook,
     ValidateParametersHook,
@@ -19,6 +20,7 @@ HOOKS = (
     CheckModelFilesHook(),
     RunLockHook(),
     ReleaseMemoryHook(),
+    ResultsViewHook(),  # after RunLockHook: it runs while the run still holds the lock
 )
 
 CONFIG_LOADER_ARGS = {
