@@ -97,10 +97,13 @@ def main() -> None:
     if (ROOT / "data/08_reporting/cluster_map.json").exists():
         print("  data/08_reporting/cluster_map.json  (interactive cell map: kedro viz shows it)")
     report = ROOT / "data/08_reporting/report.html"
+    view = "results" if (ROOT / "results" / "report.html").exists() else "data/08_reporting"
     if report.exists():
-        print(f"\nStart here: {report.relative_to(ROOT)}  (open it in a browser)")
-        print("QuPath: data/08_reporting/qupath/<slide_id>.geojson (File > Import objects)")
-        print("Spreadsheet / R: data/08_reporting/cells_csv/<slide_id>.csv (one row per cell)")
+        print(f"\nStart here: {view}/report.html  (open it in a browser)")
+        print(f"QuPath: {view}/qupath/<slide_id>.geojson (File > Import objects)")
+        print(f"Spreadsheet / R: {view}/cells_csv/<slide_id>.csv (one row per cell)")
+        if view == "results":
+            print("results/ links to the newest version of every output (tables too: results/*.parquet)")
     print("\nBrowse the pipeline and its data: kedro viz run   (or `make viz` for a static build)")
 
 
