@@ -96,7 +96,7 @@ def test_a_file_half_written_when_the_disk_fills_is_removed(project, cmu_slide, 
 
 
 def test_the_results_view_is_swapped_whole_and_skips_what_does_not_exist(tmp_path):
-    from histocluster.results_view import refresh_view
+    from histocluster.reporting.results_view import refresh_view
 
     data = tmp_path / "project" / "data"
     data.mkdir(parents=True)

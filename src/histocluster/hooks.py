@@ -408,12 +408,12 @@ class ReleaseMemoryHook:
 
 class ResultsViewHook:
     """After a run, ``results/`` at the project root links to the newest version of each
-    output a person opens (:mod:`histocluster.results_view`). Registered after the run
+    output a person opens (:mod:`histocluster.reporting.results_view`). Registered after the run
     lock, so it runs while the lock is still held."""
 
     @hook_impl
     def after_pipeline_run(self, run_params, pipeline, catalog) -> None:
-        from histocluster.results_view import RESULTS, refresh_view
+        from histocluster.reporting.results_view import RESULTS, refresh_view
 
         root = Path(run_params.get("project_path") or Path.cwd())
         targets = {}
