@@ -49,8 +49,10 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
 
-viz: setup
+viz: setup  ## the pipeline in kedro-viz: a static build served on http://127.0.0.1:4141 (Ctrl-C stops it)
 	$(VENV)/bin/kedro viz build
+	@echo 'kedro-viz: open http://127.0.0.1:4141 (a file:// page stays blank: the build needs a server)'
+	$(PY) -m http.server 4141 --bind 127.0.0.1 --directory build
 
 bench: sample
 	$(PY) bench/bench_tiling.py $(SLIDES)/CMU-1-Small-Region.svs

@@ -2,7 +2,7 @@
 
 The shipped weights were made on all five instance sets with small-nucleus weighting and
 MoNuSeg and CoNSeP drawn more often (``bench/crossval_nuclei_net.py`` measured this recipe
-held out; README, *Segmentation: where it stands*)::
+held out; docs/segmentation.md)::
 
     python bench/train_nuclei_net.py ../shared/data/bench/{monuseg,consep,cpm15_20x,cpm15_40x,lgg} \
         --out src/histocluster/segmentation/weights/nuclei_unet.pt --epochs 120 --seed 0 --threads 1 \

@@ -104,7 +104,9 @@ def main() -> None:
         print(f"Spreadsheet / R: {view}/cells_csv/<slide_id>.csv (one row per cell)")
         if view == "results":
             print("results/ links to the newest version of every output (tables too: results/*.parquet)")
-    print("\nBrowse the pipeline and its data: kedro viz run   (or `make viz` for a static build)")
+    print(
+        "\nBrowse the pipeline and its data: kedro viz run   (or `make viz`: a static build served on http://127.0.0.1:4141)"
+    )
 
 
 if __name__ == "__main__":

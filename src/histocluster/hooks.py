@@ -380,7 +380,7 @@ class ReleaseMemoryHook:
     freed memory for reuse: glibc's, so without this the process's resident size carries
     every earlier node's high-water mark into the next, and Arrow's (mimalloc), which
     held ~2× the pandas table's size after a Parquet load (the cell table: ~3.5 kB per
-    cell resident for ~0.9 kB of data). README, *Whole slides*, has the effect on a run's
+    cell resident for ~0.9 kB of data). docs/benchmarks.md, *Whole slides*, has the effect on a run's
     peak. ``malloc_trim`` takes a few milliseconds, Arrow's release microseconds; without
     glibc only Arrow's is done. (No ``gc.collect()`` here: on a big run it cost ~0.2 s per node.)"""
 

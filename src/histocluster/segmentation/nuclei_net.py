@@ -9,7 +9,7 @@ The shipped weights (``weights/nuclei_unet.pt``) were trained by
 ``bench/train_nuclei_net.py`` on five instance sets: the 13 MoNuSeg development images, the
 CoNSeP development tiles, CPM-15 at 20× and 40× and the glioma (lgg) tiles (research-use
 data, so the weights are for research use too), with small-nucleus weighting and set odds
-3:2:1:1:1. The quality in the README is held out: ``bench/crossval_nuclei_net.py`` scores
+3:2:1:1:1. The quality in docs/segmentation.md is held out: ``bench/crossval_nuclei_net.py`` scores
 each image of every set with a network trained without it. The checkpoint records its
 training command and images (``trained_on``). For inference the trained network is
 rearranged (:class:`InferenceUNet`) into the same function computed faster on the CPU.

@@ -28,7 +28,7 @@ Either way, nuclei under ``min_area_um2`` or over ``max_area_um2`` are dropped.
 
 Distance transforms, Gaussian smoothing and the maximum/minimum filters of the markers are
 OpenCV's (the same values as scipy.ndimage's with its default ``reflect`` border, 5–20×
-faster on one core); see README, *Where the segmentation pass spends its time*.
+faster on one core); see docs/benchmarks.md, *Where the segmentation pass spends its time*.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def drop_unsure(labels: np.ndarray, probability: np.ndarray, min_mean: float) ->
     A nucleus is confidently nuclear in its middle and less so at its rim; keratin,
     keratohyalin and collagen that the network half-believes are nuclear come out as broad
     regions at middling probability, which the watershed cuts into plausible-sized pieces.
-    The mean over each piece tells them apart (see README, *object filter*)."""
+    The mean over each piece tells them apart (see docs/segmentation.md, *object filter*)."""
     total = np.bincount(labels.ravel(), weights=probability.ravel())
     count = np.bincount(labels.ravel())
     return clear_objects(labels, total < min_mean * count)  # absent labels: 0 < 0 is False
