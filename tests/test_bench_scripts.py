@@ -48,3 +48,19 @@ def test_the_big_slide_is_real_tissue_that_openslide_reads_at_its_scale(tmp_path
     # H&E pink/purple: green below red (by 20 and more in the sample slide's tissue; each block's
     # colour is jittered by up to ±6 % per channel, which can take ~12 of that away).
     assert (blocks[tissue][:, 1] < blocks[tissue][:, 0] - 5).all()
+
+
+def test_the_gpu_check_says_there_is_no_gpu_and_exits_0_without_one(tmp_path):
+    """bench/gpu_check.sh on a machine without nvidia-smi (or where it finds no GPU)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    for path in (f"{fake}:/usr/bin:/bin", "/usr/bin:/bin"):  # a broken driver, and none at all
+        done = subprocess.run(
+            ["bash", str(ROOT / "bench" / "gpu_check.sh")],
+            capture_output=True, text=True, timeout=60, env={"PATH": path},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "no NVIDIA GPU here" in done.stdout
+        assert not (ROOT / ".venv-gpu").exists()  # nothing installed
