@@ -9,7 +9,8 @@ import textwrap
 
 import pytest
 
-SCRIPT = textwrap.dedent(
+#: What both child scripts start with: the hook and the process's resident size.
+PRELUDE = textwrap.dedent(
     """
     from histocluster.hooks import ReleaseMemoryHook
 
@@ -17,6 +18,12 @@ SCRIPT = textwrap.dedent(
         for line in open("/proc/self/status"):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
+    """
+)
+
+SCRIPT = PRELUDE + textwrap.dedent(
+    """
+
 
     hook = ReleaseMemoryHook()
     base = rss_mib()
@@ -42,17 +49,12 @@ def test_memory_freed_by_a_node_is_handed_back_before_the_next():
     assert after - base < 100, f"{after - base:.0f} MiB still held after the hook"
 
 
-ARROW_SCRIPT = textwrap.dedent(
+ARROW_SCRIPT = PRELUDE + textwrap.dedent(
     """
     import sys
     import pandas as pd
     import pyarrow.parquet  # its libraries are not what the test measures
-    from histocluster.hooks import ReleaseMemoryHook
 
-    def rss_mib():
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
 
     hook = ReleaseMemoryHook()
     base = rss_mib()
