@@ -198,3 +198,33 @@ def test_results_links_the_newest_outputs(annotated):
     assert all(
         not Path(link.readlink()).is_absolute() for link in results.iterdir()
     )  # moves with the project
+
+
+def test_anndata_holds_the_run_for_scanpy(annotated):
+    import anndata
+
+    from histocluster.reporting.colours import label_colours
+
+    root, _ = annotated
+    cells, clusters, cell_labels, slides, embeddings = load(
+        root, "cells", "clusters", "cell_labels", "slides", "cell_embeddings"
+    )
+    adata = anndata.read_h5ad(root / "results" / "cells.h5ad")
+    assert adata.n_obs == len(cells) and set(adata.obs_names) == set(cells["cell_id"])
+    assert {"area_um2", "hematoxylin_mean"} <= set(adata.var_names) and "centroid_x" not in adata.var_names
+    by_cell = cells.set_index("cell_id").loc[adata.obs_names]
+    assert np.allclose(adata[:, "area_um2"].X.ravel(), by_cell["area_um2"], rtol=1e-6)
+    mpp = slides.set_index("slide_id").loc["cmu-1-small-region", "mpp_x"]
+    assert np.allclose(adata.obsm["spatial"], by_cell[["centroid_x", "centroid_y"]].to_numpy())
+    assert np.allclose(adata.obsm["spatial_um"], by_cell[["centroid_x", "centroid_y"]].to_numpy() * mpp)
+    cluster_of = clusters.set_index("cell_id")["cluster_id"].loc[adata.obs_names].astype(str)
+    assert (adata.obs["cluster"].astype(str).to_numpy() == cluster_of.to_numpy()).all()
+    label_of = cell_labels.set_index("cell_id")["label"].loc[adata.obs_names]
+    assert (adata.obs["label"].astype(str).to_numpy() == label_of.to_numpy()).all()
+    categories = list(adata.obs["label"].cat.categories)  # scanpy's colours: one per category
+    expected = ["#{:02x}{:02x}{:02x}".format(*label_colours(categories)[c]) for c in categories]
+    assert list(adata.uns["label_colors"]) == expected
+    row = {cell_id: k for k, cell_id in enumerate(embeddings.cell_ids)}
+    some = adata.obs_names[:50]
+    assert np.allclose(adata[some].obsm["X_embedding"], embeddings.matrix[[row[c] for c in some]])
+    assert adata.uns["slides"]["cmu-1-small-region"]["mpp_x"] == pytest.approx(mpp)

@@ -1,6 +1,7 @@
 """Custom Kedro datasets for what kedro-datasets lacks, and kedro-datasets' own types with
 saves that are all or nothing (:mod:`histocluster.datasets.atomic`)."""
 
+from histocluster.datasets.anndata_file import AnnDataDataset
 from histocluster.datasets.atomic import (
     CSVDataset,
     ImageDataset,
@@ -17,6 +18,7 @@ from histocluster.datasets.partitions import OptionalPartitionedDataset
 from histocluster.datasets.slide_folder import SlideFolderDataset
 
 __all__ = [
+    "AnnDataDataset",
     "CSVDataset",
     "EmbeddingsDataset",
     "GeoJSONStreamDataset",

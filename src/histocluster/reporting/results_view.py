@@ -20,6 +20,7 @@ RESULTS = {
     "report.html": "report_html",
     "qupath": "qupath_geojson",
     "cells_csv": "cell_csv",
+    "cells.h5ad": "cells_h5ad",
     "cluster_gallery": "cluster_gallery_figure",
     "segmentation_check": "segmentation_check_figure",
     "cell_overlay": "cell_overlay_figure",

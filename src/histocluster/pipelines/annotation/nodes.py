@@ -15,9 +15,10 @@ from PIL import Image
 
 from histocluster.lazy import materialise
 from histocluster.reporting import qupath
+from histocluster.reporting.anndata_export import cells_anndata
 from histocluster.reporting.annotated_cells import coloured_cells, counts
 from histocluster.reporting.cell_csv import cell_csv_table
-from histocluster.reporting.colours import colour_mode, legend
+from histocluster.reporting.colours import colour_mode, label_colours, legend
 from histocluster.reporting.drawing import (
     cells_touching,
     check_tiles,
@@ -76,6 +77,14 @@ def export_cell_csv(slides: pd.DataFrame, table: pd.DataFrame) -> dict:
         )
         for slide_id, cells in table.groupby("slide_id", sort=True)
     }
+
+
+def export_anndata(slides: pd.DataFrame, table: pd.DataFrame, embeddings, clustering) -> object:
+    """The run's cells as one AnnData (:mod:`histocluster.reporting.anndata_export`), with
+    the clustering's embedding matrix (``cell_embeddings``) and parameters."""
+    colours = label_colours(table["label"].astype(str).unique())
+    parameters = clustering.model_dump() if hasattr(clustering, "model_dump") else dict(clustering)
+    return cells_anndata(table, slides, colours, (embeddings.cell_ids, embeddings.matrix), parameters)
 
 
 def export_viewer_json(slides: pd.DataFrame, tiles: pd.DataFrame, table: pd.DataFrame) -> dict:

@@ -9,6 +9,7 @@ from histocluster.pipelines.annotation.nodes import (
     draw_overlays,
     draw_segmentation_checks,
     draw_slide_overviews,
+    export_anndata,
     export_cell_csv,
     export_qupath,
     export_viewer_json,
@@ -36,6 +37,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["slides", "annotated_cells"],
                 outputs="cell_csv",
                 name="export_cell_csv",
+            ),
+            Node(
+                export_anndata,
+                inputs=["slides", "annotated_cells", "cell_embeddings", "params:clustering"],
+                outputs="cells_h5ad",
+                name="export_anndata",
             ),
             Node(
                 export_viewer_json,
