@@ -205,7 +205,9 @@ def test_a_run_killed_between_saves_is_refused_later_and_runs_never_overlap(proj
     assert record["run"] == version_a and record["made_by"] == "cluster_cells"
     assert record["lineage"]["cells"] == version_a and record["inputs"]["cells"] == version_a
 
-    run_b = _kedro(root, *params)
+    # B segments more tiles than A, so that the third run (a few seconds of start-up) meets
+    # B's lock well before B saves its cells; B is killed only once the third was refused.
+    run_b = _kedro(root, "--params", "tiling.max_tiles=12")
     lock = root / "data" / ".kedro-run.lock"
     refused: list[str] = []
     try:
@@ -222,8 +224,8 @@ def test_a_run_killed_between_saves_is_refused_later_and_runs_never_overlap(proj
         ]:
             assert time.monotonic() < deadline and run_b.poll() is None, "run B ended before saving cells"
             time.sleep(0.02)
-        os.kill(run_b.pid, signal.SIGKILL)
         third.join(timeout=120)
+        os.kill(run_b.pid, signal.SIGKILL)
     finally:
         run_b.kill()
         run_b.wait()
