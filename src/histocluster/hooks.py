@@ -102,18 +102,16 @@ class OutputFoldersHook:
         folders: dict[str, set[str]] = defaultdict(set)
         for name in sorted(pipeline.all_outputs()):
             dataset = catalog.get(name)
-            description = dataset._describe() if dataset is not None else {}
-            target = description.get("filepath") or description.get("path")
-            protocol = str(description.get("protocol") or getattr(dataset, "_protocol", "file"))
-            if not target or protocol not in ("file", "local") or "://" in str(target):
+            local = _local_target(dataset)
+            if local is None:
                 continue  # in memory, or remote storage (checked by its own client)
-            target = Path(str(target))
+            target, one_file = local
             self._outputs[name] = str(target)
             if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None:
                 folders[str(target)].add(name)  # <filepath>/<version>/<file>
                 with contextlib.suppress(DatasetError):  # this version exists: the save says so
                     self._save_paths[name] = Path(str(dataset._get_save_path()))
-            elif "filepath" in description:
+            elif one_file:
                 folders[str(target.parent)].add(name)
                 self._save_paths[name] = target
             else:
@@ -426,17 +424,25 @@ class ResultsViewHook:
         refresh_view(root / "results", targets)
 
 
+def _local_target(dataset) -> tuple[Path, bool] | None:
+    """The local file or folder ``dataset`` reads and writes, and whether it is one file
+    (``filepath``) rather than a folder (``path``); ``None`` for a dataset in memory or on
+    remote storage."""
+    description = dataset._describe() if dataset is not None else {}
+    target = description.get("filepath") or description.get("path")
+    protocol = str(description.get("protocol") or getattr(dataset, "_protocol", "file"))
+    if not target or protocol not in ("file", "local") or "://" in str(target):
+        return None
+    return Path(str(target)), "filepath" in description
+
+
 def _newest_path(dataset) -> Path | None:
     """Where ``dataset`` keeps its newest data: the newest version's file for a versioned
-    dataset (``None`` before the first), else its file or folder."""
+    dataset (``None`` before the first), else its local file or folder."""
     if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None:
         try:
             return Path(str(dataset._get_load_path()))
         except DatasetError:
             return None
-    description = dataset._describe()
-    target = description.get("filepath") or description.get("path")
-    protocol = str(description.get("protocol") or getattr(dataset, "_protocol", "file"))
-    if not target or protocol not in ("file", "local") or "://" in str(target):
-        return None  # in memory, or on remote storage
-    return Path(str(target))
+    local = _local_target(dataset)
+    return None if local is None else local[0]
