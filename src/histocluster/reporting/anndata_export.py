@@ -21,12 +21,7 @@ import json
 import numpy as np
 import pandas as pd
 
-#: Columns of the annotated cell table that are not measurements.
-NOT_MEASURED = {
-    "cell_id", "slide_id", "tile_id", "polygon", "segmenter", "class_name", "colour", "centroid_x",
-    "centroid_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "cluster_id", "is_noise",
-    "cluster_confidence", "label", "label_source", "label_confidence", "map_x", "map_y",
-}  # fmt: skip
+from histocluster.reporting.annotated_cells import measurement_columns
 
 
 def cells_anndata(
@@ -42,7 +37,7 @@ def cells_anndata(
     import anndata
 
     table = table.reset_index(drop=True)
-    measured = [c for c in table.columns if c not in NOT_MEASURED and pd.api.types.is_numeric_dtype(table[c])]
+    measured = [c for c in measurement_columns(table) if pd.api.types.is_numeric_dtype(table[c])]
     labels = table["label"].astype(str)
     categories = sorted(labels.unique())
     obs = pd.DataFrame(

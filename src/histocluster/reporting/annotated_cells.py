@@ -39,6 +39,23 @@ def annotated_cells(
     return table
 
 
+#: Columns of the annotated cell table that describe a cell rather than measure it: ids,
+#: outline, position, cluster and label, and the colour it is drawn in.
+DESCRIPTIVE_COLUMNS = frozenset(
+    {
+        "cell_id", "slide_id", "tile_id", "polygon", "segmenter", "class_name", "colour",
+        "centroid_x", "centroid_y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "cluster_id",
+        "is_noise", "cluster_confidence", "label", "label_source", "label_confidence", "map_x", "map_y",
+    }
+)  # fmt: skip
+
+
+def measurement_columns(table: pd.DataFrame) -> list[str]:
+    """The annotated table's per-cell measurements (shape, stain, texture, the segmenter's
+    score), in table order: every column not in :data:`DESCRIPTIVE_COLUMNS`."""
+    return [c for c in table.columns if c not in DESCRIPTIVE_COLUMNS]
+
+
 def counts(table: pd.DataFrame) -> dict:
     """Cells per label and per cluster, per slide and over all slides."""
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from histocluster.reporting.annotated_cells import measurement_columns
+
 #: Columns first in every file, in this order; the cell table's measurements follow.
 LEADING = [
     "cell_id",
@@ -34,8 +36,6 @@ LEADING = [
     "map_x",
     "map_y",
 ]
-#: Columns of the annotated table that are not per-cell data (outline, drawing colours).
-LEFT_OUT = {"polygon", "class_name", "colour", "centroid_x", "centroid_y", "segmenter"}
 
 
 def cell_csv_table(cells: pd.DataFrame, mpp_x: float, mpp_y: float) -> pd.DataFrame:
@@ -46,5 +46,4 @@ def cell_csv_table(cells: pd.DataFrame, mpp_x: float, mpp_y: float) -> pd.DataFr
         centroid_x_um=out["centroid_x_px"] * float(mpp_x), centroid_y_um=out["centroid_y_px"] * float(mpp_y)
     )
     leading = [c for c in LEADING if c in out.columns]
-    rest = [c for c in cells.columns if c not in LEFT_OUT and c not in leading]
-    return out[leading + rest].reset_index(drop=True)
+    return out[leading + measurement_columns(cells)].reset_index(drop=True)
