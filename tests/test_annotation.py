@@ -18,7 +18,7 @@ from histocluster.atomic_files import partial_path
 from histocluster.reporting import drawing, qupath
 from histocluster.reporting import html_report as report
 from histocluster.reporting.annotated_cells import annotated_cells
-from histocluster.reporting.colours import NOISE_RGB, colour_table, label_colour, label_colours
+from histocluster.reporting.colours import NOISE_RGB, colour_table, label_colours
 from histocluster.reporting.viewer_json import StreamedJSON, viewer_json
 from histocluster.segmentation.measurements import measure_cells
 
@@ -167,8 +167,8 @@ def test_label_colours_are_stable_across_processes_and_unsure_is_grey_or_magenta
         env={"PYTHONHASHSEED": "123"},
     ).stdout.strip()
     assert other == str(label_colours(names))
-    assert label_colour("unlabelled") == (128, 128, 128)
-    assert label_colour("review") == (255, 0, 255)
+    assert label_colours(["unlabelled"]) == {"unlabelled": (128, 128, 128)}
+    assert label_colours(["review"]) == {"review": (255, 0, 255)}
 
 
 def test_label_colours_of_a_run_are_distinct_and_known_types_are_conventional():

@@ -116,12 +116,6 @@ def label_colours(labels: Iterable[str]) -> dict[str, tuple[int, int, int]]:
     return {name: given[name] for name in names}
 
 
-def label_colour(label: str) -> tuple[int, int, int]:
-    """The colour ``label`` gets when it is the only name (:func:`label_colours`); use
-    :func:`label_colours` with all of a run's labels for pictures, so no two are alike."""
-    return label_colours([label])[label]
-
-
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:
     colour = colour.lstrip("#")
     return tuple(int(colour[i : i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
