@@ -186,3 +186,71 @@ def test_counts_per_slide_and_overall():
     assert counts.loc[("all", "x"), "cells"] == 2 and counts.loc[("s1", "y"), "fraction"] == 0.5
     assert counts.loc[("s2", "x"), "fraction"] == 1.0
     assert count_labels(cells.iloc[:0]).empty
+
+
+def test_a_labels_file_keyed_to_another_clustering_is_not_applied_by_number(tmp_path, caplog):
+    labels_file = tmp_path / "labels.yml"
+    params = ClassificationParams(labels_file=str(labels_file))
+    labels_file.write_text('clustering: "0123456789ab"\n0: lymphocyte\n1: "fibroblast"\n')
+    same = name_clusters(answers([]), [0, 1], params, clustering="0123456789ab").set_index("cluster_id")
+    assert list(same["label"]) == ["lymphocyte", "fibroblast"] and set(same["source"]) == {"human"}
+    assert same["labels_file"].str.startswith("applied").all()
+    with caplog.at_level(logging.WARNING):
+        other = name_clusters(answers([]), [0, 1], params, clustering="ffffffffffff")
+    assert set(other["label"]) == {"unlabelled"} and not (other["source"] == "human").any()
+    assert other["labels_file"].iloc[0] == (
+        "not applied: written for clustering 0123456789ab, this clustering is ffffffffffff"
+    )
+    assert any("not applied by number" in r.getMessage() for r in caplog.records)
+    # An unkeyed file is applied, unless its very bytes were read for another clustering.
+    labels_file.write_text("0: lymphocyte\n")
+    from histocluster.labelling.labels_file import load_cluster_labels
+
+    sha = load_cluster_labels(labels_file).sha256
+    assert name_clusters(answers([]), [0], params, "k2").loc[0, "source"] == "human"
+    assert name_clusters(answers([]), [0], params, "k2", stale_file_sha256=sha).loc[0, "source"] == "none"
+
+
+def test_model_names_fill_clusters_without_a_sure_name_and_a_person_overrides_them(tmp_path):
+    from histocluster.labelling.cluster_labels import apply_model_names
+
+    table = vote(
+        answers(
+            [(0, "tumour", "ok", 0.0), (0, "tumour", "ok", 0.0), (1, "a", "ok", 0.0), (1, "b", "ok", 0.0)]
+        ),
+        [0, 1, 2],
+        threshold=0.6,
+        model="m",
+    )
+    prenamed = pd.DataFrame(
+        {
+            "cluster_id": [0, 1, 2],
+            "label": ["lymphocyte", "fibroblast", None],
+            "agreement": [0.9, 0.7, 0.4],
+            "votes": [{"lymphocyte": 9}, {"fibroblast": 7}, {"x": 4}],
+        }
+    )
+    out = apply_model_names(table, prenamed).set_index("cluster_id")
+    assert out.loc[0, "label"] == "tumour" and out.loc[0, "source"] == "vlm"  # a sure VLM name stays
+    assert out.loc[1, "label"] == "fibroblast" and out.loc[1, "source"] == "model"  # review → model
+    assert out.loc[1, "agreement"] == 0.7
+    assert out.loc[2, "label"] == "unlabelled"  # the model is not sure either
+
+
+def test_naming_order_puts_big_unsure_clusters_first_and_skips_what_a_person_named():
+    from histocluster.labelling.cluster_labels import naming_order
+
+    table = pd.DataFrame(
+        {
+            "cluster_id": [0, 1, 2, 3, 4],
+            "status": ["labelled", "unlabelled", "labelled", "review", "unlabelled"],
+            "source": ["human", "none", "vlm", "vlm", "none"],
+            "agreement": [1.0, 0.0, 0.9, 0.5, 0.0],
+        }
+    )
+    sizes = pd.Series({0: 1000, 1: 50, 2: 900, 3: 300, 4: 80})
+    ranked = naming_order(table, sizes).set_index("cluster_id")
+    # priorities: 0 → 0 (a person's), 1 → 50, 2 → 90, 3 → 150, 4 → 80
+    assert ranked["priority"].to_dict() == pytest.approx({0: 0, 1: 50, 2: 90, 3: 150, 4: 80})
+    assert pd.isna(ranked.loc[0, "naming_rank"])
+    assert list(ranked["naming_rank"].iloc[1:]) == [4, 2, 1, 3]

@@ -24,6 +24,7 @@ OWN = {
     "evaluation": {"segmentation"},
     "clustering": {"clustering"},
     "classification": {"labelling"},
+    "apply": {"labelling"},
     "annotation": {"reporting"},
 }
 HEAVY = ("torch", "sklearn", "umap", "cv2", "matplotlib", "skimage", "scipy", "shapely", "numba", "openslide")

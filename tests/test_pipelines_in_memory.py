@@ -14,6 +14,7 @@ from kedro.runner import SequentialRunner
 from PIL import Image
 
 from histocluster.clustering.settings import ClusteringParams
+from histocluster.datasets import NewestPickleDataset
 from histocluster.labelling.settings import ClassificationParams
 from histocluster.pipelines import (
     annotation,
@@ -68,6 +69,8 @@ def in_memory_run(tmp_path_factory):
     catalog = DataCatalog(
         {
             "raw_slides": MemoryDataset([SlideSource("pink", str(path))]),
+            # No earlier run: the real dataset finds no saved model and gives None.
+            "previous_cell_type_model": NewestPickleDataset(filepath=str(folder / "cell_type_model.pkl")),
             **{f"params:{name}": MemoryDataset(value, copy_mode="assign") for name, value in params.items()},
         }
     )

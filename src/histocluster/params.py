@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from histocluster.clustering.settings import ClusteringParams
 from histocluster.errors import UserInputError
-from histocluster.labelling.settings import ClassificationParams
+from histocluster.labelling.settings import ApplyParams, ClassificationParams
 from histocluster.reporting.settings import AnnotationParams
 from histocluster.segmentation.settings import EvaluationParams, SegmentationParams
 from histocluster.strict_model import Strict
@@ -25,6 +25,7 @@ from histocluster.wsi.settings import FilteringParams, TilingParams
 __all__ = [
     "PARAMETER_MODELS",
     "AnnotationParams",
+    "ApplyParams",
     "ClassificationParams",
     "ClusteringParams",
     "EvaluationParams",
@@ -44,6 +45,7 @@ PARAMETER_MODELS: dict[str, type[Strict]] = {
     "evaluation": EvaluationParams,
     "clustering": ClusteringParams,
     "classification": ClassificationParams,
+    "apply": ApplyParams,
     "annotation": AnnotationParams,
 }
 

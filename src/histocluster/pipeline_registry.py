@@ -5,8 +5,9 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-#: Pipelines left out of the default `kedro run`: they need data a user may not have.
-OPTIONAL = ("evaluation",)
+#: Pipelines left out of the default `kedro run`: they need data a user may not have
+#: (ground truth; a cell-type model trained by an earlier run).
+OPTIONAL = ("evaluation", "apply")
 #: Folders that only combine other pipelines (upstream's pipeline modes).
 COMPOSITES = ("prep", "analysis", "relabel")
 

@@ -28,6 +28,9 @@ from histocluster.errors import UserInputError
 
 #: Added to a versioned file's name for its run record.
 RECORD_SUFFIX = ".run.json"
+#: Saved models made to be used on other runs' cells (a cell-type model labels slides it
+#: never saw): read as an input, only their own version counts, not the tables they came from.
+PORTABLE_MODELS = frozenset({"cell_type_model"})
 
 Lineage = dict[str, str]
 
@@ -57,9 +60,10 @@ def write_record(
 def read_lineage(file: str | Path, name: str, version: str) -> Lineage:
     """The lineage of the table ``name`` saved at ``file`` by run ``version``: from its run
     record, or only ``{name: version}`` for a file saved before records existed (or by
-    hand). A record that cannot be read is an error naming it."""
+    hand), and only ``{name: version}`` for :data:`PORTABLE_MODELS`. A record that cannot
+    be read is an error naming it."""
     path = record_path(file)
-    if not path.is_file():
+    if name in PORTABLE_MODELS or not path.is_file():
         return {name: version}
     try:
         lineage = dict(json.loads(path.read_text(encoding="utf-8"))["lineage"])

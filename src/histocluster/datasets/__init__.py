@@ -14,6 +14,7 @@ from histocluster.datasets.atomic import (
 from histocluster.datasets.embeddings import EmbeddingsDataset
 from histocluster.datasets.geojson import GeoJSONStreamDataset, StreamedJSONDataset
 from histocluster.datasets.label_mask import LabelMaskDataset
+from histocluster.datasets.newest_pickle import NewestPickleDataset
 from histocluster.datasets.partitions import OptionalPartitionedDataset
 from histocluster.datasets.slide_folder import SlideFolderDataset
 
@@ -25,6 +26,7 @@ __all__ = [
     "ImageDataset",
     "JSONDataset",
     "LabelMaskDataset",
+    "NewestPickleDataset",
     "OptionalPartitionedDataset",
     "ParquetDataset",
     "PickleDataset",

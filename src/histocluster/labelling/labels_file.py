@@ -1,6 +1,8 @@
 """A person's cluster labels: the YAML or CSV file that names clusters and overrides the model.
 
-* YAML: ``7: lymphocyte`` or ``cluster 7: lymphocyte``, one per line.
+* YAML: ``7: lymphocyte`` or ``cluster 7: lymphocyte``, one per line; optionally
+  ``clustering: <key>``, the clustering the names were given for (the report's download
+  writes it): names keyed to another clustering are not applied by cluster number.
 * CSV: columns ``cluster_id,label``, as a spreadsheet saves it too (UTF-8 with a byte-order
   mark, CRLF line ends, ``;`` or tab as the separator, header in any case).
 
@@ -14,6 +16,7 @@ A cluster named twice (``7:`` and ``cluster 7:``) is an error naming both lines.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -42,6 +45,8 @@ class ClusterLabels:
     path: Path | None
     labels: dict[int, str] = field(default_factory=dict)
     lines: dict[int, int] = field(default_factory=dict)
+    clustering: str | None = None  #: the clustering key the file was written for, if it says
+    sha256: str | None = None  #: of the file's bytes: the same file met again after re-clustering
 
 
 def _cluster_number(key: object, path: Path, where: str) -> int:
@@ -107,6 +112,9 @@ def _read_yaml(path: Path) -> ClusterLabels:
         raise LabelsFileError(f"{path}: expected a mapping such as `7: lymphocyte`, got {kind}")
     for key_node, value_node in root.value:
         line = key_node.start_mark.line + 1
+        if str(key_node.value).strip().casefold() == "clustering":
+            result.clustering = str(value_node.value).strip() or None
+            continue
         if not isinstance(value_node, yaml.ScalarNode):
             raise LabelsFileError(f"{path}: line {line}: the label of '{key_node.value}' must be one name")
         cluster = _cluster_number(key_node.value, path, f"line {line}")
@@ -145,6 +153,7 @@ def load_cluster_labels(path: str | Path) -> ClusterLabels:
     if found is None:
         return ClusterLabels(None)
     result = _read_csv(found) if found.suffix.lower() == ".csv" else _read_yaml(found)
+    result.sha256 = hashlib.sha256(found.read_bytes()).hexdigest()
     empty = sorted(k for k, v in result.labels.items() if not v)
     if empty:
         lines = ", ".join(str(result.lines[k]) for k in empty)

@@ -85,6 +85,25 @@ DEFAULT_LABEL_SETS = {
 }
 
 
+class CellTypeModelSettings(Strict):
+    """How the cell-type model is trained from the named clusters
+    (:mod:`histocluster.labelling.cell_type_model`)."""
+
+    classifier: Literal["logistic_regression", "gradient_boosting", "knn"] = Field(
+        "logistic_regression", description="measured best on CoNSeP transfer (docs/benchmarks.md)"
+    )
+    max_cells: int = Field(200_000, ge=10, description="training cells; a weighted sample beyond")
+    representative_weight: float = Field(
+        1.0, ge=0, description="weight of representatives; other members weigh their label confidence"
+    )
+    prename_agreement: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="a new cluster takes the model's name when this share of its cells get it",
+    )
+
+
 class ClassificationParams(Strict):
     """Parameters of the ``classification`` pipeline."""
 
@@ -99,6 +118,7 @@ class ClassificationParams(Strict):
     labels_file: str = Field("conf/local/cluster_labels.yml", description="a person's labels (YAML or CSV)")
     noise: Literal["nearest", "unlabelled"] = "nearest"
     cache_dir: str = Field("data/07_model_output/vlm_cache", description="answers cached on disk")
+    cell_type_model: CellTypeModelSettings = CellTypeModelSettings()
 
     @model_validator(mode="after")
     def _known_set(self) -> ClassificationParams:
@@ -111,3 +131,17 @@ class ClassificationParams(Strict):
     @property
     def vocabulary(self) -> LabelSet:
         return self.label_sets[self.label_set]
+
+
+class ApplyParams(Strict):
+    """Parameters of the ``apply`` pipeline: the saved cell-type model labels new cells."""
+
+    review_below: float = Field(
+        0.5, ge=0, le=1, description="a cell whose most probable type is less probable is `review`"
+    )
+    cluster_agreement: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="a cluster is named after the model's type of at least this share of its cells",
+    )

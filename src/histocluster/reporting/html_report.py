@@ -8,13 +8,23 @@ label counts): the report reads no slide and draws nothing again.
 
 Sections: slides, filtering, segmentation, clusters, galleries, labels. A stage that has
 nothing to show says so.
+
+The galleries section is the naming workbench: a card per cluster in the order a person
+should name them (:func:`~histocluster.labelling.cluster_labels.naming_order`), each with its
+gallery, size, the cells each slide gives it, its current name and where that came from, and
+a name field (the vocabulary as suggestions, free text allowed). A button downloads the
+labels file in the format the pipeline reads (keyed to this clustering), and the page says
+where to save it and the one command that applies it. No server: the file is made in the
+browser.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -68,6 +78,47 @@ def _label_table(cluster_labels: pd.DataFrame) -> pd.DataFrame:
     return cluster_labels.drop(columns=["votes", *unasked], errors="ignore")
 
 
+@dataclass(frozen=True)
+class Workbench:
+    """What the naming workbench needs besides the tables: where the pipeline reads a
+    person's labels, the vocabulary to suggest, and the command that applies the file."""
+
+    labels_file: str = "conf/local/cluster_labels.yml"
+    vocabulary: list[str] = field(default_factory=list)
+    command: str = "kedro run --pipelines=relabel"
+
+
+def cluster_cards(
+    clusters: pd.DataFrame, cluster_labels: pd.DataFrame, galleries: Pictures, max_side: int = 1100
+) -> list[dict]:
+    """One card per cluster (noise excluded) in naming order (ranked clusters first, by rank;
+    then the rest by id): id, size, per-slide counts, current name, its source and agreement,
+    the person's name (prefilled in the field), rank, and the gallery picture."""
+    labels = cluster_labels.set_index("cluster_id") if len(cluster_labels) else pd.DataFrame()
+    cards = []
+    for row in clusters.to_dict("records"):
+        cluster_id = int(row["cluster_id"])
+        named = labels.loc[cluster_id].to_dict() if cluster_id in labels.index else {}
+        status = named.get("status", "unlabelled")
+        rank = named.get("naming_rank")
+        picture = _picture(galleries, f"cluster_{cluster_id:03d}")
+        cards.append(
+            {
+                "cluster_id": cluster_id,
+                "size": int(row["size"]),
+                "slides": json.loads(row.get("slide_counts") or "{}"),
+                "label": named.get("label", "unlabelled"),
+                "source": named.get("source", "none"),
+                "status": status,
+                "agreement": float(named.get("agreement") or 0.0),
+                "human": named.get("label") if named.get("source") == "human" else "",
+                "rank": None if rank is None or pd.isna(rank) else int(rank),
+                "url": data_url(picture, max_side) if picture is not None else None,
+            }
+        )
+    return sorted(cards, key=lambda c: (c["rank"] is None, c["rank"] or 0, c["cluster_id"]))
+
+
 def render(context: dict) -> str:
     """The page from a prepared context (see :func:`build_report`)."""
     return _environment().get_template("report.html.j2").render(sections=SECTIONS, **context)
@@ -112,6 +163,7 @@ def build_report(
     pictures: dict[str, Pictures],
     coloured_by: str,
     checks: pd.DataFrame | None = None,
+    workbench: Workbench | None = None,
 ) -> str:
     """The report of one run.
 
@@ -128,7 +180,9 @@ def build_report(
         coloured_by: what the pictures are coloured by (``label`` or ``cluster``).
         checks: the slide checks (cells per mm², median nucleus area, verdict and fix per
             slide); a slide that is not ``ok`` is shown in red with its fix.
+        workbench: the labels file, vocabulary and command the naming workbench shows.
     """
+    workbench = workbench or Workbench()
     ok = slides[slides["status"] == "ok"]
     clusters = summary[~summary["noise"].astype(bool)] if len(summary) else summary
     labelled = (
@@ -197,18 +251,12 @@ def build_report(
         for key, alt in (("cluster_map", "cluster map"), ("cluster_sizes", "cluster sizes"))
         if len(table) and key in plots
     ]
-    galleries = (
-        [
-            {
-                "cluster_id": int(c),
-                "url": data_url(_picture(pictures["gallery"], f"cluster_{int(c):03d}"), 700),
-            }
-            for c in clusters["cluster_id"]
-            if f"cluster_{int(c):03d}" in pictures.get("gallery", {})
-        ]
-        if len(clusters)
-        else []
-    )
+    cards = cluster_cards(clusters, cluster_labels, pictures.get("gallery", {})) if len(clusters) else []
+    keys = cluster_labels["clustering"].dropna().unique() if "clustering" in cluster_labels else []
+    states = set(cluster_labels["labels_file"].dropna()) if "labels_file" in cluster_labels else set()
+    by_model = any(str(state).startswith("not used") for state in states)
+    used = sorted({c["label"] for c in cards} - {"unlabelled", "review"})
+    suggestions = list(dict.fromkeys([*workbench.vocabulary, *used]))
     label_plot = _picture(plots, "label_counts")
     label_counts = counts.get("all", {}).get("labels", {})
     colours = label_colours(label_counts)  # as in the pictures and the GeoJSON
@@ -230,7 +278,16 @@ def build_report(
             if len(summary)
             else None,
             "n_summary": len(summary),
-            "galleries": galleries,
+            "cards": cards,
+            "workbench": {
+                "labels_file": workbench.labels_file,
+                "command": workbench.command,
+                "suggestions": suggestions,
+                "clustering": str(keys[0]) if len(keys) == 1 else None,
+                "file_state": "; ".join(sorted(str(s) for s in states if s != "none")),
+                "by_model": by_model,
+                "prenamed": sum(1 for c in cards if c["source"] == "model" and not by_model),
+            },
             "label_plot": data_url(label_plot) if label_plot else None,
             "label_rows": label_rows,
             "cluster_labels_table": table_html(_label_table(cluster_labels)),

@@ -29,7 +29,7 @@ from histocluster.reporting.drawing import (
     slide_overview,
     tile_overlay,
 )
-from histocluster.reporting.html_report import build_report
+from histocluster.reporting.html_report import Workbench, build_report
 from histocluster.reporting.settings import AnnotationParams
 from histocluster.reporting.viewer_json import viewer_json
 from histocluster.run_lineage import require_same_cells
@@ -293,9 +293,15 @@ def write_report(
     slide_checks: pd.DataFrame,
     segmentation_checks: Lazy,
     params: AnnotationParams,
+    classification,
 ) -> str:
     """The self-contained HTML report (:func:`histocluster.reporting.html_report.build_report`),
-    from the tables and the pictures earlier nodes saved."""
+    from the tables and the pictures earlier nodes saved; its naming workbench names the
+    labels file and vocabulary of ``classification`` (the classification parameters, as
+    their model or a mapping)."""
+    values = classification.model_dump() if hasattr(classification, "model_dump") else dict(classification)
+    vocabulary = values.get("label_sets", {}).get(values.get("label_set"), {}).get("labels", [])
+    workbench = Workbench(values.get("labels_file", Workbench.labels_file), list(vocabulary))
     page = build_report(
         slides,
         tiles,
@@ -318,6 +324,7 @@ def write_report(
         },
         colour_mode(table, params.colour_by),
         slide_checks,
+        workbench,
     )
     logger.info("Report: %d slides, %d cells, %d clusters", len(slides), len(table), len(summary))
     return page

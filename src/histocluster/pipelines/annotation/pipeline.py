@@ -106,6 +106,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "slide_checks",
                     "segmentation_check_figure",
                     "params:annotation",
+                    "params:classification",
                 ],
                 outputs="report_html",
                 name="write_report",

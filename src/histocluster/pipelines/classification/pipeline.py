@@ -2,7 +2,12 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from histocluster.pipelines.classification.nodes import ask_model, label_cells, label_clusters
+from histocluster.pipelines.classification.nodes import (
+    ask_model,
+    label_cells,
+    label_clusters,
+    train_cell_type_model,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -16,7 +21,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 label_clusters,
-                inputs=["representative_answers", "cluster_summary", "params:classification"],
+                inputs=[
+                    "representative_answers",
+                    "cluster_summary",
+                    "clusters",
+                    "cell_embeddings",
+                    "previous_cell_type_model",
+                    "params:classification",
+                ],
                 outputs="cluster_labels",
                 name="label_clusters",
             ),
@@ -32,6 +44,21 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["cell_labels", "label_counts"],
                 name="label_cells",
+            ),
+            Node(
+                train_cell_type_model,
+                inputs=[
+                    "cell_labels",
+                    "cluster_labels",
+                    "cluster_representatives",
+                    "cell_embeddings",
+                    "reducer",
+                    "clusterer",
+                    "params:classification",
+                    "params:clustering",
+                ],
+                outputs="cell_type_model",
+                name="train_cell_type_model",
             ),
         ]
     )
