@@ -296,3 +296,59 @@ def test_the_cell_map_takes_its_neighbour_graph_from_scikit_learn_not_pynndescen
     centres = np.array([coords[truth == k].mean(axis=0) for k in range(3)])
     nearest = np.argmin(((coords[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
     assert (nearest == truth).mean() > 0.99
+
+
+def test_gallery_shows_typical_random_and_borderline_cells_from_every_slide():
+    from histocluster.clustering.summary import pick_gallery_members
+
+    clusters = _clusters_table()
+    reps = pick_representatives(clusters, n=2, pool=3)
+    members = pick_gallery_members(clusters, reps, n_random=3, n_borderline=3, crop_um=32.0, seed=1)
+    assert list(members["cluster_id"].unique()) == [0]  # noise has no gallery
+    kinds = members.groupby("kind", sort=False)["cell_id"].agg(list)
+    assert list(kinds.index) == ["typical", "random", "borderline"]
+    assert kinds["typical"] == list(reps["cell_id"])
+    assert members["cell_id"].is_unique  # no cell shown twice
+    # Three random members from three slides: each slide the cluster spans before a repeat.
+    by_cell = clusters.set_index("cell_id")["slide_id"]
+    assert sorted(by_cell[kinds["random"]]) == ["a", "b", "c"]
+    # Borderline: the least confident of the rest, one slide at a time.
+    rest = clusters[(clusters.cluster_id == 0) & ~clusters.cell_id.isin(kinds["typical"] + kinds["random"])]
+    weakest_per_slide = rest.sort_values("confidence").groupby("slide_id")["cell_id"].first()
+    assert set(kinds["borderline"]) >= set(weakest_per_slide) - set(kinds["random"])
+    assert (members["crop_um"] == 32.0).all()
+
+
+def test_gallery_crops_are_read_at_the_slides_finest_level(tmp_path):
+    """A slide scanned at 0.25 µm/px tiled at 0.5: the model's old crop of 16 µm would be 32
+    tile pixels; the gallery reads 64 level-0 pixels and draws the outline after resizing."""
+    import shapely
+    from PIL import Image
+
+    from histocluster.features.cell_pixels import cell_crops_by_id
+
+    from .conftest import tile_record
+
+    rgb = np.full((400, 400, 3), 230, np.uint8)
+    rgb[180:220, 180:220] = (80, 40, 120)  # one nucleus, 10 µm wide at 0.25 µm/px
+    path = tmp_path / "slide.png"
+    Image.fromarray(rgb).save(path)
+    slides = pd.DataFrame({"slide_id": ["s"], "path": [str(path)]})
+    tiles = pd.DataFrame([tile_record(200, 0.5, scale=2)])
+    cells = pd.DataFrame(
+        {
+            "cell_id": ["c"],
+            "slide_id": ["s"],
+            "tile_id": ["t"],
+            "centroid_x": [200.0],
+            "centroid_y": [200.0],
+            "polygon": [shapely.to_wkb(shapely.box(180, 180, 220, 220))],
+        }
+    )
+    tile_res = cell_crops_by_id(slides, tiles, cells, 16.0, size=None)["c"]
+    finest = cell_crops_by_id(slides, tiles, cells, 16.0, size=None, finest=True, max_px=256)["c"]
+    capped = cell_crops_by_id(slides, tiles, cells, 16.0, size=None, finest=True, max_px=40)["c"]
+    assert tile_res.shape == (32, 32, 3) and finest.shape == (64, 64, 3) and capped.shape == (40, 40, 3)
+    # The nucleus fills the middle 40 of the 64 level-0 pixels; the outline (green) is on its edge.
+    green = (finest[..., 1] > 200) & (finest[..., 0] < 100)
+    assert green.any() and not green[30:34, 30:34].any()

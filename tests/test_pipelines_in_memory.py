@@ -121,7 +121,7 @@ def test_every_stage_ran_and_every_cell_is_labelled(in_memory_run):
 def test_each_kept_tile_is_decoded_once_before_clustering(in_memory_run):
     """Reads of a kept tile: exactly one per tile (the tile pass). The only other reads are
     the whole image once for the thumbnail (tiling; the overviews reuse it) and the
-    representatives' small crops, once each; and the report's segmentation-check tiles,
+    gallery cells' small crops (the representatives the model is shown among them), once each; and the report's segmentation-check tiles,
     read again once each to be drawn at full resolution. (Overlays are drawn when saved to
     disk, which an in-memory run never does.)"""
     catalog, reads = in_memory_run
@@ -145,9 +145,10 @@ def test_each_kept_tile_is_decoded_once_before_clustering(in_memory_run):
     checked = {key.split("/", 1)[1].split("_", 2)[2] for key in catalog.load("segmentation_check_figure")}
     assert checked and checked <= set(kept["tile_id"])
     assert dict(tile_reads) == {t: 1 + (t in checked) for t in kept["tile_id"]}
-    representatives = catalog.load("cluster_representatives")
+    representatives, members = catalog.load("cluster_representatives"), catalog.load("gallery_members")
+    assert set(representatives["cell_id"]) <= set(members["cell_id"])
     small = [r for r in reads if r[2][0] * r[2][1] < 0.25 * 256 * 256]
-    assert len(small) == len(representatives)  # each representative's crop read once
+    assert len(small) == members["cell_id"].nunique()  # each gallery cell's crop read once, the model's too
     crops = catalog.load("representative_crops")
     assert len(crops) == len(representatives)
     assert all(np.asarray(c).shape == (64, 64, 3) for c in crops.values())

@@ -38,7 +38,8 @@ def test_viz_build(project):
         "plan_tiles",
         "segment_tiles",
         "draw_contact_sheets",
-        "crop_representatives",
+        "pick_gallery_cells",
+        "crop_gallery_cells",
     } <= tasks
     assert {
         "embed_cells",

@@ -87,8 +87,13 @@ class RepresentativeParams(Strict):
     pool: int = Field(5, ge=1, description="chosen among the pool × n most confident cells")
     crop_um: float = Field(32.0, gt=0, description="side of each representative's crop, µm")
     crop_size: int = Field(
-        256, ge=32, description="crop side, px: read once, then shrunk for the model, galleries and report"
+        256,
+        ge=32,
+        description="crop side, px: read once at the slide's finest level (at most this many px), "
+        "shrunk for the model and the galleries",
     )
+    gallery_random: int = Field(5, ge=0, description="random members per cluster in its gallery")
+    gallery_borderline: int = Field(5, ge=0, description="least confident members per cluster in its gallery")
 
 
 class ClusterPlotParams(Strict):

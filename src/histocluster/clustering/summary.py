@@ -21,6 +21,9 @@ from histocluster.features.cell_pixels import cell_crops_by_id
 from histocluster.segmentation.measurements import SHAPE_COLUMNS, STAIN_COLUMNS
 
 REPRESENTATIVE_COLUMNS = ["cluster_id", "rank", "cell_id", "slide_id", "tile_id", "confidence"]
+GALLERY_COLUMNS = ["cluster_id", "kind", "rank", "cell_id", "slide_id", "tile_id", "confidence", "crop_um"]
+#: The rows of a gallery, in order: what the cluster is, what it holds, where it frays.
+GALLERY_KINDS = ("typical", "random", "borderline")
 SUMMARY_COLUMNS = [
     "cluster_id",
     "size",
@@ -108,24 +111,82 @@ def crop_key(cluster_id: int, rank: int, cell_id: str) -> str:
     return f"{int(cluster_id)}/{int(rank):02d}_{cell_id}"
 
 
-def crop_representatives(
+def _round_robin(group: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Up to ``n`` rows of ``group`` (already in preference order), taken one slide at a time
+    in turn, so every slide the cluster spans is shown before any slide shows a second."""
+    if n <= 0 or group.empty:
+        return group.iloc[:0]
+    turn = group.groupby("slide_id", sort=False).cumcount()
+    return (
+        group.assign(_turn=turn.to_numpy()).sort_values("_turn", kind="stable").head(n).drop(columns="_turn")
+    )
+
+
+def pick_gallery_members(
+    clusters: pd.DataFrame,
+    representatives: pd.DataFrame,
+    n_random: int,
+    n_borderline: int,
+    crop_um: float,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The cells each cluster's gallery shows (:data:`GALLERY_COLUMNS`; ``crop_um`` is the
+    side their crops will have, for the scale bar): its representatives (``typical``),
+    ``n_random`` members drawn at random and the ``n_borderline`` least confident members —
+    the last two taken from each slide in turn and never repeating a cell shown above them.
+    Noise has no gallery."""
+    rng = np.random.default_rng(seed)
+    typical = representatives.assign(kind="typical")
+    shown = set(typical["cell_id"])
+    rows = [typical]
+    members = clusters[(clusters["cluster_id"] != NOISE) & ~clusters["cell_id"].isin(shown)]
+    for _, group in members.groupby("cluster_id", sort=True):
+        shuffled = group.iloc[rng.permutation(len(group))]
+        random_rows = _round_robin(shuffled, n_random)
+        rest = group[~group["cell_id"].isin(set(random_rows["cell_id"]))]
+        weakest = rest.sort_values(["confidence", "cell_id"], kind="stable")
+        border_rows = _round_robin(weakest, n_borderline)
+        for kind, picked in (("random", random_rows), ("borderline", border_rows)):
+            rows.append(picked.assign(kind=kind, rank=np.arange(len(picked))))
+    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=GALLERY_COLUMNS)
+    order = table["kind"].map({k: i for i, k in enumerate(GALLERY_KINDS)})
+    table = table.assign(_order=order, crop_um=float(crop_um))
+    return table.sort_values(["cluster_id", "_order", "rank"])[GALLERY_COLUMNS].reset_index(drop=True)
+
+
+def gallery_key(cluster_id: int, kind: str, rank: int, cell_id: str) -> str:
+    """Partition key of a gallery crop: ``<cluster_id>/<kind>_<rank>_<cell_id>``."""
+    return f"{int(cluster_id)}/{kind}_{int(rank):02d}_{cell_id}"
+
+
+def crop_gallery_members(
     slides: pd.DataFrame,
     tiles: pd.DataFrame,
     cells: pd.DataFrame,
-    representatives: pd.DataFrame,
+    members: pd.DataFrame,
     crop_um: float,
     size: int,
-) -> dict[str, Image.Image]:
-    """Every representative's crop (``crop_um`` square around it, ``size`` px, outlined
-    green), read from the slide once, keyed by :func:`crop_key`. Cells that cannot be read
-    are logged and left out (:func:`~histocluster.features.cell_pixels.cell_crops_by_id`)."""
-    wanted = cells[cells["cell_id"].isin(representatives["cell_id"])]
-    crops = cell_crops_by_id(slides, tiles, wanted, crop_um, size) if len(wanted) else {}
-    out = {}
-    last_use = {cell_id: k for k, cell_id in enumerate(representatives["cell_id"])}
-    for k, row in enumerate(representatives.itertuples()):
-        if row.cell_id in crops:
-            out[crop_key(row.cluster_id, row.rank, row.cell_id)] = Image.fromarray(crops[row.cell_id])
-            if last_use[row.cell_id] == k:  # the array is copied: free it (1,000 crops are ~200 MB)
-                del crops[row.cell_id]
-    return out
+) -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
+    """Every gallery member's crop (``crop_um`` square), each cell read once, at the finest
+    resolution its slide holds (level 0; coarser only where that would exceed ``size`` px),
+    saved at ``size`` px with a 2 px outline drawn at that size (an outline drawn on a
+    64 px read and then enlarged would cover the nucleus). Returns the representatives'
+    crops (the ``typical`` members, keyed by :func:`crop_key`: what the model is shown) and
+    all members' crops (keyed by :func:`gallery_key`: what the galleries show)."""
+    wanted = cells[cells["cell_id"].isin(members["cell_id"])]
+    crops = (
+        cell_crops_by_id(slides, tiles, wanted, crop_um, size=size, finest=True, max_px=size, outline_width=2)
+        if len(wanted)
+        else {}
+    )
+    pictures = {cell_id: Image.fromarray(array) for cell_id, array in crops.items()}
+    crops.clear()  # the arrays are copied: free them (1,000 crops are ~200 MB)
+    shown = members[members["cell_id"].isin(pictures)]
+    typical = shown[shown["kind"] == "typical"]
+    representatives = {
+        crop_key(r.cluster_id, r.rank, r.cell_id): pictures[r.cell_id] for r in typical.itertuples()
+    }
+    gallery = {
+        gallery_key(r.cluster_id, r.kind, r.rank, r.cell_id): pictures[r.cell_id] for r in shown.itertuples()
+    }
+    return representatives, gallery

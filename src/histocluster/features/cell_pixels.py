@@ -86,6 +86,7 @@ def crop_cells(
     cells: range | None = None,
     fill: tuple[int, int, int] | None = None,
     outline: tuple[int, int, int] | None = None,
+    outline_width: int = 1,
 ) -> np.ndarray:
     """``size`` × ``size`` RGB crops (uint8) of ``crop_px`` tile pixels centred on the
     centroids of a tile's cells (``cells``: positions in ``item``, all by default).
@@ -107,7 +108,7 @@ def crop_cells(
         if outline is not None and mine.any():
             mask = cv2.resize(mine.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
             contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-            cv2.drawContours(crop, contours, -1, outline, 1)
+            cv2.drawContours(crop, contours, -1, outline, outline_width)
         crops[i] = crop
     return crops
 
@@ -117,14 +118,18 @@ def cell_crops_by_id(
     tiles: pd.DataFrame,
     cells: pd.DataFrame,
     crop_um: float,
-    size: int,
+    size: int | None,
     outline: tuple[int, int, int] | None = OUTLINE,
+    finest: bool = False,
+    max_px: int = 256,
+    outline_width: int = 1,
 ) -> dict[str, np.ndarray]:
     """Crops of a few cells by cell_id: a ``crop_um`` square centred on each, read on its
-    own at its tile's resolution (white beyond the slide), resized to ``size`` px, the
-    cell outlined (green by default). For galleries and the model, where reading whole
-    tiles for ten cells would waste most of the reading. Cells whose slide or pixels
-    cannot be read are logged and left out."""
+    own at its tile's resolution (``finest``: at the slide's level-0 µm/px, or coarser
+    where that would exceed ``max_px``) (white beyond the slide), resized to ``size`` px
+    (None: as read), the cell outlined (green by default). For galleries and the model,
+    where reading whole tiles for ten cells would waste most of the reading. Cells whose
+    slide or pixels cannot be read are logged and left out."""
     cells = cells.reset_index(drop=True)
     tiles_by_id = tiles.set_index("tile_id")
     crops: dict[str, np.ndarray] = {}
@@ -138,7 +143,12 @@ def cell_crops_by_id(
             for row in slide_cells.itertuples():
                 tile = tiles_by_id.loc[row.tile_id]
                 sx, sy = tile_scale(tile)
-                crop_px = max(2, int(round(crop_um / tile_mpp(tile))))
+                mpp_x, mpp_y = tile["out_mpp_x"], tile["out_mpp_y"]
+                if finest:  # level 0 has the tile's µm/px divided by its scale
+                    level0 = float(np.sqrt(mpp_x * mpp_y / (sx * sy)))
+                    factor = max(level0, crop_um / max_px) / tile_mpp(tile)
+                    sx, sy, mpp_x, mpp_y = sx * factor, sy * factor, mpp_x * factor, mpp_y * factor
+                crop_px = max(2, int(round(crop_um / float(np.sqrt(mpp_x * mpp_y)))))
                 box = {
                     "tile_id": row.tile_id,
                     "x": row.centroid_x - crop_px / 2 * sx,
@@ -147,8 +157,8 @@ def cell_crops_by_id(
                     "h": crop_px * sy,
                     "out_w": crop_px,
                     "out_h": crop_px,
-                    "out_mpp_x": tile["out_mpp_x"],
-                    "out_mpp_y": tile["out_mpp_y"],
+                    "out_mpp_x": mpp_x,
+                    "out_mpp_y": mpp_y,
                 }
                 try:
                     rgb = read_with_margin(reader, box, 0)
@@ -161,5 +171,7 @@ def cell_crops_by_id(
                 item = TileCells(
                     box, rgb, labels, np.array([row.Index]), np.array([[crop_px / 2, crop_px / 2]])
                 )
-                crops[row.cell_id] = crop_cells(item, crop_px, size, outline=outline)[0]
+                crops[row.cell_id] = crop_cells(
+                    item, crop_px, size or crop_px, outline=outline, outline_width=outline_width
+                )[0]
     return crops

@@ -6,6 +6,8 @@ polygons are parsed once per picture (one vectorised call), not per cell.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import shapely
@@ -151,49 +153,84 @@ def gallery(crops: list[np.ndarray], captions: list[str], title: str, columns: i
 
 
 def gallery_title(summary_row: dict, label_row: dict | None) -> str:
-    """Two lines: the cluster's size and slides, then its label with source and agreement."""
+    """Two lines: the cluster's size and the cells each slide gives it, then its label with
+    source and agreement."""
     label = label_row.get("label", "unlabelled") if label_row is not None else "unlabelled"
     line2 = f"{label}"
     if label_row is not None and label_row.get("source") not in (None, "none"):
         line2 += f" ({label_row['source']}, agreement {float(label_row['agreement']):.2f})"
-    return (
-        f"cluster {int(summary_row['cluster_id'])}: {int(summary_row['size']):,} cells on "
-        f"{int(summary_row['n_slides'])} slide(s)\n{line2}"
-    )
+    per_slide = json.loads(summary_row.get("slide_counts") or "{}")
+    slides = ", ".join(f"{slide} {n:,}" for slide, n in per_slide.items()) or "no slide"
+    return f"cluster {int(summary_row['cluster_id'])}: {int(summary_row['size']):,} cells ({slides})\n{line2}"
 
 
-def saved_crops(representatives: pd.DataFrame, crops) -> tuple[list[str], list[str]]:
-    """Keys of the representatives' saved crops (in rank order, those that exist) and
-    their captions (the cell's slide)."""
-    from histocluster.clustering.summary import crop_key
+def gallery_crops_of(members: pd.DataFrame, crops) -> list[tuple[str, str, str]]:
+    """(kind, key, caption) of a cluster's gallery members whose crops were saved, in the
+    gallery's order (typical, random, borderline; by rank); the caption is the cell's slide."""
+    from histocluster.clustering.summary import gallery_key
 
-    shown = [
-        (crop_key(r.cluster_id, r.rank, r.cell_id), r.slide_id)
-        for r in representatives.sort_values("rank").itertuples()
+    rows = [
+        (r.kind, gallery_key(r.cluster_id, r.kind, r.rank, r.cell_id), r.slide_id)
+        for r in members.itertuples()
     ]
-    shown = [(key, slide) for key, slide in shown if key in crops]
-    return [key for key, _ in shown], [slide for _, slide in shown]
+    return [row for row in rows if row[1] in crops]
+
+
+#: Row headings of a gallery, by kind of member.
+GALLERY_HEADINGS = {
+    "typical": "typical (most confident, spread over slides and tiles)",
+    "random": "random members",
+    "borderline": "borderline (least confident members)",
+}
+
+
+def scale_bar(crop: Image.Image, crop_um: float, bar_um: float = 10.0) -> Image.Image:
+    """``crop`` with a ``bar_um`` µm bar in its lower left corner (white on a dark edge)."""
+    out = crop.convert("RGB")
+    draw = ImageDraw.Draw(out)
+    length = max(2, round(out.width * bar_um / crop_um))
+    x0, y1 = 4, out.height - 5
+    draw.rectangle((x0 - 1, y1 - 4, x0 + length + 1, y1 + 1), fill=(0, 0, 0))
+    draw.rectangle((x0, y1 - 3, x0 + length, y1), fill=(255, 255, 255))
+    return out
 
 
 def cluster_gallery(
-    crops: list[Image.Image],
-    captions: list[str],
+    crops: list[tuple[str, Image.Image, str]],
     summary_row: dict,
     label_row: dict | None,
     size: int,
-    columns: int = 5,
+    columns: int,
+    crop_um: float,
 ) -> Image.Image:
-    """A cluster's gallery: its representatives' saved crops at ``size`` px, captioned with
-    their slide, under :func:`gallery_title`."""
-    arrays = [
-        np.asarray(
-            c.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
-            if c.size != (size, size)
-            else c.convert("RGB")
-        )
-        for c in crops
-    ]
-    return gallery(arrays, captions, gallery_title(summary_row, label_row), columns)
+    """A cluster's gallery: a row (or more) per kind of member — typical, random, borderline
+    — each crop (``kind``, picture, caption) shown at ``size`` px with a 10 µm scale bar and
+    its slide below, under :func:`gallery_title` (the cells per slide)."""
+    pad, caption_h, heading_h, title_h = 6, 14, 18, 40
+    kinds = [k for k in GALLERY_HEADINGS if any(kind == k for kind, _, _ in crops)]
+    rows_of = {k: max(1, -(-sum(1 for kind, _, _ in crops if kind == k) // columns)) for k in kinds}
+    height = title_h + sum(heading_h + r * (size + caption_h + pad) for r in rows_of.values()) + pad
+    canvas = Image.new("RGB", (columns * (size + pad) + pad, max(height, title_h + 40)), "white")
+    draw = ImageDraw.Draw(canvas)
+    lines = gallery_title(summary_row, label_row).split("\n")[:2]
+    lines[0] += "   (scale bars: 10 µm)"
+    for k, line in enumerate(lines):
+        draw.text((pad, 4 + 16 * k), line, fill=(0, 0, 0), font=_font(13))
+    if not crops:
+        draw.text((pad, title_h + 10), "no cells to show", fill=(120, 0, 0), font=_font(12))
+    y = title_h
+    for kind in kinds:
+        draw.text((pad, y + 2), GALLERY_HEADINGS[kind], fill=(90, 40, 0), font=_font(12))
+        y += heading_h
+        mine = [(picture, caption) for k, picture, caption in crops if k == kind]
+        for i, (picture, caption) in enumerate(mine):
+            r, c = divmod(i, columns)
+            x, top = pad + c * (size + pad), y + r * (size + caption_h + pad)
+            shown = picture.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+            canvas.paste(scale_bar(shown, crop_um), (x, top))
+            draw.text((x, top + size + 1), caption[: size // 6], fill=(60, 60, 60), font=_font(10))
+        y += rows_of[kind] * (size + caption_h + pad)
+    return canvas
 
 
 def counts_figure(counts: dict) -> Image.Image:

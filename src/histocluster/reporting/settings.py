@@ -27,7 +27,9 @@ class SegmentationCheckParams(Strict):
 
 
 class GalleryParams(Strict):
-    size: int = Field(128, ge=32, description="crop side in the gallery, px")
+    size: int = Field(
+        192, ge=32, description="crop side in the gallery, px (crops are read at the slide's finest level)"
+    )
     columns: int = Field(5, ge=1)
 
 

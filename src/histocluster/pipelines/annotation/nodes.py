@@ -24,7 +24,7 @@ from histocluster.reporting.drawing import (
     check_tiles,
     cluster_gallery,
     counts_figure,
-    saved_crops,
+    gallery_crops_of,
     segmentation_check,
     slide_overview,
     tile_overlay,
@@ -97,33 +97,38 @@ def export_viewer_json(slides: pd.DataFrame, tiles: pd.DataFrame, table: pd.Data
     }
 
 
-def _gallery(crops: Lazy, keys: list[str], captions: list[str], row: dict, label_row, params) -> Image.Image:
+def _gallery(
+    crops: Lazy, shown: list[tuple[str, str, str]], row: dict, label_row, crop_um, params
+) -> Image.Image:
     return cluster_gallery(
-        [materialise(crops[k]) for k in keys],
-        captions,
+        [(kind, materialise(crops[key]), caption) for kind, key, caption in shown],
         row,
         label_row,
         params.gallery.size,
         params.gallery.columns,
+        crop_um,
     )
 
 
 def draw_galleries(
-    representatives: pd.DataFrame,
+    members: pd.DataFrame,
     crops: Lazy,
     summary: pd.DataFrame,
     cluster_labels: pd.DataFrame,
     params: AnnotationParams,
 ) -> dict:
-    """``cluster_<id>``: the cluster's representatives (the crops the clustering stage
-    saved) with its size and label (lazy)."""
+    """``cluster_<id>``: the cluster's typical, random and borderline members (the crops the
+    clustering stage saved at the slide's finest resolution) with a scale bar, its size,
+    the cells each slide gives it, and its label (lazy)."""
     labels = cluster_labels.set_index("cluster_id")
     out = {}
     for row in summary[~summary["noise"].astype(bool)].to_dict("records"):
         cluster_id = int(row["cluster_id"])
-        keys, captions = saved_crops(representatives[representatives["cluster_id"] == cluster_id], crops)
+        mine = members[members["cluster_id"] == cluster_id]
+        shown = gallery_crops_of(mine, crops)
+        crop_um = float(mine["crop_um"].iloc[0]) if len(mine) else 32.0
         label_row = labels.loc[cluster_id].to_dict() if cluster_id in labels.index else None
-        out[f"cluster_{cluster_id:03d}"] = partial(_gallery, crops, keys, captions, row, label_row, params)
+        out[f"cluster_{cluster_id:03d}"] = partial(_gallery, crops, shown, row, label_row, crop_um, params)
     return out
 
 

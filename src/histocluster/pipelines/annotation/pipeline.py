@@ -53,8 +53,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 draw_galleries,
                 inputs=[
-                    "cluster_representatives",
-                    "representative_crops",
+                    "gallery_members",
+                    "gallery_crops",
                     "cluster_summary",
                     "cluster_labels",
                     "params:annotation",

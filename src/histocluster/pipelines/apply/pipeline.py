@@ -12,7 +12,13 @@ from histocluster.pipelines.segmentation import create_pipeline as segmentation
 from histocluster.pipelines.tiling import create_pipeline as tiling
 
 #: Clustering nodes apply reuses as they are: nothing in them fits a clustering.
-REUSED_CLUSTERING_NODES = ("embed_cells", "summarise_clusters", "crop_representatives", "plot_clusters")
+REUSED_CLUSTERING_NODES = (
+    "embed_cells",
+    "summarise_clusters",
+    "pick_gallery_cells",
+    "crop_gallery_cells",
+    "plot_clusters",
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -20,7 +20,12 @@ from histocluster.clustering.plots import (
 )
 from histocluster.clustering.reduction import cell_map, fit_reduce
 from histocluster.clustering.settings import ClusteringParams
-from histocluster.clustering.summary import crop_representatives, pick_representatives, summarise
+from histocluster.clustering.summary import (
+    crop_gallery_members,
+    pick_gallery_members,
+    pick_representatives,
+    summarise,
+)
 from histocluster.run_lineage import require_same_cells
 
 logger = logging.getLogger(__name__)
@@ -92,17 +97,34 @@ def summarise_clusters(
     return summarise(cells, clusters, representatives), representatives
 
 
-def crop_representative_cells(
+def pick_gallery_cells(
+    clusters: pd.DataFrame, representatives: pd.DataFrame, params: ClusteringParams
+) -> pd.DataFrame:
+    """The cells each gallery shows: typical, random and borderline members from every
+    slide the cluster spans (:func:`histocluster.clustering.summary.pick_gallery_members`)."""
+    spec = params.representatives
+    return pick_gallery_members(
+        clusters,
+        representatives,
+        spec.gallery_random,
+        spec.gallery_borderline,
+        spec.crop_um,
+        params.clusterer.random_state or 0,
+    )
+
+
+def crop_gallery_cells(
     slides: pd.DataFrame,
     tiles: pd.DataFrame,
     cells: pd.DataFrame,
-    representatives: pd.DataFrame,
+    members: pd.DataFrame,
     params: ClusteringParams,
-) -> dict[str, Image.Image]:
-    """Each representative's crop, read once (``<cluster_id>/<rank>_<cell_id>``): the
-    model, the galleries and the report all use these."""
+) -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
+    """Each gallery cell's crop at its slide's finest resolution, read once: the
+    representatives' crops (``<cluster_id>/<rank>_<cell_id>``: the model is shown these)
+    and every gallery cell's (:func:`histocluster.clustering.summary.crop_gallery_members`)."""
     spec = params.representatives
-    return crop_representatives(slides, tiles, cells, representatives, spec.crop_um, spec.crop_size)
+    return crop_gallery_members(slides, tiles, cells, members, spec.crop_um, spec.crop_size)
 
 
 def plot_clusters(clusters: pd.DataFrame, summary: pd.DataFrame, params: ClusteringParams):

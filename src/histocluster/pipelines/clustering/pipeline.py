@@ -4,8 +4,9 @@ from kedro.pipeline import Node, Pipeline
 
 from histocluster.pipelines.clustering.nodes import (
     cluster,
-    crop_representative_cells,
+    crop_gallery_cells,
     embed_cells,
+    pick_gallery_cells,
     plot_clusters,
     reduce_embeddings,
     summarise_clusters,
@@ -40,10 +41,16 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="summarise_clusters",
             ),
             Node(
-                crop_representative_cells,
-                inputs=["slides", "tiles", "cells", "cluster_representatives", "params:clustering"],
-                outputs="representative_crops",
-                name="crop_representatives",
+                pick_gallery_cells,
+                inputs=["clusters", "cluster_representatives", "params:clustering"],
+                outputs="gallery_members",
+                name="pick_gallery_cells",
+            ),
+            Node(
+                crop_gallery_cells,
+                inputs=["slides", "tiles", "cells", "gallery_members", "params:clustering"],
+                outputs=["representative_crops", "gallery_crops"],
+                name="crop_gallery_cells",
             ),
             Node(
                 plot_clusters,
