@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--per-cell", default="100,300", help="cells per decision (comma separated)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--classifiers", default="logistic_regression,gradient_boosting,knn")
-    parser.add_argument("--within", choices=("all", "image"), default="image")
+    parser.add_argument("--within", choices=("all", "image"), default="all")
     parser.add_argument("--cache", type=Path, help="a Parquet file to keep the measured cells in")
     args = parser.parse_args()
 

@@ -77,9 +77,10 @@ def main() -> None:
         print("  labels: " + ", ".join(f"{label} {n}" for label, n in counts.items()))
         if set(counts.index) <= {"unlabelled", "review"}:
             print(
-                "  No cluster is named yet: look at the galleries (data/08_reporting/cluster_gallery/),\n"
-                "  write conf/local/cluster_labels.yml (e.g. `0: lymphocyte`) and run\n"
-                "  `kedro run --pipelines=relabel` (names → every cell, GeoJSON, report),\n"
+                "  No cluster is named yet: open results/report.html → Galleries, type names in the cards,\n"
+                "  press Download cluster_labels.yml, save it in conf/local/ (or write it by hand:\n"
+                "  `0: lymphocyte`), then `kedro run --pipelines=relabel` (names → every cell, GeoJSON,\n"
+                "  report, and the cell-type model that `kedro run --pipelines=apply` uses on new slides),\n"
                 "  or set OPENAI_API_KEY for a model to suggest names."
             )
     print("\nTables (Kedro-versioned, newest shown):")

@@ -64,3 +64,29 @@ def test_the_gpu_check_says_there_is_no_gpu_and_exits_0_without_one(tmp_path):
         assert done.returncode == 0, done.stderr
         assert "no NVIDIA GPU here" in done.stdout
         assert not (ROOT / ".venv-gpu").exists()  # nothing installed
+
+
+def test_typed_detection_scores_follow_hovernets_formula_by_hand():
+    """Three true nuclei (two epithelial, one spindle), four detections: three paired (one
+    epithelial typed spindle), one unpaired typed epithelial; one spindle missed."""
+    import numpy as np
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_typed_detection import pair, typed_detection_scores
+
+    true_xy = np.array([[10.0, 10.0], [50.0, 50.0], [90.0, 90.0], [200.0, 200.0]])
+    pred_xy = np.array([[52.0, 49.0], [11.0, 10.0], [95.0, 92.0], [150.0, 10.0]])
+    rows, cols = pair(true_xy, pred_xy, radius=12)
+    assert sorted(zip(rows, cols, strict=True)) == [(0, 1), (1, 0), (2, 2)]  # (200, 200) and (150, 10) alone
+    cells = pd.DataFrame({"cell_type": ["epithelial", "epithelial", "spindle", None]})
+    truth = pd.DataFrame(
+        {"cell_type": ["epithelial", "epithelial", "spindle", "spindle"], "paired": [1, 0, 2, -1]}
+    )
+    predicted = np.array(["epithelial", "spindle", "spindle", "epithelial"], dtype=object)
+    scores = typed_detection_scores(cells, truth, predicted)
+    assert scores["F_d"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
+    # epithelial: TP 1, FN 1 (typed spindle), FP_d 1 (the unpaired detection) → 2 / (2 + 2 + 1)
+    assert scores["F_c epithelial"] == pytest.approx(2 / 5)
+    # spindle: TP 1, FP 1 (the epithelial typed spindle), FN_d 1 (missed) → 2 / (2 + 2 + 1)
+    assert scores["F_c spindle"] == pytest.approx(2 / 5)
