@@ -53,7 +53,7 @@ def labelled(ids, types, cluster_of=None, confidence=1.0, status="labelled"):
 def test_model_learns_the_named_types_and_labels_cells_it_never_saw():
     train_set, types = blobs(seed=0)
     examples = training_cells(labelled(train_set.cell_ids, types), pd.DataFrame({"cell_id": []}))
-    model = train(train_set, examples, run="r1")
+    model = train(train_set, examples)
     assert model.trained and model.vocabulary == ["fibroblast", "lymphocyte", "tumour"]
     assert model.summary["cells_per_type"] == {"fibroblast": 200, "lymphocyte": 200, "tumour": 200}
     new, truth = blobs(seed=1)  # other cells of the same types

@@ -175,7 +175,17 @@ def crop_gallery_members(
     all members' crops (keyed by :func:`gallery_key`: what the galleries show)."""
     wanted = cells[cells["cell_id"].isin(members["cell_id"])]
     crops = (
-        cell_crops_by_id(slides, tiles, wanted, crop_um, size=size, finest=True, max_px=size, outline_width=2)
+        cell_crops_by_id(
+            slides,
+            tiles,
+            wanted,
+            crop_um,
+            size=size,
+            finest=True,
+            max_px=size,
+            outline_width=2,
+            smooth_enlarge=True,
+        )
         if len(wanted)
         else {}
     )

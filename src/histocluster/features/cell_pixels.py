@@ -87,6 +87,7 @@ def crop_cells(
     fill: tuple[int, int, int] | None = None,
     outline: tuple[int, int, int] | None = None,
     outline_width: int = 1,
+    smooth_enlarge: bool = False,
 ) -> np.ndarray:
     """``size`` × ``size`` RGB crops (uint8) of ``crop_px`` tile pixels centred on the
     centroids of a tile's cells (``cells``: positions in ``item``, all by default).
@@ -104,7 +105,12 @@ def crop_cells(
         mine = item.labels[y0 : y0 + crop_px, x0 : x0 + crop_px] == k + 1
         if fill is not None:
             window = np.where(mine[..., None], window, np.array(fill, np.uint8))
-        crop = cv2.resize(np.ascontiguousarray(window), (size, size), interpolation=cv2.INTER_AREA)
+        enlarge = smooth_enlarge and size > crop_px
+        crop = cv2.resize(
+            np.ascontiguousarray(window),
+            (size, size),
+            interpolation=cv2.INTER_CUBIC if enlarge else cv2.INTER_AREA,
+        )
         if outline is not None and mine.any():
             mask = cv2.resize(mine.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
             contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -123,6 +129,7 @@ def cell_crops_by_id(
     finest: bool = False,
     max_px: int = 256,
     outline_width: int = 1,
+    smooth_enlarge: bool = False,
 ) -> dict[str, np.ndarray]:
     """Crops of a few cells by cell_id: a ``crop_um`` square centred on each, read on its
     own at its tile's resolution (``finest``: at the slide's level-0 µm/px, or coarser
@@ -172,6 +179,11 @@ def cell_crops_by_id(
                     box, rgb, labels, np.array([row.Index]), np.array([[crop_px / 2, crop_px / 2]])
                 )
                 crops[row.cell_id] = crop_cells(
-                    item, crop_px, size or crop_px, outline=outline, outline_width=outline_width
+                    item,
+                    crop_px,
+                    size or crop_px,
+                    outline=outline,
+                    outline_width=outline_width,
+                    smooth_enlarge=smooth_enlarge,
                 )[0]
     return crops

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -50,8 +51,9 @@ class CellTypeModel:
         feature_names: the embedding's columns, in order: new cells must have the same.
         feature_spec: the clustering settings that made the embedding (embedders, weights,
             morphology, ``standardise_within``), to say what differs when columns do.
-        summary: what it learnt from: run, slides, cells and clusters per type, sources,
-            classifier, agreement with the cluster names on the training cells.
+        summary: what it learnt from: when it was trained, the clustering's key, slides,
+            cells and clusters per type, sources, classifier, agreement with the cluster
+            names on the training cells.
         reference: the training run's fitted ``reducer`` dict (``reduction``, ``map``) and
             ``clusterer``, and the training clusters' names (``cluster_names``), to place new
             cells on the same map and in the same clusters.
@@ -131,7 +133,6 @@ def train(
     max_cells: int = 200_000,
     feature_spec: dict | None = None,
     reference: dict | None = None,
-    run: str | None = None,
     random_state: int = 0,
 ) -> CellTypeModel:
     """A :class:`CellTypeModel` fitted on ``examples`` (:func:`training_cells`) with their
@@ -145,7 +146,7 @@ def train(
     examples = examples[examples["cell_id"].isin(row_of.index)]
     types = sorted(examples["label"].unique())
     summary: dict = {
-        "run": run,
+        "trained": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "classifier": classifier,
         "cells": int(len(examples)),
         "cells_per_type": {str(k): int(v) for k, v in examples["label"].value_counts().sort_index().items()},
@@ -206,7 +207,7 @@ def check_features(model: CellTypeModel, embeddings, where: str = "these cells")
     has exactly the model's columns (same embedders and settings)."""
     if not model.trained:
         raise CellTypeModelError(
-            f"The cell-type model (run {model.summary.get('run')}) was not trained: "
+            f"The cell-type model (trained {model.summary.get('trained')}) was not trained: "
             f"{model.summary.get('why_untrained')}. Name clusters first (the report's cluster cards, "
             "or conf/local/cluster_labels.yml), then `kedro run --pipelines=relabel`."
         )
@@ -315,7 +316,10 @@ def cluster_names_from_cells(
     from histocluster.labelling.cluster_labels import REVIEW as REVIEW_LABEL
 
     names = model.reference.get("cluster_names", {})
-    described = f"cell-type model ({model.summary.get('classifier')}, run {model.summary.get('run')})"
+    described = (
+        f"cell-type model ({model.summary.get('classifier')}, trained {model.summary.get('trained')} "
+        f"on clustering {model.summary.get('clustering')})"
+    )
     rows = []
     members = cell_labels[cell_labels["cluster_id"] >= 0]
     for cluster_id, group in members.groupby("cluster_id", sort=True):

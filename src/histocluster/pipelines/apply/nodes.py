@@ -42,10 +42,11 @@ def place_cells(cells: pd.DataFrame, embeddings, model: CellTypeModel) -> pd.Dat
     table = placed.merge(cells[["cell_id", "slide_id", "tile_id"]], on="cell_id", how="left")
     table["is_noise"] = table["cluster_id"] < 0
     logger.info(
-        "Placed %d cells in %d clusters of the cell-type model's run (%s)",
+        "Placed %d cells in %d clusters of the clustering the cell-type model was trained on (%s, %s)",
         len(table),
         table.loc[~table["is_noise"], "cluster_id"].nunique(),
-        model.summary.get("run"),
+        model.summary.get("clustering"),
+        model.summary.get("trained", "at an unknown time"),
     )
     return table[CLUSTER_COLUMNS]
 
