@@ -284,3 +284,8 @@ def test_names_survive_reclustering_and_a_stale_file_is_not_applied_by_number(tm
     expected = members.groupby("cluster_id")["before"].agg(lambda b: b.mode().iloc[0])
     same = (prenamed.set_index("cluster_id")["label"] == expected.reindex(prenamed["cluster_id"])).mean()
     assert same > 0.8
+    # The report lists what changed: the clusters the model named, and the file not applied.
+    page = newest(root / "data/08_reporting/report.html", "report.html")
+    kedro_run(root, "annotation")
+    page = page.read_text()
+    assert f"What changed: {len(prenamed)} cluster(s)" in page and "not applied: written for" in page

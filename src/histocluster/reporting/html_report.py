@@ -286,7 +286,16 @@ def build_report(
                 "clustering": str(keys[0]) if len(keys) == 1 else None,
                 "file_state": "; ".join(sorted(str(s) for s in states if s != "none")),
                 "by_model": by_model,
-                "prenamed": sum(1 for c in cards if c["source"] == "model" and not by_model),
+                "prenamed": [
+                    {
+                        "cluster_id": c["cluster_id"],
+                        "label": c["label"],
+                        "agreement": c["agreement"],
+                        "size": c["size"],
+                    }
+                    for c in sorted(cards, key=lambda c: c["cluster_id"])
+                    if c["source"] == "model" and not by_model
+                ],
             },
             "label_plot": data_url(label_plot) if label_plot else None,
             "label_rows": label_rows,
