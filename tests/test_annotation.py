@@ -437,3 +437,29 @@ def test_the_report_shows_model_and_cost_only_when_a_model_was_asked():
     assert list(_label_table(never).columns) == ["cluster_id", "label"]
     once = never.assign(model=["gpt-4o", None], cost_usd=[0.01, float("nan")])
     assert list(_label_table(once).columns) == ["cluster_id", "label", "model", "cost_usd"]
+
+
+def test_spatialdata_export_is_optional_and_never_leaves_another_runs_zarr(tmp_path, monkeypatch):
+    import importlib.util
+
+    from histocluster.datasets import SpatialDataDataset
+    from histocluster.errors import UserInputError
+    from histocluster.pipelines.annotation.nodes import export_spatialdata
+    from histocluster.reporting.settings import AnnotationParams
+
+    old = tmp_path / "cells.zarr"
+    (old / "tables").mkdir(parents=True)
+    dataset = SpatialDataDataset(filepath=str(old))
+    never = export_spatialdata(None, None, None, {}, AnnotationParams(spatialdata=False))
+    assert never == {}
+    dataset.save(never)  # this run made none: an older run's zarr must not pass for this one's
+    assert not old.exists() and dataset.load() is None
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "spatialdata" else real_find_spec(name, *a),
+    )
+    assert export_spatialdata(None, None, None, {}, AnnotationParams(spatialdata="auto")) == {}
+    with pytest.raises(UserInputError, match=r'pip install -e "\.\[scverse\]"'):
+        export_spatialdata(None, None, None, {}, AnnotationParams(spatialdata=True))

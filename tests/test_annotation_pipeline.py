@@ -228,3 +228,43 @@ def test_anndata_holds_the_run_for_scanpy(annotated):
     some = adata.obs_names[:50]
     assert np.allclose(adata[some].obsm["X_embedding"], embeddings.matrix[[row[c] for c in some]])
     assert adata.uns["slides"]["cmu-1-small-region"]["mpp_x"] == pytest.approx(mpp)
+
+
+def test_spatialdata_zarr_and_a_squidpy_call(annotated):
+    """cells.zarr reads back with spatialdata (every nucleus a polygon in its slide's frame,
+    the AnnData annotating them, the thumbnail on the slide's pixels); the .h5ad opens in
+    scanpy and squidpy's neighbourhood enrichment runs on it."""
+    import scanpy
+    import shapely
+    import spatialdata
+    import squidpy
+    from spatialdata.transformations import get_transformation
+
+    root, _ = annotated
+    cells, slides = load(root, "cells", "slides")
+    sdata = spatialdata.read_zarr(root / "results" / "cells.zarr")
+    assert set(sdata.shapes) == {"cmu_1_small_region_nuclei"}  # the blank slide has no cells
+    outlines = sdata.shapes["cmu_1_small_region_nuclei"]
+    table = sdata.tables["cells"]
+    assert len(outlines) == table.n_obs == len(cells)
+    # Each row of the table points at its own outline.
+    by_cell = cells.set_index("cell_id")
+    for cell_id in table.obs_names[:: max(1, table.n_obs // 25)]:
+        instance = int(table.obs.loc[cell_id, "instance_id"])
+        assert table.obs.loc[cell_id, "region"] == "cmu_1_small_region_nuclei"
+        polygon = shapely.from_wkb(by_cell.loc[cell_id, "polygon"])
+        assert outlines.geometry.iloc[instance].equals_exact(polygon, tolerance=1e-6)
+    image = sdata.images["cmu_1_small_region_thumbnail"]
+    transform = get_transformation(image, to_coordinate_system="cmu_1_small_region")
+    scale = dict(zip(transform.axes, transform.scale, strict=True))
+    width, height = slides.set_index("slide_id").loc["cmu-1-small-region", ["width", "height"]]
+    assert image.shape[1] * scale["y"] == pytest.approx(height) and image.shape[2] * scale[
+        "x"
+    ] == pytest.approx(width)
+
+    adata = scanpy.read_h5ad(root / "results" / "cells.h5ad")
+    squidpy.gr.spatial_neighbors(adata, coord_type="generic", n_neighs=6)
+    squidpy.gr.nhood_enrichment(adata, cluster_key="cluster", n_perms=20, seed=0, show_progress_bar=False)
+    zscore = adata.uns["cluster_nhood_enrichment"]["zscore"]
+    n = adata.obs["cluster"].nunique()
+    assert zscore.shape == (n, n) and np.isfinite(zscore).any()

@@ -17,6 +17,7 @@ from histocluster.datasets.label_mask import LabelMaskDataset
 from histocluster.datasets.newest_pickle import NewestPickleDataset
 from histocluster.datasets.partitions import OptionalPartitionedDataset
 from histocluster.datasets.slide_folder import SlideFolderDataset
+from histocluster.datasets.spatialdata_zarr import SpatialDataDataset
 
 __all__ = [
     "AnnDataDataset",
@@ -32,6 +33,7 @@ __all__ = [
     "PickleDataset",
     "PlotlyJSONDataset",
     "SlideFolderDataset",
+    "SpatialDataDataset",
     "StreamedJSONDataset",
     "TextDataset",
 ]

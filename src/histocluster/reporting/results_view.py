@@ -21,6 +21,7 @@ RESULTS = {
     "qupath": "qupath_geojson",
     "cells_csv": "cell_csv",
     "cells.h5ad": "cells_h5ad",
+    "cells.zarr": "cells_zarr",
     "cluster_gallery": "cluster_gallery_figure",
     "segmentation_check": "segmentation_check_figure",
     "cell_overlay": "cell_overlay_figure",
@@ -37,6 +38,7 @@ RESULTS = {
     "cluster_labels.parquet": "cluster_labels",
     "cell_labels.parquet": "cell_labels",
     "cell_embeddings": "cell_embeddings",
+    "cell_type_model.pkl": "cell_type_model",
 }
 
 

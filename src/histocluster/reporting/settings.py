@@ -43,3 +43,6 @@ class AnnotationParams(Strict):
     geojson_gzip_above: int = Field(
         50_000, ge=0, description="cells per slide above which GeoJSON is gzipped"
     )
+    spatialdata: bool | Literal["auto"] = Field(
+        "auto", description="cells.zarr (SpatialData): auto = when the spatialdata package is installed"
+    )

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from histocluster.errors import UserInputError
 from histocluster.lazy import materialise
 from histocluster.reporting import qupath
 from histocluster.reporting.anndata_export import cells_anndata
@@ -31,6 +32,7 @@ from histocluster.reporting.drawing import (
 )
 from histocluster.reporting.html_report import Workbench, build_report
 from histocluster.reporting.settings import AnnotationParams
+from histocluster.reporting.spatialdata_export import cells_spatialdata
 from histocluster.reporting.viewer_json import viewer_json
 from histocluster.run_lineage import require_same_cells
 from histocluster.wsi.slides import open_slide
@@ -85,6 +87,31 @@ def export_anndata(slides: pd.DataFrame, table: pd.DataFrame, embeddings, cluste
     colours = label_colours(table["label"].astype(str).unique())
     parameters = clustering.model_dump() if hasattr(clustering, "model_dump") else dict(clustering)
     return cells_anndata(table, slides, colours, (embeddings.cell_ids, embeddings.matrix), parameters)
+
+
+def export_spatialdata(
+    slides: pd.DataFrame, table: pd.DataFrame, adata, thumbnails: Lazy, params: AnnotationParams
+) -> dict:
+    """The run's cells as SpatialData (:mod:`histocluster.reporting.spatialdata_export`):
+    ``{"spatialdata": ...}``, or ``{}`` when ``annotation.spatialdata`` is false, or ``auto``
+    and the spatialdata package is not installed (said in the log)."""
+    import importlib.util
+
+    if params.spatialdata is False:
+        return {}
+    if importlib.util.find_spec("spatialdata") is None:
+        if params.spatialdata == "auto":
+            logger.info('Annotation: no cells.zarr (SpatialData): pip install -e ".[scverse]" to have one')
+            return {}
+        raise UserInputError(
+            'annotation.spatialdata is true but the spatialdata package is not installed: pip install -e ".[scverse]"'
+        )
+    images = {
+        slide_id: materialise(thumbnails[slide_id])
+        for slide_id in slides["slide_id"]
+        if slide_id in thumbnails
+    }
+    return {"spatialdata": cells_spatialdata(adata, table, slides, images)}
 
 
 def export_viewer_json(slides: pd.DataFrame, tiles: pd.DataFrame, table: pd.DataFrame) -> dict:

@@ -12,6 +12,7 @@ from histocluster.pipelines.annotation.nodes import (
     export_anndata,
     export_cell_csv,
     export_qupath,
+    export_spatialdata,
     export_viewer_json,
     write_report,
 )
@@ -43,6 +44,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["slides", "annotated_cells", "cell_embeddings", "params:clustering"],
                 outputs="cells_h5ad",
                 name="export_anndata",
+            ),
+            Node(
+                export_spatialdata,
+                inputs=[
+                    "slides",
+                    "annotated_cells",
+                    "cells_h5ad",
+                    "slide_thumbnail_png",
+                    "params:annotation",
+                ],
+                outputs="cells_zarr",
+                name="export_spatialdata",
             ),
             Node(
                 export_viewer_json,
