@@ -263,7 +263,7 @@ def test_spatialdata_zarr_and_a_squidpy_call(annotated):
     ] == pytest.approx(width)
 
     adata = scanpy.read_h5ad(root / "results" / "cells.h5ad")
-    squidpy.gr.spatial_neighbors(adata, coord_type="generic", n_neighs=6)
+    squidpy.gr.spatial_neighbors_knn(adata, n_neighs=6)
     squidpy.gr.nhood_enrichment(adata, cluster_key="cluster", n_perms=20, seed=0, show_progress_bar=False)
     zscore = adata.uns["cluster_nhood_enrichment"]["zscore"]
     n = adata.obs["cluster"].nunique()

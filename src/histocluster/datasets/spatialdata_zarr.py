@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,14 @@ class SpatialDataDataset(AbstractDataset):
         for leftover in (partial, old):
             shutil.rmtree(leftover, ignore_errors=True)
         target.parent.mkdir(parents=True, exist_ok=True)
-        data["spatialdata"].write(partial)
+        with warnings.catch_warnings():
+            # Said by zarr and ome-zarr inside spatialdata's writer on every save; nothing a
+            # user of this project can act on.
+            warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message="Call to deprecated class Scaler", category=DeprecationWarning
+            )
+            data["spatialdata"].write(partial)
         if target.exists():
             target.rename(old)
         partial.rename(target)
