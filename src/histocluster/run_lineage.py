@@ -144,7 +144,8 @@ def describe_conflicts(found: Mapping[str, list[Conflict]], fix: str) -> str:
                 f"{'that table is' if len(tables) == 1 else 'those are'} now from run {newest}"
             )
     lines.append(
-        "An earlier run probably stopped before it remade everything. "
+        "An earlier run stopped before it remade everything, or remade only part of it "
+        "(`--pipelines=apply` replaces the clusters with the cells it placed). "
         f"Fix: `{fix}` (or `kedro run` for everything)."
     )
     return "\n".join(lines)

@@ -112,9 +112,15 @@ def crop_cells(
             interpolation=cv2.INTER_CUBIC if enlarge else cv2.INTER_AREA,
         )
         if outline is not None and mine.any():
-            mask = cv2.resize(mine.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+            if enlarge:  # a smooth edge, not the staircase of enlarged pixels
+                soft = cv2.resize(mine.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+                mask = (soft >= 0.5).astype(np.uint8)
+            else:
+                mask = cv2.resize(mine.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
             contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-            cv2.drawContours(crop, contours, -1, outline, outline_width)
+            cv2.drawContours(
+                crop, contours, -1, outline, outline_width, lineType=cv2.LINE_AA if enlarge else 8
+            )
         crops[i] = crop
     return crops
 

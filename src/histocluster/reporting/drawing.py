@@ -6,7 +6,9 @@ polygons are parsed once per picture (one vectorised call), not per cell.
 
 from __future__ import annotations
 
+import functools
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,8 +18,17 @@ from PIL import Image, ImageDraw, ImageFont
 from histocluster.reporting.colours import NOISE_RGB
 
 
+@functools.lru_cache(maxsize=16)
 def _font(size: int = 12) -> ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+    """DejaVu Sans (shipped with matplotlib: µ, accents and every label a person types),
+    Pillow's own font where it cannot be found."""
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    try:
+        return ImageFont.truetype(str(path), size=size)
+    except OSError:
+        return ImageFont.load_default(size=size)
 
 
 def draw_cells(
