@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# SpatialData pins an older dask: installed on top (pip moves dask back), see pyproject.toml.
+	$(PY) -m pip install --quiet -e ".[scverse]" "scanpy>=1.11" "squidpy>=1.8"
 	touch $@
 
 # The person's cluster names (git-ignored, like all of conf/local). Created empty so that

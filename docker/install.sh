@@ -4,4 +4,6 @@
 set -euo pipefail
 extra_args=("$@")
 python -m pip install --upgrade pip
-python -m pip install "${extra_args[@]}" -e ".[gpu,scverse]"
+python -m pip install "${extra_args[@]}" -e ".[gpu]"
+# SpatialData pins an older dask: installed on top, as `make setup` does (see pyproject.toml).
+python -m pip install "${extra_args[@]}" -e ".[scverse]"
