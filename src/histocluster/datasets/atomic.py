@@ -73,8 +73,20 @@ class PlotlyJSONDataset(AtomicSaveMixin, _PlotlyJSONDataset):
     """``plotly.JSONDataset``, saved atomically."""
 
 
+#: zlib level of saved PNGs unless ``save_args`` say otherwise: level 1 encodes a 256² crop in
+#: 3.7 ms instead of 16 ms at Pillow's default 6, for files ~15 % larger. On the 20k² fixture
+#: the gallery crops (2,000) and galleries (100) had spent ~70 s of a 165 s run in PNG encoding.
+PNG_COMPRESS_LEVEL = 1
+
+
 class ImageDataset(AtomicSaveMixin, _ImageDataset):
-    """``pillow.ImageDataset``, saved atomically."""
+    """``pillow.ImageDataset``, saved atomically; PNGs at zlib level :data:`PNG_COMPRESS_LEVEL`
+    unless ``save_args`` set ``compress_level``."""
+
+    def __init__(self, *, filepath, save_args=None, **kwargs) -> None:
+        if str(filepath).lower().endswith(".png"):
+            save_args = {"compress_level": PNG_COMPRESS_LEVEL, **(save_args or {})}
+        super().__init__(filepath=filepath, save_args=save_args, **kwargs)
 
 
 class PickleDataset(AtomicSaveMixin, _PickleDataset):
