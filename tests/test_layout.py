@@ -24,7 +24,7 @@ OWN = {
     "evaluation": {"segmentation"},
     "clustering": {"clustering"},
     "classification": {"labelling"},
-    "apply": {"labelling"},
+    "apply": {"labelling", "clustering"},  # cells placed in a saved clustering
     "annotation": {"reporting"},
 }
 HEAVY = ("torch", "sklearn", "umap", "cv2", "matplotlib", "skimage", "scipy", "shapely", "numba", "openslide")

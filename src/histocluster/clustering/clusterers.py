@@ -44,6 +44,9 @@ if TYPE_CHECKING:  # sklearn is imported where it is used (cheap `kedro` start-u
 logger = logging.getLogger(__name__)
 
 NOISE = -1
+#: The clusters table (``clusters``): one row per cell, whether made by a clustering or by
+#: placing cells in a saved one (the ``apply`` pipeline).
+CLUSTER_COLUMNS = ["cell_id", "slide_id", "tile_id", "cluster_id", "is_noise", "confidence", "map_x", "map_y"]
 
 
 @dataclass

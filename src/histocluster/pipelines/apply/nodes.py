@@ -8,6 +8,7 @@ import logging
 
 import pandas as pd
 
+from histocluster.clustering.clusterers import CLUSTER_COLUMNS
 from histocluster.labelling.cell_type_model import (
     CellTypeModel,
     cluster_names_from_cells,
@@ -25,10 +26,6 @@ from histocluster.labelling.settings import ApplyParams
 from histocluster.run_lineage import require_same_cells
 
 logger = logging.getLogger(__name__)
-
-#: The clustering's table (:data:`histocluster.pipelines.clustering.nodes.CLUSTER_COLUMNS`;
-#: a test checks they are equal).
-CLUSTER_COLUMNS = ["cell_id", "slide_id", "tile_id", "cluster_id", "is_noise", "confidence", "map_x", "map_y"]
 
 
 def place_cells(cells: pd.DataFrame, embeddings, model: CellTypeModel) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from histocluster.clustering.clusterers import NOISE, cluster_cells
+from histocluster.clustering.clusterers import CLUSTER_COLUMNS, NOISE, cluster_cells
 from histocluster.clustering.embedding import Embeddings, embed
 from histocluster.clustering.plots import (
     cluster_map_figure,
@@ -29,8 +29,6 @@ from histocluster.clustering.summary import (
 from histocluster.run_lineage import require_same_cells
 
 logger = logging.getLogger(__name__)
-
-CLUSTER_COLUMNS = ["cell_id", "slide_id", "tile_id", "cluster_id", "is_noise", "confidence", "map_x", "map_y"]
 
 
 def embed_cells(
