@@ -245,24 +245,32 @@ def predict(model: CellTypeModel, embeddings, review_below: float, chunk: int = 
     )
 
 
+def majority_types(table: pd.DataFrame) -> pd.DataFrame:
+    """Per cluster of ``table`` (``cluster_id``, ``label`` per cell): the most common cell
+    type among its cells (``top``; ``review`` is not a type; ties by name; None when no cell
+    has a type), the share of the cluster's cells that got it (``agreement``), the votes
+    (label → cells, most first, ``review`` included) and the cluster's cell count."""
+    rows = []
+    for cluster_id, group in table.groupby("cluster_id", sort=True):
+        counts = group["label"].value_counts()
+        votes = {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+        top = next((k for k in votes if k != REVIEW), None)
+        share = votes[top] / len(group) if top else 0.0
+        rows.append((int(cluster_id), top, float(share), votes, int(len(group))))
+    return pd.DataFrame(rows, columns=["cluster_id", "top", "agreement", "votes", "cells"])
+
+
 def prename_clusters(clusters: pd.DataFrame, predictions: pd.DataFrame, min_agreement: float) -> pd.DataFrame:
     """For every cluster (noise excluded): the model's most common confident type among its
-    members (``label``), the share of members that got it (``agreement``), and the votes;
-    ``label`` is None where the share is below ``min_agreement``."""
+    members (``label``), the share of members that got it (``agreement``), and the votes
+    (:func:`majority_types`); ``label`` is None where the share is below ``min_agreement``."""
     table = clusters.loc[~clusters["is_noise"].astype(bool), ["cell_id", "cluster_id"]].merge(
         predictions[["cell_id", "label"]], on="cell_id", how="inner"
     )
-    rows = []
-    for cluster_id, members in table.groupby("cluster_id", sort=True):
-        counts = members["label"].value_counts()
-        typed = counts.drop(labels=[REVIEW], errors="ignore")
-        if typed.empty:
-            rows.append((int(cluster_id), None, 0.0, counts.to_dict()))
-            continue
-        top = sorted(typed.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
-        share = float(typed[top] / len(members))
-        rows.append((int(cluster_id), top if share >= min_agreement else None, share, counts.to_dict()))
-    return pd.DataFrame(rows, columns=["cluster_id", "label", "agreement", "votes"])
+    majority = majority_types(table)
+    sure = majority["top"].notna() & (majority["agreement"] >= min_agreement)
+    label = majority["top"].where(sure, None).astype(object)
+    return majority.assign(label=label)[["cluster_id", "label", "agreement", "votes"]]
 
 
 def clustering_key(clusters: pd.DataFrame) -> str:
@@ -310,38 +318,29 @@ def cluster_names_from_cells(
     cell_labels: pd.DataFrame, model: CellTypeModel, min_agreement: float, columns: list[str]
 ) -> pd.DataFrame:
     """The cluster-label table of cells the model labelled: each cluster named after the
-    model's type of at least ``min_agreement`` of its cells (else ``review``), source
-    ``model``, with the votes and the name the cluster had in the training run
-    (``suggested``)."""
-    from histocluster.labelling.cluster_labels import REVIEW as REVIEW_LABEL
-
+    model's type of at least ``min_agreement`` of its cells (else ``review``;
+    :func:`majority_types`), source ``model``, with the votes and the name the cluster had
+    in the training run (``suggested``)."""
     names = model.reference.get("cluster_names", {})
     described = (
         f"cell-type model ({model.summary.get('classifier')}, trained {model.summary.get('trained')} "
         f"on clustering {model.summary.get('clustering')})"
     )
-    rows = []
-    members = cell_labels[cell_labels["cluster_id"] >= 0]
-    for cluster_id, group in members.groupby("cluster_id", sort=True):
-        counts = group["label"].value_counts()
-        typed = counts.drop(labels=[REVIEW_LABEL], errors="ignore")
-        votes = {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
-        top = next((k for k in votes if k != REVIEW_LABEL), None) if len(typed) else None
-        share = float(typed[top] / len(group)) if top else 0.0
-        status = "labelled" if top and share >= min_agreement else REVIEW_LABEL
-        rows.append(
-            {
-                "cluster_id": int(cluster_id),
-                "label": top if status == "labelled" else REVIEW_LABEL,
-                "status": status,
-                "source": "model",
-                "votes": json.dumps(votes),
-                "agreement": share,
-                "n_answers": int(len(group)),
-                "suggested": names.get(int(cluster_id)),
-                "model": described,
-                "cost_usd": None,
-            }
-        )
-    table = pd.DataFrame(rows, columns=columns)
+    majority = majority_types(cell_labels[cell_labels["cluster_id"] >= 0])
+    sure = majority["top"].notna() & (majority["agreement"] >= min_agreement)
+    table = pd.DataFrame(
+        {
+            "cluster_id": majority["cluster_id"],
+            "label": majority["top"].where(sure, REVIEW),
+            "status": np.where(sure, "labelled", REVIEW),
+            "source": "model",
+            "votes": [json.dumps(v) for v in majority["votes"]],
+            "agreement": majority["agreement"],
+            "n_answers": majority["cells"],
+            "suggested": [names.get(int(c)) for c in majority["cluster_id"]],
+            "model": described,
+            "cost_usd": None,
+        },
+        columns=columns,
+    )
     return table.astype({"cluster_id": "int64", "agreement": "float64", "cost_usd": "float64"})
