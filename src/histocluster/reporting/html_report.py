@@ -99,7 +99,6 @@ def cluster_cards(
     for row in clusters.to_dict("records"):
         cluster_id = int(row["cluster_id"])
         named = labels.loc[cluster_id].to_dict() if cluster_id in labels.index else {}
-        status = named.get("status", "unlabelled")
         rank = named.get("naming_rank")
         picture = _picture(galleries, f"cluster_{cluster_id:03d}")
         cards.append(
@@ -109,7 +108,6 @@ def cluster_cards(
                 "slides": json.loads(row.get("slide_counts") or "{}"),
                 "label": named.get("label", "unlabelled"),
                 "source": named.get("source", "none"),
-                "status": status,
                 "agreement": float(named.get("agreement") or 0.0),
                 "human": named.get("label") if named.get("source") == "human" else "",
                 "rank": None if rank is None or pd.isna(rank) else int(rank),
