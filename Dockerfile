@@ -26,7 +26,7 @@ COPY src/histocluster/__init__.py src/histocluster/__init__.py
 COPY docker/install.sh docker/install.sh
 RUN docker/install.sh
 COPY . .
-# Mark the environment as set up for `make run` / `make test` (see Makefile).
+# Mark the environment as set up for `make run` (see Makefile; `make test` adds the dev tools).
 RUN pip install --no-deps -e . && touch /opt/venv/.installed
 
 # The image's environment is the project's: make targets use it directly. KEDRO_ENV=gpu

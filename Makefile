@@ -12,11 +12,19 @@ export DVC_NO_ANALYTICS := 1
 # Tools the targets call (pre-commit's system hooks, kedro, dvc) come from the venv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup sample run test test-fast lint viz bench clean-data
+.PHONY: setup setup-dev sample run test test-fast lint viz bench clean-data
 
+# The default install, all `make run` needs: the CPU pipeline, its nuclei network on
+# onnxruntime, DVC and kedro-viz; no torch (docs/development.md, "Installs").
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+# The developer's install on top: test and lint tools, torch (training, export, the torch
+# paths' tests), Cellpose, and the SpatialData export with scanpy and squidpy.
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# SpatialData pins an older dask: installed on top (pip moves dask back), see pyproject.toml.
 	$(PY) -m pip install --quiet -e ".[scverse]" "scanpy>=1.11" "squidpy>=1.8"
@@ -29,6 +37,8 @@ conf/local/cluster_labels.yml:
 
 setup: $(VENV)/.installed conf/local/cluster_labels.yml
 
+setup-dev: setup $(VENV)/.installed-dev
+
 sample: setup
 	$(PY) scripts/get_sample_slide.py $(SLIDES)
 
@@ -37,16 +47,16 @@ run: sample
 	$(PY) scripts/show_results.py
 
 # pytest exits 5 when it collects no test: that is a broken suite, not a pass.
-test: setup
+test: setup-dev
 	@set +e; $(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # Unit and in-memory pipeline tests only (no end-to-end Kedro/DVC runs): under 2 minutes.
-test-fast: setup
+test-fast: setup-dev
 	@set +e; $(VENV)/bin/pytest -m "not slow" -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
-lint: setup
+lint: setup-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure

@@ -23,7 +23,6 @@ import numpy as np
 from PIL import Image
 
 from histocluster.pipelines.tiling.nodes import _thumbnail_downsample
-from histocluster.segmentation.nuclei_net import network_bfloat16
 from histocluster.segmentation.scale_estimate import (
     MIN_MARGIN,
     estimate_mpp,
@@ -54,9 +53,9 @@ def main() -> None:
     parser.add_argument("bench", type=Path, nargs="*", help="bench sets (info.json + images/)")
     parser.add_argument("--slides", type=Path, nargs="*", default=[])
     parser.add_argument("--images", type=int, default=4, help="images per set")
-    parser.add_argument("--weights", default=None, help="network checkpoint (default: shipped)")
+    parser.add_argument("--weights", default=None, help="network file, .pt or .onnx (default: shipped)")
     args = parser.parse_args()
-    probability = network_nucleus_probability(args.weights, network_bfloat16("auto"))
+    probability = network_nucleus_probability(args.weights)
 
     print(f"{'set':12s} {'true':>6s}  shares at ½×, 1×, 2× the true µm/px     winner  margin  verdict")
     for bench in args.bench:
@@ -84,7 +83,6 @@ def main() -> None:
                 reader.thumbnail(_thumbnail_downsample(row, tiling)),
                 tiling.tissue,
                 weights_path=args.weights,
-                bfloat16=network_bfloat16("auto"),
             )
         best, ratio = margin(estimate.sure_share)
         print(f"{slide.name}: {count} regions; {estimate.evidence()} (winner by {ratio:.2f}×)")

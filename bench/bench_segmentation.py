@@ -61,7 +61,8 @@ def main() -> None:
     startup = 0.0
     if segmentation.watershed.foreground == "network":
         start = time.perf_counter()
-        cached_network(segmentation.watershed.weights_path)
+        w = segmentation.watershed
+        cached_network(w.weights_path, w.runtime, w.precision)
         startup = time.perf_counter() - start
     slides, thumbnails, regions = describe_slides(
         [SlideSource(slugify(args.slide.stem), str(args.slide))], tiling

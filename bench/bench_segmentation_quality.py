@@ -52,7 +52,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = WatershedSettings(**json.loads(args.settings))
     if settings.foreground == "network":
-        cached_network(settings.weights_path)  # start-up (torch import, weights) is not per-pixel speed
+        cached_network(
+            settings.weights_path, settings.runtime, settings.precision
+        )  # start-up (import, weights) is not per-pixel speed
     segment = partial(segment_nuclei, settings=settings)
     # Warm-up, untimed: the first call imports the watershed code and lets oneDNN build its
     # kernels for the image size — paid once per run, not per image or tile.

@@ -174,7 +174,9 @@ def main() -> None:
         settings = WatershedSettings(
             **(json.loads(args.settings) | {"foreground": "network", "weights_path": str(checkpoint)})
         )
-        cached_network(settings.weights_path)  # loading is not per-pixel time
+        cached_network(
+            settings.weights_path, settings.runtime, settings.precision
+        )  # loading is not per-pixel time
         for bench, ids in fold.items():
             if not ids:
                 continue

@@ -50,13 +50,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from histocluster.segmentation.evaluation import bench_items
-from histocluster.segmentation.nuclei_net import (
-    CHANNELS,
-    WORK_MPP,
-    NucleiUNet,
-    image_to_input,
-    network_bfloat16,
-)
+from histocluster.segmentation.network_runtime import WORK_MPP, network_bfloat16
+from histocluster.segmentation.nuclei_net import CHANNELS, NucleiUNet, export_onnx, image_to_input
 from histocluster.wsi.stain import _HED_FROM_RGB, _RGB_FROM_HED
 
 
@@ -358,7 +353,9 @@ def main() -> None:
         "work_mpp": WORK_MPP,
     }
     torch.save(checkpoint, args.out)
-    print(f"wrote {args.out}")
+    # The same network for installs without torch (runtime onnxruntime).
+    onnx_file = export_onnx(args.out, args.out.with_suffix(".onnx"))
+    print(f"wrote {args.out} and {onnx_file}")
 
 
 if __name__ == "__main__":

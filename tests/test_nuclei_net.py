@@ -17,13 +17,14 @@ from PIL import Image
 from histocluster.errors import UserInputError
 from histocluster.segmentation.evaluation import evaluate, evaluate_points
 from histocluster.segmentation.network_file import DEFAULT_WEIGHTS, check_network_file
+from histocluster.segmentation.network_runtime import load_nuclei_network, predict_probabilities
 from histocluster.segmentation.nuclei_net import (
     InferenceUNet,
     NucleiUNet,
+    TorchNucleiNetwork,
     fold_batch_norm,
     load_network,
     max_pool_2x2,
-    predict_probabilities,
 )
 from histocluster.segmentation.settings import WatershedSettings
 from histocluster.segmentation.watershed import segment_nuclei
@@ -150,12 +151,14 @@ def test_two_by_two_max_pooling_matches_torch():
         max_pool_2x2(torch.zeros(1, 1, 5, 4))
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 @pytest.mark.parametrize(
-    ("shape", "mpp", "expected"), [((203, 150), 0.25, (102, 75)), ((77, 64), 0.5, (77, 64))]
+    ("shape", "mpp", "expected"),
+    [((203, 150), 0.25, (102, 75)), ((77, 64), 0.5, (77, 64)), ((30, 41), 1.0, (60, 82))],
 )
-def test_probabilities_come_at_the_work_resolution(shape, mpp, expected):
+def test_probabilities_come_at_the_work_resolution(shape, mpp, expected, runtime):
     rgb = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    probabilities = predict_probabilities(load_network(), rgb, mpp)
+    probabilities = predict_probabilities(load_nuclei_network(runtime=runtime), rgb, mpp)
     assert probabilities.shape == (3, *expected)
     np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)
 
@@ -233,6 +236,14 @@ def test_training_script_writes_a_checkpoint_the_segmenter_loads(tmp_path):
     rgb, _ = synthetic_he(0.5, CENTRES, size_um=64.0)
     labels = segment_nuclei(rgb, 0.5, WatershedSettings(weights_path=str(out)))
     assert labels.shape == rgb.shape[:2] and labels.dtype == np.int32
+    # The ONNX export beside it is the same network, for installs without torch.
+    onnx_file = out.with_suffix(".onnx")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["net.onnx", "net.pt"]
+    np.testing.assert_allclose(
+        predict_probabilities(load_nuclei_network(onnx_file), rgb, 0.5),
+        predict_probabilities(load_nuclei_network(out, precision="float32"), rgb, 0.5),
+        atol=1e-5,
+    )
 
 
 def test_training_script_refuses_a_crop_larger_than_the_images(tmp_path):
@@ -247,12 +258,15 @@ def test_training_script_refuses_a_crop_larger_than_the_images(tmp_path):
 
 
 def test_precision_setting_picks_bfloat16_only_where_asked_or_native(monkeypatch):
-    from histocluster.segmentation import nuclei_net
+    from histocluster.segmentation import network_runtime
 
-    assert nuclei_net.network_bfloat16("float32") is False and nuclei_net.network_bfloat16("bfloat16") is True
+    assert network_runtime.network_bfloat16("float32") is False
+    assert network_runtime.network_bfloat16("bfloat16") is True
     for native in (True, False):
-        monkeypatch.setattr(nuclei_net, "cpu_has_bfloat16", lambda native=native: native)
-        assert nuclei_net.network_bfloat16("auto") is native
+        monkeypatch.setattr(network_runtime, "cpu_has_bfloat16", lambda native=native: native)
+        assert network_runtime.network_bfloat16("auto") is native
+        assert network_runtime.choose_network(runtime="torch").bfloat16 is native
+        assert network_runtime.choose_network(runtime="onnxruntime").bfloat16 is False
     with pytest.raises(Exception, match="precision"):
         WatershedSettings(precision="float16")
 
@@ -261,14 +275,12 @@ def test_bfloat16_gives_the_float32_probabilities_on_a_real_tile(cmu_slide):
     """The network in bfloat16 (what `precision: auto` picks on CPUs with AMX) agrees with
     float32 on a real tile of the sample slide: same class at ≥ 99% of pixels,
     probabilities within 0.1. (Quality on MoNuSeg at 0.5 µm/px and CRC: README.)"""
-    from histocluster.segmentation.nuclei_net import load_network, predict_probabilities
     from histocluster.wsi.slides import open_slide
 
     with open_slide(cmu_slide) as reader:
         rgb = reader.read_region((700, 1300), 0, (256, 256))
-    network = load_network()
-    full = predict_probabilities(network, rgb, 0.5)
-    half = predict_probabilities(network, rgb, 0.5, bfloat16=True)
+    full = predict_probabilities(TorchNucleiNetwork(), rgb, 0.5)
+    half = predict_probabilities(TorchNucleiNetwork(bfloat16=True), rgb, 0.5)
     assert half.dtype == np.float32 and half.shape == full.shape
     assert (half.argmax(0) == full.argmax(0)).mean() >= 0.99
     assert np.abs(half - full).max() < 0.1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import logging
 import sys
 from collections import defaultdict
 from dataclasses import replace
@@ -23,6 +24,8 @@ from histocluster.output_folders import (
     unwritable_folders,
 )
 from histocluster.params import PARAMETER_MODELS, parse, validate_parameters
+
+logger = logging.getLogger(__name__)
 
 #: Nodes that run a segmenter.
 SEGMENTING_NODES = {"segment_tiles", "evaluate_segmentation"}
@@ -73,9 +76,16 @@ class CheckModelFilesHook:
         elif params.watershed.foreground == "network":
             # Without torch: the pass may run on worker processes, and torch in this
             # process would cost ~0.3 GB for nothing (the network loads where it runs).
-            from histocluster.segmentation.network_file import check_network_file
+            from histocluster.segmentation.network_file import check_network
 
-            check_network_file(params.watershed.weights_path)
+            w = params.watershed
+            choice = check_network(w.weights_path, w.runtime, w.precision)
+            logger.info(
+                "Nuclei network: %s on %s%s",
+                choice.path.name,
+                choice.runtime,
+                " in bfloat16" if choice.bfloat16 else " in float32",
+            )
         if params.cell_features.deep == "resnet50" and "segment_tiles" in names:
             from histocluster.features.resnet import resolve_weights
 

@@ -1,12 +1,13 @@
-"""Checks on a nuclei network checkpoint that do not import torch.
+"""Checks on a nuclei network file that do not import torch.
 
 A run whose segmentation pass goes to worker processes never needs torch in its own
 process, and importing it costs ~0.3 GB of private memory there (the CUDA build from PyPI;
 ~0.67 GB resident with its libraries). The check before the first node therefore reads the
 checkpoint's zip archive and pickle itself: the archive's checksums, the pickle (with a
 restricted unpickler that builds no objects but plain containers and tensor shapes), the
-``channels`` and ``state_dict`` entries, and each tensor's stored bytes. The network itself
-is loaded where it runs (:func:`histocluster.segmentation.nuclei_net.load_network`).
+``channels`` and ``state_dict`` entries, and each tensor's stored bytes. An ONNX model is
+checked by loading it in onnxruntime (:func:`check_network`). The network itself is loaded
+where it runs (:func:`histocluster.segmentation.network_runtime.load_nuclei_network`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import zipfile
 from pathlib import Path
 
 from histocluster.errors import UserInputError
+from histocluster.segmentation.network_runtime import SHIPPED_CHECKPOINT, NetworkChoice, choose_network
 
-#: The shipped weights (``bench/train_nuclei_net.py`` writes this format).
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "nuclei_unet.pt"
+#: The shipped checkpoint (``bench/train_nuclei_net.py`` writes this format).
+DEFAULT_WEIGHTS = SHIPPED_CHECKPOINT
 
 #: Bytes per element of the storage types a checkpoint may hold.
 _ITEM_SIZE = {
@@ -122,3 +124,23 @@ def check_network_file(path: str | Path | None) -> Path:
     except Exception as error:  # noqa: BLE001 — any archive/unpickling problem is the file's fault
         raise UserInputError(f"{path}: not a nuclei network checkpoint ({error})") from error
     return path
+
+
+def check_network(
+    weights_path: str | Path | None = None, runtime: str = "auto", precision: str = "auto"
+) -> NetworkChoice:
+    """The network a run will use (:func:`~.network_runtime.choose_network`), its file
+    checked without torch: a checkpoint by :func:`check_network_file`, an ONNX model by
+    loading it in onnxruntime (inputs and outputs of the nuclei network).
+
+    Raises:
+        UserInputError: as :func:`~.network_runtime.choose_network`, or the file is broken.
+    """
+    choice = choose_network(weights_path, runtime, precision)
+    if choice.runtime == "torch":
+        check_network_file(choice.path)
+    else:
+        from histocluster.segmentation.network_runtime import OnnxNucleiNetwork
+
+        OnnxNucleiNetwork(choice.path)
+    return choice

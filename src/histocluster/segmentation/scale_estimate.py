@@ -99,16 +99,19 @@ def tissue_windows(tissue: np.ndarray, window: int, count: int) -> list[tuple[in
     return [(row, col) for _, row, col in sorted(scores)[:count]]
 
 
-def network_nucleus_probability(weights_path: str | None = None, bfloat16: bool = False):
+def network_nucleus_probability(
+    weights_path: str | None = None, runtime: str = "auto", precision: str = "auto"
+):
     """``(rgb, mpp) -> nucleus probability`` at the network's work resolution, with the
-    nuclei network of ``weights_path`` (None: the shipped weights)."""
-    from histocluster.segmentation.nuclei_net import predict_probabilities
+    nuclei network of ``weights_path`` (None: the shipped weights) on ``runtime`` in
+    ``precision`` (:func:`~.network_runtime.choose_network`)."""
+    from histocluster.segmentation.network_runtime import predict_probabilities
     from histocluster.segmentation.watershed import cached_network
 
-    network = cached_network(weights_path)
+    network = cached_network(weights_path, runtime, precision)
 
     def probability(rgb: np.ndarray, mpp: float) -> np.ndarray:
-        p = predict_probabilities(network, rgb, mpp, bfloat16=bfloat16)
+        p = predict_probabilities(network, rgb, mpp)
         return p[1] + p[2]
 
     return probability
@@ -121,7 +124,8 @@ def estimate_slide_mpp(
     region_px: int = 768,
     regions: int = 6,
     weights_path: str | None = None,
-    bfloat16: bool = False,
+    runtime: str = "auto",
+    precision: str = "auto",
 ) -> tuple[ScaleEstimate, int]:
     """:func:`estimate_mpp` of an open slide on up to ``regions`` level-0 squares of
     ``region_px`` (192 µm wide at 0.25 µm/px, 768 µm at 1) where the thumbnail (any
@@ -133,4 +137,4 @@ def estimate_slide_mpp(
     corners = tissue_windows(tissue_pixels(thumbnail, tissue), max(1, round(region_px / scale_x)), regions)
     size = (min(region_px, width), min(region_px, height))
     pixels = [reader.read_region((round(c * scale_x), round(r * scale_y)), 0, size) for r, c in corners]
-    return estimate_mpp(pixels, network_nucleus_probability(weights_path, bfloat16)), len(pixels)
+    return estimate_mpp(pixels, network_nucleus_probability(weights_path, runtime, precision)), len(pixels)

@@ -16,7 +16,13 @@ class WatershedSettings:
     """Knobs of :func:`segment_nuclei`, physical units."""
 
     foreground: Literal["network", "threshold"] = "network"
-    weights_path: str | None = Field(None, description="nuclei network checkpoint; None = shipped weights")
+    weights_path: str | None = Field(
+        None,
+        description="nuclei network: a torch checkpoint (.pt) or its ONNX export (.onnx); None = shipped",
+    )
+    runtime: Literal["auto", "onnxruntime", "torch"] = Field(
+        "auto", description="network runtime: auto = torch where installed, else onnxruntime"
+    )
     foreground_probability: float = Field(0.6, gt=0, lt=1)
     interior_smoothing_um: float = Field(0.5, ge=0)
     min_object_probability: float = Field(
@@ -32,7 +38,7 @@ class WatershedSettings:
     marker_h_um: float = Field(0.3, ge=0)
     intensity_weight: float = Field(0.0, ge=0)
     precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="network arithmetic: auto = bfloat16 where the CPU has AMX/AVX512-BF16"
+        "auto", description="network arithmetic in torch: auto = bfloat16 where the CPU has AMX/AVX512-BF16"
     )
 
 

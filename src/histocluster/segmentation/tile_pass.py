@@ -344,12 +344,16 @@ def _worker_tools(params_json: str):
 def segment_chunk(slide: dict, tiles: pd.DataFrame, params_json: str, settings: PassSettings) -> SlideResult:
     """A task: :func:`process_slide` over some of a slide's tiles, in a worker process
     (one thread: the workers are the parallelism)."""
-    import cv2
-    import torch
+    import sys
 
-    torch.set_num_threads(1)
+    import cv2
+
     cv2.setNumThreads(1)
     segmenter, deep = _worker_tools(params_json)
+    # torch is here only when the tools use it (the nuclei network on torch, Cellpose, ResNet).
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
     return process_slide(slide, tiles, segmenter, settings, deep)
 
 

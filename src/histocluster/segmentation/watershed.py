@@ -34,16 +34,18 @@ faster on one core); see docs/benchmarks.md, *Where the segmentation pass spends
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from histocluster.segmentation.network_runtime import (
+    NucleiNetwork,
+    load_nuclei_network,
+    predict_probabilities,
+    resize_probabilities,
+)
 from histocluster.segmentation.settings import WatershedSettings
 from histocluster.wsi.stain import haematoxylin
-
-if TYPE_CHECKING:  # torch is imported only when the network foreground is used
-    from histocluster.segmentation.nuclei_net import InferenceUNet
 
 
 def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -119,11 +121,10 @@ def markers(distance: np.ndarray, mask: np.ndarray, mpp: float, s: WatershedSett
 
 
 @lru_cache(maxsize=4)
-def cached_network(weights_path: str | None) -> InferenceUNet:
-    """The nuclei network for ``weights_path``, loaded once per process."""
-    from histocluster.segmentation.nuclei_net import load_network
-
-    return load_network(weights_path)
+def cached_network(weights_path: str | None, runtime: str = "auto", precision: str = "auto") -> NucleiNetwork:
+    """The nuclei network for the settings (:func:`~.network_runtime.load_nuclei_network`),
+    loaded once per process."""
+    return load_nuclei_network(weights_path, runtime, precision)
 
 
 def drop_by_area(labels: np.ndarray, mpp: float, min_um2: float, max_um2: float) -> np.ndarray:
@@ -212,18 +213,8 @@ def segment_with_network_scored(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`segment_with_network` and the nucleus probability (interior + boundary) of
     every pixel."""
-    import torch
-    import torch.nn.functional as F
-
-    from histocluster.segmentation.nuclei_net import network_bfloat16, predict_probabilities
-
-    probabilities = predict_probabilities(
-        cached_network(s.weights_path), rgb, mpp, bfloat16=network_bfloat16(s.precision)
-    )
-    if probabilities.shape[1:] != rgb.shape[:2]:
-        probabilities = F.interpolate(
-            torch.from_numpy(probabilities)[None], size=rgb.shape[:2], mode="bilinear"
-        )[0].numpy()
+    network = cached_network(s.weights_path, s.runtime, s.precision)
+    probabilities = resize_probabilities(predict_probabilities(network, rgb, mpp), rgb.shape[:2])
     return network_labels(probabilities, mpp, s), probabilities[1] + probabilities[2]
 
 
@@ -265,6 +256,8 @@ class WatershedSegmenter:
 
     def __init__(self, settings: WatershedSettings) -> None:
         self.settings = settings
+        if settings.foreground == "network":  # loaded now: a bad file fails before any tile
+            self.network = cached_network(settings.weights_path, settings.runtime, settings.precision)
 
     def segment(self, images: list[np.ndarray], mpp: float) -> list[np.ndarray]:
         return [segment_nuclei(image, mpp, self.settings) for image in images]

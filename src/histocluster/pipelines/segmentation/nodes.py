@@ -90,14 +90,18 @@ def segment_tiles(
 def slide_key_function(settings: PassSettings, params: SegmentationParams):
     """``key_of(slide, tiles)`` for the slide store: the pass settings, the parameters and
     the code and weights that compute a slide (:func:`~histocluster.segmentation.slide_store.slide_key`)."""
-    weights = []
+    weights, network = [], ""
     if params.segmenter == "watershed" and params.watershed.foreground == "network":
-        from histocluster.segmentation.network_file import DEFAULT_WEIGHTS
+        from histocluster.segmentation.network_runtime import choose_network
 
-        weights.append(params.watershed.weights_path or DEFAULT_WEIGHTS)
+        w = params.watershed
+        choice = choose_network(w.weights_path, w.runtime, w.precision)
+        weights.append(choice.path)
+        # The runtime and arithmetic that ran (auto resolves per install and CPU).
+        network = f"{choice.runtime}:{'bfloat16' if choice.bfloat16 else 'float32'}"
     code = code_identity(weights)
     # Where it runs and where results are kept do not change a slide's result.
-    text = repr(settings) + params.model_dump_json(exclude={"parallel", "slide_store"})
+    text = repr(settings) + params.model_dump_json(exclude={"parallel", "slide_store"}) + network
 
     def key_of(slide: dict, slide_tiles: pd.DataFrame) -> str:
         return slide_key(slide, slide_tiles, text, code)

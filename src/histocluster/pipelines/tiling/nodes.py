@@ -154,12 +154,10 @@ def _estimate_scale(row: dict, reader, thumbnail: np.ndarray, params: TilingPara
     """Estimate a slide's µm/px from its nuclei (:func:`estimate_slide_mpp`); update ``row``
     (µm/px, source ``estimated`` and the evidence; the evidence alone when no candidate
     won clearly)."""
-    from histocluster.segmentation.nuclei_net import network_bfloat16
     from histocluster.segmentation.scale_estimate import estimate_slide_mpp
 
-    estimate, regions = estimate_slide_mpp(
-        reader, thumbnail, params.tissue, bfloat16=network_bfloat16("auto")
-    )
+    # The shipped network on the runtime this install has (torch or onnxruntime).
+    estimate, regions = estimate_slide_mpp(reader, thumbnail, params.tissue)
     row["mpp_evidence"] = f"{regions} tissue regions: {estimate.evidence()}"
     if estimate.mpp is not None:
         row.update(mpp_x=estimate.mpp, mpp_y=estimate.mpp, mpp_source="estimated")
