@@ -203,3 +203,24 @@ def test_a_kedro_run_without_torch_segments_the_sample_slide_on_onnxruntime(proj
     assert "Nuclei network: nuclei_unet.onnx on onnxruntime in float32" in output
     (cells,) = load(root, "cells")
     assert len(cells) > 300  # 8 tiles of dense skin (about 115 cells a tile with torch)
+
+
+@pytest.mark.slow
+def test_asking_for_torch_where_it_is_not_installed_stops_before_any_work(project, cmu_slide, tmp_path):
+    """The message names the extra to install."""
+    from .conftest import kedro_user_error, venv_env
+
+    root = project([cmu_slide])
+    blocker = tmp_path / "no_torch"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
+    output = kedro_user_error(
+        root,
+        "--pipelines=prep",
+        "--params",
+        "segmentation.watershed.runtime=torch",
+        env=venv_env() | {"PYTHONPATH": str(blocker)},
+    )
+    assert "needs torch, which is not installed" in output
+    assert "pip install 'histocluster[train]'" in output
+    assert not (root / "data" / "02_intermediate" / "tiles.parquet").exists()
