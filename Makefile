@@ -33,7 +33,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 # The person's cluster names (git-ignored, like all of conf/local). Created empty so that
 # `dvc repro` finds the classification stage's dependency on a fresh clone.
 conf/local/cluster_labels.yml:
-	printf '# Cluster names: `<cluster id>: <cell type>`, one per line (see README "Classification"),\n# or the file the report downloads (results/report.html, Galleries).\n# Apply with: kedro run --pipelines=relabel\n' > $@
+	printf '# Cluster names: `<cluster id>: <cell type>`, one per line (see docs/guide.md "Classification"),\n# or the file the report downloads (results/report.html, Galleries).\n# Apply with: kedro run --pipelines=relabel\n' > $@
 
 setup: $(VENV)/.installed conf/local/cluster_labels.yml
 

@@ -14,7 +14,7 @@ Methods (``method``):
   last point), or a value.
 
 On measured nuclei, DBSCAN and default HDBSCAN put almost every cell in one cluster;
-the default is therefore ``kmeans`` (see the README's label-efficiency table).
+the default is therefore ``kmeans`` (see docs/benchmarks.md, *Label efficiency*).
 
 Noise (cluster id ``-1``) is kept and flagged; with ``noise: nearest`` noise cells also
 join the cluster with the nearest centre, for labelling.

@@ -14,7 +14,7 @@ share on all six (MoNuSeg, CoNSeP, CPM-15 20× and 40×, glioma, CRC), clearly o
 (1.24–1.38×) and not clearly on CoNSeP (1.05×) and CRC (1.12×), which get no estimate. On
 the TCGA sample slide (no metadata) 1 µm/px wins by 3.8× (0.171 against 0.045 at 0.5), the
 scale at which its outlines are right; the sample slide's skin, treated as unknown, gives
-0.5 µm/px by 1.31×. See README, *Tiling: scale*.
+0.5 µm/px by 1.31×. See docs/guide.md, *Tiling*.
 
 A slide on which the network is sure of almost nothing at every candidate (an overview,
 a slide without nuclei), or where the best candidate does not clearly win (share under
