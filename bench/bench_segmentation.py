@@ -57,7 +57,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     tiling, filtering = TilingParams(), FilteringParams()
-    segmentation = SegmentationParams(watershed=WatershedSettings(**json.loads(args.settings)))
+    # No slide store: every tile is computed (a stored slide would be reused, not timed).
+    segmentation = SegmentationParams(
+        watershed=WatershedSettings(**json.loads(args.settings)), slide_store=None
+    )
     startup = 0.0
     if segmentation.watershed.foreground == "network":
         start = time.perf_counter()
