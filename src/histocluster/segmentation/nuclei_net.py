@@ -116,41 +116,6 @@ class _UpsampleSkipBlock(nn.Module):
         return F.relu_(out)
 
 
-class InferenceUNet(nn.Module):
-    """A trained :class:`NucleiUNet` rearranged for fast inference on the CPU: batch norm
-    folded into the convolutions, the decoder's upsample + concatenate + convolve as
-    :class:`_UpsampleSkipBlock`, pooling by :func:`max_pool_2x2`. The same function (outputs
-    equal up to float rounding); inputs must be multiples of 8 in height and width."""
-
-    def __init__(self, network: NucleiUNet) -> None:
-        super().__init__()
-        if network.training:
-            raise ValueError("build the inference network from a network in eval mode")
-        network = fold_batch_norm(network)
-        self.channels = network.channels
-        self.enc0, self.enc1, self.enc2, self.bottom = (
-            network.enc0,
-            network.enc1,
-            network.enc2,
-            network.bottom,
-        )
-        _, c1, c2, c3 = network.channels
-        self.dec2 = _UpsampleSkipBlock(network.dec2[0], c3)
-        self.dec1 = _UpsampleSkipBlock(network.dec1[0], c2)
-        self.dec0 = _UpsampleSkipBlock(network.dec0[0], c1)
-        self.head = network.head
-        self.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x0 = self.enc0(x)
-        x1 = self.enc1(max_pool_2x2(x0))
-        x2 = self.enc2(max_pool_2x2(x1))
-        bottom = self.bottom(max_pool_2x2(x2))
-        d = self.dec2(bottom, x2)
-        d = self.dec1(d, x1)
-        return self.head(self.dec0(d, x0))
-
-
 #: For the two output phases (even, odd) of one axis of a 3-tap kernel applied after 2×
 #: nearest upsampling: which taps (columns) fall on each low-resolution offset -1, 0, +1 (rows).
 _PHASE_TAPS = torch.tensor(
@@ -181,17 +146,24 @@ class _PhaseUpsampleSkipBlock(nn.Module):
         return F.relu(self.skip(skip) + F.pixel_shuffle(self.up(low), 2))
 
 
-class ExportUNet(nn.Module):
-    """A trained :class:`NucleiUNet` rearranged for onnxruntime (:func:`export_onnx`): batch
-    norm folded, the decoder as :class:`_PhaseUpsampleSkipBlock`, standard max pooling; the
-    same function, class logits out (the softmax is cheaper in NumPy than in onnxruntime).
-    Inputs must be multiples of 8 in height and width."""
+class _RearrangedUNet(nn.Module):
+    """A trained :class:`NucleiUNet` computed another way (the same function, outputs equal
+    up to float rounding): batch norm folded into the convolutions, each decoder block's
+    upsample + concatenate + convolve as ``decoder_block``, pooling by ``pool``. Inputs must be
+    multiples of 8 in height and width."""
+
+    decoder_block: type[nn.Module]
+
+    @staticmethod
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def __init__(self, network: NucleiUNet) -> None:
         super().__init__()
         if network.training:
-            raise ValueError("build the export network from a network in eval mode")
+            raise ValueError("build the inference network from a network in eval mode")
         network = fold_batch_norm(network)
+        self.channels = network.channels
         self.enc0, self.enc1, self.enc2, self.bottom = (
             network.enc0,
             network.enc1,
@@ -199,20 +171,40 @@ class ExportUNet(nn.Module):
             network.bottom,
         )
         _, c1, c2, c3 = network.channels
-        self.dec2 = _PhaseUpsampleSkipBlock(network.dec2[0], c3)
-        self.dec1 = _PhaseUpsampleSkipBlock(network.dec1[0], c2)
-        self.dec0 = _PhaseUpsampleSkipBlock(network.dec0[0], c1)
+        self.dec2 = self.decoder_block(network.dec2[0], c3)
+        self.dec1 = self.decoder_block(network.dec1[0], c2)
+        self.dec0 = self.decoder_block(network.dec0[0], c1)
         self.head = network.head
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x0 = self.enc0(x)
-        x1 = self.enc1(F.max_pool2d(x0, 2))
-        x2 = self.enc2(F.max_pool2d(x1, 2))
-        bottom = self.bottom(F.max_pool2d(x2, 2))
+        x1 = self.enc1(self.pool(x0))
+        x2 = self.enc2(self.pool(x1))
+        bottom = self.bottom(self.pool(x2))
         d = self.dec2(bottom, x2)
         d = self.dec1(d, x1)
         return self.head(self.dec0(d, x0))
+
+
+class InferenceUNet(_RearrangedUNet):
+    """The network rearranged for fast inference in torch on the CPU: the decoder as
+    :class:`_UpsampleSkipBlock`, pooling by :func:`max_pool_2x2`; class logits out."""
+
+    decoder_block = _UpsampleSkipBlock
+    pool = staticmethod(max_pool_2x2)
+
+
+class ExportUNet(_RearrangedUNet):
+    """The network rearranged for onnxruntime (:func:`export_onnx`): the decoder as
+    :class:`_PhaseUpsampleSkipBlock`, standard max pooling; class logits out (the softmax is
+    cheaper in NumPy than in onnxruntime)."""
+
+    decoder_block = _PhaseUpsampleSkipBlock
+
+    @staticmethod
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, 2)
 
 
 def read_network(path: str | Path | None = None) -> NucleiUNet:
