@@ -89,7 +89,6 @@ def make_project(root: Path, slides: list[Path] | None = None) -> Path:
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / "conf" / "base", root / "conf" / "base")
-    shutil.copy(ROOT / "conf" / "logging.yml", root / "conf" / "logging.yml")
     (root / "conf" / "local").mkdir(parents=True)
     shutil.copytree(ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     raw = root / "data" / "01_raw" / "slides"

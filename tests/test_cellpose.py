@@ -83,6 +83,24 @@ def test_missing_checkpoint_stops_the_run_before_any_work(project, cmu_slide, tm
 
 
 @pytest.mark.slow
+def test_cellpose_without_the_gpu_extra_says_what_to_install(project, cmu_slide, tmp_path):
+    """The default install has no cellpose and no torch: asking for Cellpose-SAM (conf/gpu)
+    stops before any work and names the extra, not a failed download."""
+    root = project([cmu_slide])
+    blocker = tmp_path / "default_install"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nfor name in ('torch', 'cellpose'):\n    sys.modules[name] = None\n"
+    )
+    output = kedro_user_error(
+        root, "--params", "segmentation.segmenter=cellpose", env=venv_env() | {"PYTHONPATH": str(blocker)}
+    )
+    assert "segmentation.segmenter cellpose needs cellpose and torch" in output
+    assert "pip install -e '.[gpu]'" in output and "download" not in output
+    assert not (root / "data" / "02_intermediate" / "slides.parquet").exists()  # tiling never ran
+
+
+@pytest.mark.slow
 def test_missing_network_weights_stop_the_run_before_any_work(project, cmu_slide, tmp_path):
     root = project([cmu_slide])
     output = kedro_user_error(root, "--params", f"segmentation.watershed.weights_path={tmp_path / 'gone.pt'}")

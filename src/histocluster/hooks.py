@@ -37,6 +37,17 @@ def _params(catalog, section: str):
     return values if isinstance(values, PARAMETER_MODELS[section]) else parse(section, values)
 
 
+class ConsoleLogHook:
+    """Once the session's logging is set up: this project's messages are printed as written
+    on Kedro's Rich console (:mod:`histocluster.log_handler`)."""
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        from histocluster.log_handler import print_project_messages_as_written
+
+        print_project_messages_as_written()
+
+
 class ValidateParametersHook:
     """Checks every pipeline's parameters against its model when the context is created,
     so a typo or a wrong type stops the run before any work with one message naming

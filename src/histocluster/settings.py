@@ -2,6 +2,7 @@
 
 from histocluster.hooks import (
     CheckModelFilesHook,
+    ConsoleLogHook,
     MissingInputsHook,
     OutputFoldersHook,
     ReleaseMemoryHook,
@@ -21,6 +22,7 @@ HOOKS = (
     RunLockHook(),
     ReleaseMemoryHook(),
     ResultsViewHook(),  # after RunLockHook: it runs while the run still holds the lock
+    ConsoleLogHook(),  # last, so first: the console prints this project's messages as written
 )
 
 CONFIG_LOADER_ARGS = {

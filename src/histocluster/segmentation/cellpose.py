@@ -10,6 +10,7 @@ in bfloat16 on a GPU.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -41,6 +42,13 @@ def resolve_checkpoint(settings: CellposeSettings) -> Path:
         CheckpointError: the file is not there and cannot be fetched; the message names
             the file, the folder and the settings that choose them.
     """
+    missing = [name for name in ("cellpose", "torch") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CheckpointError(
+            f"segmentation.segmenter cellpose needs {' and '.join(missing)}, which the default install "
+            "leaves out: pip install -e '.[gpu]' (a CUDA machine; the Docker image has it), or use "
+            "the CPU segmenter (segmentation.segmenter: watershed; conf/base)"
+        )
     given = Path(settings.pretrained_model).expanduser()
     if given.is_file():
         return given
