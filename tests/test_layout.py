@@ -71,6 +71,7 @@ def test_every_flat_module_found_a_stage_package():
         "__main__",
         "errors",
         "hooks",
+        "log_handler",
         "output_folders",
         "params",
         "pipeline_registry",
