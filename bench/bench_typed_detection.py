@@ -68,14 +68,16 @@ def pair(true_xy: np.ndarray, pred_xy: np.ndarray, radius: float) -> tuple[np.nd
     return rows[keep], cols[keep]
 
 
-def detect(bench: Path, resolution: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def detect(
+    bench: Path, resolution: float, settings: WatershedSettings | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Detected cells of every image (measured, with the type of the true nucleus each is
     paired with, NaN when unpaired) and the true nuclei with the detection they are paired
     with (-1 when missed)."""
     info = json.loads((bench / "info.json").read_text())
     mpp = float(info["mpp"])
     truth = pd.read_csv(bench / "cells.csv")
-    settings = WatershedSettings()
+    settings = settings or WatershedSettings()
     ring_um = CellFeatureSettings().ring_um
     frames, truths = [], []
     for image_id, types in truth.groupby("image_id", sort=True):
@@ -130,6 +132,9 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--cache", type=Path, help="a folder to keep the detections in")
+    parser.add_argument(
+        "--settings", default="{}", help='WatershedSettings as JSON, e.g. \'{"weights_path": "other.onnx"}\''
+    )
     args = parser.parse_args()
     t0 = time.perf_counter()
     if args.cache and (args.cache / "cells.parquet").is_file():
@@ -138,7 +143,7 @@ def main() -> None:
             pd.read_parquet(args.cache / "truth.parquet"),
         )
     else:
-        cells, truth = detect(args.bench, args.resolution)
+        cells, truth = detect(args.bench, args.resolution, WatershedSettings(**json.loads(args.settings)))
         if args.cache:
             args.cache.mkdir(parents=True, exist_ok=True)
             cells.to_parquet(args.cache / "cells.parquet")
