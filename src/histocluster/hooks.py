@@ -91,12 +91,7 @@ class CheckModelFilesHook:
 
             w = params.watershed
             choice = check_network(w.weights_path, w.runtime, w.precision)
-            logger.info(
-                "Nuclei network: %s on %s%s",
-                choice.path.name,
-                choice.runtime,
-                " in bfloat16" if choice.bfloat16 else " in float32",
-            )
+            logger.info("Nuclei network: %s on %s in %s", choice.path.name, choice.runtime, choice.arithmetic)
         if params.cell_features.deep == "resnet50" and "segment_tiles" in names:
             from histocluster.features.resnet import resolve_weights
 

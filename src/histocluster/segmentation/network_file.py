@@ -19,7 +19,12 @@ import zipfile
 from pathlib import Path
 
 from histocluster.errors import UserInputError
-from histocluster.segmentation.network_runtime import SHIPPED_CHECKPOINT, NetworkChoice, choose_network
+from histocluster.segmentation.network_runtime import (
+    SHIPPED_CHECKPOINT,
+    NetworkChoice,
+    choose_network,
+    network_weights_path,
+)
 
 #: The shipped checkpoint (``bench/train_nuclei_net.py`` writes this format).
 DEFAULT_WEIGHTS = SHIPPED_CHECKPOINT
@@ -37,21 +42,6 @@ _ITEM_SIZE = {
     "ByteStorage": 1,
     "BoolStorage": 1,
 }
-
-
-def network_weights_path(path: str | Path | None) -> Path:
-    """The checkpoint file for ``path`` (``None``: the shipped weights).
-
-    Raises:
-        UserInputError: there is no such file.
-    """
-    path = Path(path) if path else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise UserInputError(
-            f"{path}: nuclei network weights not found; set segmentation.watershed.weights_path "
-            "to a file written by bench/train_nuclei_net.py, or leave it empty for the shipped weights"
-        )
-    return path
 
 
 class _Tensor(tuple):

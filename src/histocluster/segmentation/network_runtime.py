@@ -88,6 +88,22 @@ def is_onnx_file(path: Path) -> bool:
     return path.suffix.lower() == ".onnx"
 
 
+def network_weights_path(path: str | Path | None) -> Path:
+    """The network file for ``path`` (``None``: the shipped checkpoint).
+
+    Raises:
+        UserInputError: there is no such file.
+    """
+    path = Path(path).expanduser() if path else SHIPPED_CHECKPOINT
+    if not path.is_file():
+        raise UserInputError(
+            f"{path}: nuclei network weights not found; set segmentation.watershed.weights_path "
+            "to a file written by bench/train_nuclei_net.py (.pt, or the .onnx beside it), "
+            "or leave it empty for the shipped weights"
+        )
+    return path
+
+
 @dataclass(frozen=True)
 class NetworkChoice:
     """Which file runs on which runtime, in which arithmetic."""
@@ -95,6 +111,11 @@ class NetworkChoice:
     runtime: Runtime
     path: Path
     bfloat16: bool
+
+    @property
+    def arithmetic(self) -> str:
+        """``bfloat16`` or ``float32``."""
+        return "bfloat16" if self.bfloat16 else "float32"
 
 
 def choose_network(
@@ -109,13 +130,7 @@ def choose_network(
     if runtime not in ("auto", "onnxruntime", "torch"):
         raise ValueError(f"runtime must be auto, onnxruntime or torch, not {runtime!r}")
     if weights_path:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            raise UserInputError(
-                f"{path}: nuclei network weights not found; set segmentation.watershed.weights_path "
-                "to a file written by bench/train_nuclei_net.py (.pt, or the .onnx beside it), "
-                "or leave it empty for the shipped weights"
-            )
+        path = network_weights_path(weights_path)
         kind: Runtime = "onnxruntime" if is_onnx_file(path) else "torch"
         if runtime not in ("auto", kind):
             raise UserInputError(

@@ -28,8 +28,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from histocluster.errors import UserInputError
-from histocluster.segmentation.network_file import network_weights_path
-from histocluster.segmentation.network_runtime import CLASSES, WORK_MPP
+from histocluster.segmentation.network_runtime import CLASSES, WORK_MPP, network_weights_path
 from histocluster.wsi.stain import optical_density
 
 __all__ = ["CHANNELS", "CLASSES", "WORK_MPP", "NucleiUNet", "InferenceUNet", "TorchNucleiNetwork"]
@@ -89,6 +88,16 @@ def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
 _UPSAMPLED_TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
 
+def _skip_convolution(conv: nn.Conv2d, upsampled_channels: int) -> nn.Conv2d:
+    """The part of a trained decoder convolution (``conv`` over ``cat[upsampled, skip]``)
+    that sees the skip channels, as a 3×3 convolution of ``skip`` with ``conv``'s bias."""
+    weight, bias = conv.weight.detach(), conv.bias.detach()
+    skip = nn.Conv2d(weight.shape[1] - upsampled_channels, weight.shape[0], 3, padding=1)
+    skip.weight.data = weight[:, upsampled_channels:].clone()
+    skip.bias.data = bias.clone()
+    return skip
+
+
 class _UpsampleSkipBlock(nn.Module):
     """``relu(conv3x3(cat[upsample2×(low), skip]))`` of a trained decoder block, computed
     without the upsampled map or the concatenation: the part of the kernel that sees the
@@ -99,11 +108,8 @@ class _UpsampleSkipBlock(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, upsampled_channels: int) -> None:
         super().__init__()
-        weight, bias = conv.weight.detach(), conv.bias.detach()
-        outputs, inputs = weight.shape[:2]
-        self.skip = nn.Conv2d(inputs - upsampled_channels, outputs, 3, padding=1)
-        self.skip.weight.data = weight[:, upsampled_channels:].clone()
-        self.skip.bias.data = bias.clone()
+        weight, outputs = conv.weight.detach(), conv.weight.shape[0]
+        self.skip = _skip_convolution(conv, upsampled_channels)
         self.up = nn.ConvTranspose2d(upsampled_channels, outputs, 4, stride=2, padding=1, bias=False)
         taps = _UPSAMPLED_TAPS.to(weight.dtype)
         self.up.weight.data = torch.einsum(
@@ -132,11 +138,8 @@ class _PhaseUpsampleSkipBlock(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, upsampled_channels: int) -> None:
         super().__init__()
-        weight, bias = conv.weight.detach(), conv.bias.detach()
-        outputs, inputs = weight.shape[:2]
-        self.skip = nn.Conv2d(inputs - upsampled_channels, outputs, 3, padding=1)
-        self.skip.weight.data = weight[:, upsampled_channels:].clone()
-        self.skip.bias.data = bias.clone()
+        weight, outputs = conv.weight.detach(), conv.weight.shape[0]
+        self.skip = _skip_convolution(conv, upsampled_channels)
         self.up = nn.Conv2d(upsampled_channels, 4 * outputs, 3, padding=1, bias=False)
         taps = _PHASE_TAPS.to(weight.dtype)
         phases = torch.einsum("apd,oide,bqe->oabipq", taps, weight[:, :upsampled_channels], taps)

@@ -257,7 +257,7 @@ class WatershedSegmenter:
     def __init__(self, settings: WatershedSettings) -> None:
         self.settings = settings
         if settings.foreground == "network":  # loaded now: a bad file fails before any tile
-            self.network = cached_network(settings.weights_path, settings.runtime, settings.precision)
+            cached_network(settings.weights_path, settings.runtime, settings.precision)
 
     def segment(self, images: list[np.ndarray], mpp: float) -> list[np.ndarray]:
         return [segment_nuclei(image, mpp, self.settings) for image in images]

@@ -98,7 +98,7 @@ def slide_key_function(settings: PassSettings, params: SegmentationParams):
         choice = choose_network(w.weights_path, w.runtime, w.precision)
         weights.append(choice.path)
         # The runtime and arithmetic that ran (auto resolves per install and CPU).
-        network = f"{choice.runtime}:{'bfloat16' if choice.bfloat16 else 'float32'}"
+        network = f"{choice.runtime}:{choice.arithmetic}"
     code = code_identity(weights)
     # Where it runs and where results are kept do not change a slide's result.
     text = repr(settings) + params.model_dump_json(exclude={"parallel", "slide_store"}) + network
