@@ -119,6 +119,18 @@ def venv_env() -> dict[str, str]:
     return env
 
 
+def env_without(folder: Path, *modules: str) -> dict[str, str]:
+    """:func:`venv_env` for a subprocess in which ``modules`` cannot be imported (and
+    ``importlib.util.find_spec`` finds nothing), as in an install without them: a
+    ``sitecustomize.py`` in ``folder`` (made here) on PYTHONPATH, so worker processes inherit it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ", ".join(repr(m) for m in modules)
+    (folder / "sitecustomize.py").write_text(
+        f"import sys\nfor name in ({names},):\n    sys.modules[name] = None\n"
+    )
+    return venv_env() | {"PYTHONPATH": str(folder)}
+
+
 def run(
     cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:

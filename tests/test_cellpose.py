@@ -19,7 +19,7 @@ from histocluster.segmentation.cellpose import (
     resolve_checkpoint,
 )
 
-from .conftest import kedro_user_error, venv_env
+from .conftest import env_without, kedro_user_error, venv_env
 
 torch = pytest.importorskip("torch")
 
@@ -87,14 +87,8 @@ def test_cellpose_without_the_gpu_extra_says_what_to_install(project, cmu_slide,
     """The default install has no cellpose and no torch: asking for Cellpose-SAM (conf/gpu)
     stops before any work and names the extra, not a failed download."""
     root = project([cmu_slide])
-    blocker = tmp_path / "default_install"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\nfor name in ('torch', 'cellpose'):\n    sys.modules[name] = None\n"
-    )
-    output = kedro_user_error(
-        root, "--params", "segmentation.segmenter=cellpose", env=venv_env() | {"PYTHONPATH": str(blocker)}
-    )
+    env = env_without(tmp_path / "default_install", "torch", "cellpose")
+    output = kedro_user_error(root, "--params", "segmentation.segmenter=cellpose", env=env)
     assert "segmentation.segmenter cellpose needs cellpose and torch" in output
     assert "pip install -e '.[gpu]'" in output and "download" not in output
     assert not (root / "data" / "02_intermediate" / "slides.parquet").exists()  # tiling never ran

@@ -184,15 +184,10 @@ def test_a_kedro_run_without_torch_segments_the_sample_slide_on_onnxruntime(proj
     """The default install has no torch: a real `kedro run` of tiling, segmentation and
     filtering with torch, torchvision and cellpose unimportable (in the run's process and
     in the segmentation pass's workers) finds the sample slide's nuclei on onnxruntime."""
-    from .conftest import load, run, venv_env
+    from .conftest import env_without, load, run
 
     root = project([cmu_slide])
-    blocker = tmp_path / "no_torch"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(
-        "import sys\nfor name in ('torch', 'torchvision', 'cellpose'):\n    sys.modules[name] = None\n"
-    )
-    env = venv_env() | {"PYTHONPATH": str(blocker)}
+    env = env_without(tmp_path / "no_torch", "torch", "torchvision", "cellpose")
     result = run(
         ["kedro", "run", "--pipelines=prep", "--params",
          "tiling.max_tiles=8,segmentation.tiles_per_batch=2,segmentation.parallel.n_workers=2,"
@@ -208,18 +203,15 @@ def test_a_kedro_run_without_torch_segments_the_sample_slide_on_onnxruntime(proj
 @pytest.mark.slow
 def test_asking_for_torch_where_it_is_not_installed_stops_before_any_work(project, cmu_slide, tmp_path):
     """The message names the extra to install."""
-    from .conftest import kedro_user_error, venv_env
+    from .conftest import env_without, kedro_user_error
 
     root = project([cmu_slide])
-    blocker = tmp_path / "no_torch"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
     output = kedro_user_error(
         root,
         "--pipelines=prep",
         "--params",
         "segmentation.watershed.runtime=torch",
-        env=venv_env() | {"PYTHONPATH": str(blocker)},
+        env=env_without(tmp_path / "no_torch", "torch"),
     )
     assert "needs torch, which is not installed" in output
     assert "pip install 'histocluster[train]'" in output
