@@ -5,8 +5,8 @@ MoNuSeg and CoNSeP drawn more often (``bench/crossval_nuclei_net.py`` measured t
 held out; docs/segmentation.md)::
 
     python bench/train_nuclei_net.py ../shared/data/bench/{monuseg,consep,cpm15_20x,cpm15_40x,lgg} \
-        --out src/histocluster/segmentation/weights/nuclei_unet.pt --epochs 120 --seed 0 --threads 1 \
-        --small-nucleus-um2 30 --set-odds 3 2 1 1 1
+        --out src/histocluster/segmentation/weights/nuclei_unet.pt --epochs 120 --seed 0 --threads 2 \
+        --channels 16 32 64 64 --small-nucleus-um2 30 --set-odds 3 2 1 1 1
 
 The script's defaults (``--augment mild``, no small-nucleus weighting, no hard-pixel mining,
 equal set odds) are the recipe of the previous weights (MoNuSeg + CoNSeP, kept as

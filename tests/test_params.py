@@ -83,7 +83,7 @@ def test_gpu_environment_overrides_single_keys(tmp_path):
     assert parsed["clustering"].embedders == {"morphology": 1.0, "resnet50": 1.0}
     assert parsed["segmentation"].segmenter == "cellpose"
     assert parsed["clustering"].reduction.n_components == 50  # from conf/base
-    assert parsed["segmentation"].watershed.min_area_um2 == 12.0
+    assert parsed["segmentation"].watershed.min_area_um2 == 10.0
 
 
 def test_clustering_mistakes_are_named():

@@ -56,8 +56,10 @@ def test_every_nucleus_once_with_its_full_area():
     found = cells[["centroid_x", "centroid_y"]].to_numpy()
     distance = np.sqrt(((true_xy[:, None] - found[None]) ** 2).sum(-1))
     assert (distance.min(axis=1) < 1.5).all()
+    # (Within 3 %: a 64 px tile gives the network less context near its edge than the whole
+    # image, which moves an outline by a pixel or so; a cut nucleus would lose about half.)
     assert sorted(np.round(cells["area_um2"], 1)) == pytest.approx(
-        sorted(np.round(whole["area_um2"], 1)), abs=0.6
+        sorted(np.round(whole["area_um2"], 1)), rel=0.03
     )
     # Not cut: a border-cut nucleus would keep about half its area. (The network's outlines sit
     # a little inside these flat synthetic discs: 82–93 % of the drawn area.)

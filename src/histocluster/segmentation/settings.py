@@ -31,7 +31,7 @@ class WatershedSettings:
     smoothing_um: float = Field(0.5, ge=0)
     threshold_scale: float = Field(1.0, gt=0)
     min_threshold: float = Field(0.05, ge=0)
-    min_area_um2: float = Field(12.0, ge=0)
+    min_area_um2: float = Field(10.0, ge=0)
     max_area_um2: float = Field(400.0, gt=0)
     max_hole_um2: float = Field(15.0, ge=0)
     min_distance_um: float = Field(2.5, gt=0)
