@@ -12,7 +12,8 @@ representatives (one *decision* per cluster) → propagation (:func:`propagate`)
 (b) **transfer**: clusters of half of the images only (every other source image; the 16
     tiles of one image stay together) named at the same rate, the model trained on them,
     applied to the other half with zero decisions spent there: macro-F1 on that half,
-    beside (a) scored on the same cells.
+    beside (a) scored on the same cells; and, as the embedding's limit, the same classifier
+    trained on the true type of every cell of the named half.
 
 Usage:
     python bench/bench_cell_type_model.py ../shared/data/bench/consep
@@ -142,6 +143,25 @@ def main() -> None:
                 f"{np.mean(row['a_test']):8.3f} {b}"
             )
         print(f"{'':18} {np.mean(decisions_b):9.0f}  decisions spent on the train images in (b)")
+    # The embedding's own limit for (b): the same classifier given the true type of *every*
+    # cell of the named half (no clusters, no budget), applied to the other half.
+    print("\n(b) with every cell of the named half given its true type (the embedding's limit):")
+    truth = pd.DataFrame(
+        {
+            "cell_id": cells["cell_id"].to_numpy()[train_rows],
+            "cluster_id": 0,
+            "label": y[train_rows],
+            "weight": 1.0,
+            "source": "truth",
+            "representative": False,
+        }
+    )
+    named_half = Embeddings(cells["cell_id"].to_numpy()[train_rows], x[train_rows])
+    on_test = Embeddings(cells["cell_id"].to_numpy()[test_rows], x[test_rows])
+    for kind in classifiers:
+        model = train(named_half, truth, classifier=kind, random_state=0)
+        pred = predict(model, on_test, 0.0)["label"].to_numpy(dtype=object)
+        print(f"{'':18} {len(train_rows):9d}  {'model: ' + kind:28s} {'':8} {'':8} {macro_f1(y[test], pred):12.3f}")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
