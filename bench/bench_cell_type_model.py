@@ -161,7 +161,9 @@ def main() -> None:
     for kind in classifiers:
         model = train(named_half, truth, classifier=kind, random_state=0)
         pred = predict(model, on_test, 0.0)["label"].to_numpy(dtype=object)
-        print(f"{'':18} {len(train_rows):9d}  {'model: ' + kind:28s} {'':8} {'':8} {macro_f1(y[test], pred):12.3f}")
+        print(
+            f"{'':18} {len(train_rows):9d}  {'model: ' + kind:28s} {'':8} {'':8} {macro_f1(y[test], pred):12.3f}"
+        )
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
