@@ -245,11 +245,13 @@ def predict(model: CellTypeModel, embeddings, review_below: float, chunk: int = 
     )
 
 
-def majority_types(table: pd.DataFrame) -> pd.DataFrame:
+def majority_types(table: pd.DataFrame, min_agreement: float) -> pd.DataFrame:
     """Per cluster of ``table`` (``cluster_id``, ``label`` per cell): the most common cell
     type among its cells (``top``; ``review`` is not a type; ties by name; None when no cell
     has a type), the share of the cluster's cells that got it (``agreement``), the votes
-    (label → cells, most first, ``review`` included) and the cluster's cell count."""
+    (label → cells, most first, ``review`` included), the cluster's cell count, and whether
+    the cluster can be named after ``top`` (``sure``: a type shared by at least
+    ``min_agreement`` of its cells)."""
     rows = []
     for cluster_id, group in table.groupby("cluster_id", sort=True):
         counts = group["label"].value_counts()
@@ -257,7 +259,8 @@ def majority_types(table: pd.DataFrame) -> pd.DataFrame:
         top = next((k for k in votes if k != REVIEW), None)
         share = votes[top] / len(group) if top else 0.0
         rows.append((int(cluster_id), top, float(share), votes, int(len(group))))
-    return pd.DataFrame(rows, columns=["cluster_id", "top", "agreement", "votes", "cells"])
+    majority = pd.DataFrame(rows, columns=["cluster_id", "top", "agreement", "votes", "cells"])
+    return majority.assign(sure=majority["top"].notna() & (majority["agreement"] >= min_agreement))
 
 
 def prename_clusters(clusters: pd.DataFrame, predictions: pd.DataFrame, min_agreement: float) -> pd.DataFrame:
@@ -267,9 +270,8 @@ def prename_clusters(clusters: pd.DataFrame, predictions: pd.DataFrame, min_agre
     table = clusters.loc[~clusters["is_noise"].astype(bool), ["cell_id", "cluster_id"]].merge(
         predictions[["cell_id", "label"]], on="cell_id", how="inner"
     )
-    majority = majority_types(table)
-    sure = majority["top"].notna() & (majority["agreement"] >= min_agreement)
-    label = majority["top"].where(sure, None).astype(object)
+    majority = majority_types(table, min_agreement)
+    label = majority["top"].where(majority["sure"], None).astype(object)
     return majority.assign(label=label)[["cluster_id", "label", "agreement", "votes"]]
 
 
@@ -326,8 +328,8 @@ def cluster_names_from_cells(
         f"cell-type model ({model.summary.get('classifier')}, trained {model.summary.get('trained')} "
         f"on clustering {model.summary.get('clustering')})"
     )
-    majority = majority_types(cell_labels[cell_labels["cluster_id"] >= 0])
-    sure = majority["top"].notna() & (majority["agreement"] >= min_agreement)
+    majority = majority_types(cell_labels[cell_labels["cluster_id"] >= 0], min_agreement)
+    sure = majority["sure"]
     table = pd.DataFrame(
         {
             "cluster_id": majority["cluster_id"],
