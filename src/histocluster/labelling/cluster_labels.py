@@ -37,6 +37,15 @@ CLUSTER_LABEL_COLUMNS = [
 ]
 CELL_LABEL_COLUMNS = ["cell_id", "slide_id", "cluster_id", "label", "source", "confidence", "status"]
 
+#: What became of the labels file, as the cluster-label table's ``labels_file`` column says
+#: it: one of these words, then ``": "`` and the detail (the file, or why not).
+FILE_APPLIED, FILE_NOT_APPLIED, FILE_NOT_USED, FILE_NONE = "applied", "not applied", "not used", "none"
+
+
+def labels_file_state(entry: object) -> str:
+    """The state word (:data:`FILE_APPLIED`, …) of a ``labels_file`` entry."""
+    return str(entry).split(":", 1)[0]
+
 
 def vote(answers: pd.DataFrame, cluster_ids: list[int], threshold: float, model: str) -> pd.DataFrame:
     """Cluster labels from representatives' answers.
@@ -157,14 +166,14 @@ def name_clusters(
             int((labels["source"] == "model").sum()),
         )
     given = load_cluster_labels(params.labels_file)
-    file_state = "none"
+    file_state = FILE_NONE
     stale_key = given.clustering is not None and clustering is not None and given.clustering != clustering
     stale_bytes = (
         given.clustering is None and stale_file_sha256 is not None and given.sha256 == stale_file_sha256
     )
     if given.labels and (stale_key or stale_bytes):
         written_for = f"clustering {given.clustering}" if stale_key else "an earlier clustering"
-        file_state = f"not applied: written for {written_for}, this clustering is {clustering}"
+        file_state = f"{FILE_NOT_APPLIED}: written for {written_for}, this clustering is {clustering}"
         logger.warning(
             "%s names clusters of %s; this clustering (%s) numbers its clusters differently, so its "
             "%d names are not applied by number%s. Name this run's clusters in the report and save "
@@ -178,7 +187,7 @@ def name_clusters(
             else "",
         )
     elif given.labels:
-        file_state = f"applied: {given.path}"
+        file_state = f"{FILE_APPLIED}: {given.path}"
         human, outside = match_vocabulary(given.labels, params.vocabulary.labels)
         labels, unknown = apply_human(labels, human)
         logger.info("Classification: %d cluster labels from %s", len(human) - len(unknown), given.path)

@@ -31,6 +31,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from PIL import Image
 
+from histocluster.labelling.cluster_labels import FILE_NOT_USED, labels_file_state
 from histocluster.lazy import materialise
 from histocluster.reporting.colours import label_colours
 from histocluster.wsi.scale import describe_source
@@ -252,7 +253,7 @@ def build_report(
     cards = cluster_cards(clusters, cluster_labels, pictures.get("gallery", {})) if len(clusters) else []
     keys = cluster_labels["clustering"].dropna().unique() if "clustering" in cluster_labels else []
     states = set(cluster_labels["labels_file"].dropna()) if "labels_file" in cluster_labels else set()
-    by_model = any(str(state).startswith("not used") for state in states)
+    by_model = any(labels_file_state(state) == FILE_NOT_USED for state in states)
     used = sorted({c["label"] for c in cards} - {"unlabelled", "review"})
     suggestions = list(dict.fromkeys([*workbench.vocabulary, *used]))
     label_plot = _picture(plots, "label_counts")

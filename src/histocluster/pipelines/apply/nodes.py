@@ -18,6 +18,7 @@ from histocluster.labelling.cell_type_model import (
 from histocluster.labelling.cluster_labels import (
     CELL_LABEL_COLUMNS,
     CLUSTER_LABEL_COLUMNS,
+    FILE_NOT_USED,
     REVIEW,
     naming_order,
 )
@@ -82,5 +83,6 @@ def name_clusters_by_model(
     table = cluster_names_from_cells(cell_labels, model, params.cluster_agreement, CLUSTER_LABEL_COLUMNS)
     table = naming_order(table, cell_labels.groupby("cluster_id").size())
     return table.assign(
-        clustering=model.summary.get("clustering"), labels_file="not used: labels from the cell-type model"
+        clustering=model.summary.get("clustering"),
+        labels_file=f"{FILE_NOT_USED}: labels from the cell-type model",
     )

@@ -19,7 +19,7 @@ from histocluster.labelling.cell_type_model import (
     train,
     training_cells,
 )
-from histocluster.labelling.cluster_labels import name_clusters, naming_order
+from histocluster.labelling.cluster_labels import FILE_APPLIED, labels_file_state, name_clusters, naming_order
 from histocluster.labelling.credentials import openai_api_key
 from histocluster.labelling.labels_file import load_cluster_labels
 from histocluster.labelling.model_answers import ask_about_representatives
@@ -91,7 +91,7 @@ def train_cell_type_model(
     examples = training_cells(cell_labels, representatives, settings.representative_weight)
     labelled = cluster_labels[cluster_labels["status"] == "labelled"]
     applied = (
-        str(cluster_labels["labels_file"].iloc[0]).startswith("applied") if len(cluster_labels) else False
+        bool(len(cluster_labels)) and labels_file_state(cluster_labels["labels_file"].iloc[0]) == FILE_APPLIED
     )
     model = train(
         embeddings,
