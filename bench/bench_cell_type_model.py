@@ -110,6 +110,8 @@ def main() -> None:
     )
     classifiers = args.classifiers.split(",")
     everything, train_rows, test_rows = np.arange(len(cells)), np.flatnonzero(~test), np.flatnonzero(test)
+    ids = cells["cell_id"].to_numpy()
+    all_cells, on_test = Embeddings(ids, x), Embeddings(ids[test_rows], x[test_rows])
     print(
         f"\n{'cells per decision':>18} {'decisions':>9}  {'propagation':28s} "
         f"{'(a) all':>8} {'(a) half':>8} {'(b) transfer':>12}"
@@ -127,8 +129,6 @@ def main() -> None:
             row["a"].append(macro_f1(y, propagated))
             row["a_test"].append(macro_f1(y[test], propagated[test]))
             for kind in classifiers:
-                all_cells = Embeddings(cells["cell_id"].to_numpy(), x)
-                on_test = Embeddings(cells["cell_id"].to_numpy()[test_rows], x[test_rows])
                 pred_a = predict(models_a[kind], all_cells, 0.0)["label"].to_numpy(dtype=object)
                 pred_b = predict(models_b[kind], on_test, 0.0)["label"].to_numpy(dtype=object)
                 row = results.setdefault(f"model: {kind}", {"a": [], "a_test": [], "b": []})
@@ -148,7 +148,7 @@ def main() -> None:
     print("\n(b) with every cell of the named half given its true type (the embedding's limit):")
     truth = pd.DataFrame(
         {
-            "cell_id": cells["cell_id"].to_numpy()[train_rows],
+            "cell_id": ids[train_rows],
             "cluster_id": 0,
             "label": y[train_rows],
             "weight": 1.0,
@@ -156,10 +156,8 @@ def main() -> None:
             "representative": False,
         }
     )
-    named_half = Embeddings(cells["cell_id"].to_numpy()[train_rows], x[train_rows])
-    on_test = Embeddings(cells["cell_id"].to_numpy()[test_rows], x[test_rows])
     for kind in classifiers:
-        model = train(named_half, truth, classifier=kind, random_state=0)
+        model = train(all_cells, truth, classifier=kind, random_state=0)  # learns from truth's cells only
         pred = predict(model, on_test, 0.0)["label"].to_numpy(dtype=object)
         print(
             f"{'':18} {len(train_rows):9d}  {'model: ' + kind:28s} {'':8} {'':8} {macro_f1(y[test], pred):12.3f}"
