@@ -17,7 +17,7 @@ from shapely.geometry import shape
 from histocluster.atomic_files import partial_path
 from histocluster.reporting import drawing, qupath
 from histocluster.reporting import html_report as report
-from histocluster.reporting.annotated_cells import annotated_cells
+from histocluster.reporting.annotated_cells import annotated_cells, slide_cells, slide_ids
 from histocluster.reporting.colours import NOISE_RGB, colour_table, label_colours
 from histocluster.reporting.viewer_json import StreamedJSON, viewer_json
 from histocluster.segmentation.measurements import measure_cells
@@ -112,6 +112,30 @@ def test_qupath_geojson_follows_the_rules_and_matches_the_cells(tmp_path, name):
         assert feature["properties"]["measurements"]["Cluster"] == row.cluster_id
     assert table.label[2] == "unlabelled"  # noise, no label
     assert "classification" not in by_name[table.cell_id[2]]["properties"]
+
+
+def test_qupath_features_made_in_blocks_are_those_of_the_whole_table():
+    """Blocks of 2 cells (the slide's geometry is encoded block by block, not all at once)
+    give the same features, in the same order, as one block of every cell."""
+    table = _cells()
+    names, colours, legend = colour_table(table, "label")
+    table = table.assign(class_name=names.to_numpy(), colour=colours.to_numpy())
+    whole = list(qupath.features(table, legend, block=len(table)))
+    blocks = list(qupath.features(table, legend, block=2))
+    assert len(whole) == len(table) == 3 and blocks == whole
+    assert [json.loads(f)["properties"]["name"] for f in blocks] == list(table["cell_id"])
+
+
+def test_slide_cells_is_the_table_itself_on_a_one_slide_run():
+    table = _cells()
+    assert slide_ids(table) == [table["slide_id"].iloc[0]]
+    assert slide_cells(table, table["slide_id"].iloc[0]) is table  # no copy of a big table
+    two = pd.concat(
+        [table, table.assign(slide_id="other", cell_id=table["cell_id"] + "b")], ignore_index=True
+    )
+    assert slide_ids(two) == sorted([table["slide_id"].iloc[0], "other"])
+    other = slide_cells(two, "other")
+    assert list(other["cell_id"]) == list(table["cell_id"] + "b") and (other["slide_id"] == "other").all()
 
 
 def test_geojson_is_streamed_not_built(tmp_path):

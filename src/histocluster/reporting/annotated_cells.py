@@ -56,6 +56,19 @@ def measurement_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in DESCRIPTIVE_COLUMNS]
 
 
+def slide_ids(table: pd.DataFrame) -> list[str]:
+    """The slides the table holds cells of, sorted."""
+    return sorted(table["slide_id"].unique()) if len(table) else []
+
+
+def slide_cells(table: pd.DataFrame, slide_id: str) -> pd.DataFrame:
+    """The rows of one slide, in table order: the table itself (not a copy) when it holds
+    that slide only, as it does on a one-slide run, where a copy of a 10⁶-cell table with
+    its outlines would cost ~1 GB."""
+    same = table["slide_id"].to_numpy() == slide_id
+    return table if same.all() else table[same]
+
+
 def counts(table: pd.DataFrame) -> dict:
     """Cells per label and per cluster, per slide and over all slides."""
 

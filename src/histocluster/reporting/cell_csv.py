@@ -41,9 +41,16 @@ LEADING = [
 def cell_csv_table(cells: pd.DataFrame, mpp_x: float, mpp_y: float) -> pd.DataFrame:
     """One slide's annotated cells (:func:`~histocluster.reporting.annotated_cells.annotated_cells`)
     as the CSV's rows: :data:`LEADING` columns, then the measurements."""
-    out = cells.rename(columns={"centroid_x": "centroid_x_px", "centroid_y": "centroid_y_px"})
-    out = out.assign(
-        centroid_x_um=out["centroid_x_px"] * float(mpp_x), centroid_y_um=out["centroid_y_px"] * float(mpp_y)
+    # Each column is taken once, by name (no copy of the whole table with its outlines: at
+    # 10⁵–10⁶ cells a slide's table is hundreds of MB).
+    columns = {c: cells[c] for c in LEADING if c in cells.columns}
+    columns.update(
+        centroid_x_px=cells["centroid_x"],
+        centroid_y_px=cells["centroid_y"],
+        centroid_x_um=cells["centroid_x"] * float(mpp_x),
+        centroid_y_um=cells["centroid_y"] * float(mpp_y),
     )
-    leading = [c for c in LEADING if c in out.columns]
-    return out[leading + measurement_columns(cells)].reset_index(drop=True)
+    leading = [c for c in LEADING if c in columns]
+    columns.update({c: cells[c] for c in measurement_columns(cells)})
+    out = pd.DataFrame({c: columns[c] for c in leading + measurement_columns(cells)})
+    return out.reset_index(drop=True)

@@ -63,32 +63,41 @@ def geometries_geojson(polygons: np.ndarray) -> np.ndarray:
     return shapely.to_geojson(geometries)
 
 
-def features(cells: pd.DataFrame, colours: dict[str, tuple[int, int, int]]) -> Iterator[str]:
+#: Cells encoded together by :func:`features` (vectorised geometry and measurements per
+#: block, so that a slide's geometries never all sit in memory at once).
+FEATURE_BLOCK = 20_000
+
+
+def features(
+    cells: pd.DataFrame, colours: dict[str, tuple[int, int, int]], block: int = FEATURE_BLOCK
+) -> Iterator[str]:
     """GeoJSON Features (encoded JSON text) of ``cells`` (the cell table joined with
     ``class_name`` and optionally ``cluster_id``, ``cluster_confidence``,
-    ``label_confidence``): geometry and measurements for the whole table at once, then
+    ``label_confidence``): geometry and measurements for ``block`` cells at a time, then
     one Feature at a time."""
     present = {name: column for name, column in MEASUREMENTS.items() if column in cells.columns}
-    values = cells[list(present.values())].to_numpy(dtype=np.float64)
-    finite = np.isfinite(values)
     names = list(present)
-    shapes = geometries_geojson(cells["polygon"].to_numpy())
     classes = {  # QuPath's convention: a cell no one has named has no classification
         name: ""
         if name == UNLABELLED
         else f'"classification":{json.dumps({"name": name, "color": list(colours.get(name, (128, 128, 128)))})},'
         for name in cells["class_name"].astype(str).unique()
     }
-    for k, (cell_id, class_name) in enumerate(
-        zip(cells["cell_id"], cells["class_name"].astype(str), strict=True)
-    ):
-        measurements = {names[j]: float(values[k, j]) for j in np.flatnonzero(finite[k])}
-        yield (
-            f'{{"type":"Feature","id":"{cell_uuid(cell_id)}","geometry":{shapes[k]},'
-            f'"properties":{{"objectType":"detection","name":{json.dumps(cell_id)},'
-            f"{classes[class_name]}"
-            f'"measurements":{json.dumps(measurements, separators=(",", ":"))}}}}}'
-        )
+    for start in range(0, len(cells), block):
+        rows = cells.iloc[start : start + block]
+        values = rows[list(present.values())].to_numpy(dtype=np.float64)
+        finite = np.isfinite(values)
+        shapes = geometries_geojson(rows["polygon"].to_numpy())
+        for k, (cell_id, class_name) in enumerate(
+            zip(rows["cell_id"], rows["class_name"].astype(str), strict=True)
+        ):
+            measurements = {names[j]: float(values[k, j]) for j in np.flatnonzero(finite[k])}
+            yield (
+                f'{{"type":"Feature","id":"{cell_uuid(cell_id)}","geometry":{shapes[k]},'
+                f'"properties":{{"objectType":"detection","name":{json.dumps(cell_id)},'
+                f"{classes[class_name]}"
+                f'"measurements":{json.dumps(measurements, separators=(",", ":"))}}}}}'
+            )
 
 
 def write_feature_collection(path: str | Path, items: Iterable[dict]) -> int:

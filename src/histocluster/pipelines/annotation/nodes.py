@@ -17,7 +17,7 @@ from histocluster.errors import UserInputError
 from histocluster.lazy import materialise
 from histocluster.reporting import qupath
 from histocluster.reporting.anndata_export import cells_anndata
-from histocluster.reporting.annotated_cells import coloured_cells, counts
+from histocluster.reporting.annotated_cells import coloured_cells, counts, slide_cells, slide_ids
 from histocluster.reporting.cell_csv import cell_csv_table
 from histocluster.reporting.colours import colour_mode, label_colours, legend
 from histocluster.reporting.drawing import (
@@ -62,11 +62,18 @@ def export_qupath(table: pd.DataFrame, params: AnnotationParams) -> dict:
     """One QuPath GeoJSON per slide (``<slide_id>.geojson``, ``.geojson.gz`` above
     ``geojson_gzip_above`` cells), streamed when saved."""
     colours = dict(zip(table["class_name"], table["colour"], strict=False)) if len(table) else {}
+    sizes = table["slide_id"].value_counts()
     out = {}
-    for slide_id, cells in table.groupby("slide_id", sort=True):
-        suffix = ".geojson.gz" if len(cells) > params.geojson_gzip_above else ".geojson"
-        out[f"{slide_id}{suffix}"] = partial(qupath.features, cells, colours)
+    for slide_id in slide_ids(table):
+        suffix = ".geojson.gz" if sizes[slide_id] > params.geojson_gzip_above else ".geojson"
+        out[f"{slide_id}{suffix}"] = partial(_slide_features, table, slide_id, colours)
     return out
+
+
+def _slide_features(table: pd.DataFrame, slide_id: str, colours: dict):
+    """One slide's GeoJSON Features, its rows taken when the file is written (not all
+    slides' copies held at once)."""
+    return qupath.features(slide_cells(table, slide_id), colours)
 
 
 def export_cell_csv(slides: pd.DataFrame, table: pd.DataFrame) -> dict:
@@ -75,10 +82,14 @@ def export_cell_csv(slides: pd.DataFrame, table: pd.DataFrame) -> dict:
     by_slide = slides.set_index("slide_id")
     return {
         str(slide_id): partial(
-            cell_csv_table, cells, by_slide.loc[slide_id, "mpp_x"], by_slide.loc[slide_id, "mpp_y"]
+            _slide_csv, table, slide_id, by_slide.loc[slide_id, "mpp_x"], by_slide.loc[slide_id, "mpp_y"]
         )
-        for slide_id, cells in table.groupby("slide_id", sort=True)
+        for slide_id in slide_ids(table)
     }
+
+
+def _slide_csv(table: pd.DataFrame, slide_id: str, mpp_x: float, mpp_y: float) -> pd.DataFrame:
+    return cell_csv_table(slide_cells(table, slide_id), mpp_x, mpp_y)
 
 
 def export_anndata(slides: pd.DataFrame, table: pd.DataFrame, embeddings, clustering) -> object:
@@ -119,9 +130,13 @@ def export_viewer_json(slides: pd.DataFrame, tiles: pd.DataFrame, table: pd.Data
     by_slide = slides.set_index("slide_id")
     by_tile = tiles.set_index("tile_id")
     return {
-        slide_id: partial(viewer_json, by_slide.loc[slide_id], by_tile, cells)
-        for slide_id, cells in table.groupby("slide_id", sort=True)
+        slide_id: partial(_slide_viewer_json, by_slide.loc[slide_id], by_tile, table, slide_id)
+        for slide_id in slide_ids(table)
     }
+
+
+def _slide_viewer_json(slide: pd.Series, by_tile: pd.DataFrame, table: pd.DataFrame, slide_id: str) -> dict:
+    return viewer_json(slide, by_tile, slide_cells(table, slide_id))
 
 
 def _gallery(
@@ -185,9 +200,15 @@ class _SharedTiles:
 
 
 def _overlay(
-    path: str, tile: dict, cells: pd.DataFrame, params: AnnotationParams, shared: _SharedTiles
+    path: str,
+    tile: dict,
+    table: pd.DataFrame,
+    rows: np.ndarray,
+    params: AnnotationParams,
+    shared: _SharedTiles,
 ) -> Image.Image:
     rgb = shared.read(path, tile)
+    cells = table.iloc[rows]  # the tile's cells, taken when it is drawn
     o = params.overlay
     shown = cells[cells["cluster_confidence"] >= o.min_confidence] if o.filtered else cells
     shown = shown.reset_index(drop=True)
@@ -217,7 +238,8 @@ def draw_overlays(
     o = params.overlay
     out = {}
     shared = _SharedTiles()
-    cells_of = dict(tuple(table.groupby("tile_id", sort=False)))
+    # Row positions per tile, not per-tile copies: the cells are taken when a tile is drawn.
+    rows_of = table.groupby("tile_id", sort=False).indices
     confident = table[(table["cluster_confidence"] >= o.min_confidence) & ~table["is_noise"]]
     for cluster_id, cells in confident.groupby("cluster_id"):
         best = (
@@ -229,14 +251,14 @@ def draw_overlays(
             tile = {"tile_id": tile_id, **by_tile.loc[tile_id].to_dict()}
             shared.want(tile_id)
             out[f"{tile['slide_id']}/cluster_{int(cluster_id):03d}_{tile_id}"] = partial(
-                _overlay, paths[tile["slide_id"]], tile, cells_of[tile_id], params, shared
+                _overlay, paths[tile["slide_id"]], tile, table, rows_of[tile_id], params, shared
             )
     if o.all_tiles:  # every tile with cells, still drawn one at a time when saved
-        for tile_id, tile_cells in cells_of.items():
+        for tile_id, rows in rows_of.items():
             tile = {"tile_id": tile_id, **by_tile.loc[tile_id].to_dict()}
             shared.want(tile_id)
             out[f"{tile['slide_id']}/{tile_id}"] = partial(
-                _overlay, paths[tile["slide_id"]], tile, tile_cells, params, shared
+                _overlay, paths[tile["slide_id"]], tile, table, rows, params, shared
             )
     return out
 
