@@ -68,6 +68,7 @@ def cells_spatialdata(adata, table: pd.DataFrame, slides: pd.DataFrame, thumbnai
                 rgb,
                 dims=("c", "y", "x"),
                 c_coords=["r", "g", "b"],
+                chunks=(3, 1024, 1024),  # written block by block (one block: +130 MB at 2,450²)
                 transformations={system: Scale(scale, axes=("y", "x"))},
             )
     # The table annotating the shapes: the same matrices (not a copy: at 10⁶ cells the
