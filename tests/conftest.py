@@ -167,8 +167,11 @@ def nested(dotted: dict) -> dict:
     return out
 
 
-def kedro_run(root: Path, pipeline: str | None = None, log: list | None = None, **runtime_params) -> None:
-    """Run a pipeline in a real session; ``log`` collects the project's log records.
+def kedro_run(
+    root: Path, pipeline: str | None = None, log: list | None = None, hooks: tuple = (), **runtime_params
+) -> None:
+    """Run a pipeline in a real session; ``log`` collects the project's log records;
+    ``hooks`` are registered besides the project's.
 
     Runs from ``root``, as ``kedro run`` does (slide paths in the tables are relative to
     the project). Kedro's logging setup (at bootstrap and session creation) replaces
@@ -184,6 +187,8 @@ def kedro_run(root: Path, pipeline: str | None = None, log: list | None = None, 
         handler = logging.Handler(logging.INFO)
         handler.emit = (log if log is not None else []).append
         logger.addHandler(handler)
+        for hook in hooks:
+            session._hook_manager.register(hook)
         try:
             session.run(pipeline_name=pipeline)
         finally:

@@ -17,7 +17,7 @@ from shapely.geometry import shape
 from histocluster.atomic_files import partial_path
 from histocluster.reporting import drawing, qupath
 from histocluster.reporting import html_report as report
-from histocluster.reporting.annotated_cells import annotated_cells, slide_cells, slide_ids
+from histocluster.reporting.annotated_cells import annotated_cells, slide_cell_stats, slide_cells, slide_ids
 from histocluster.reporting.colours import NOISE_RGB, colour_table, label_colours
 from histocluster.reporting.viewer_json import StreamedJSON, viewer_json
 from histocluster.segmentation.measurements import measure_cells
@@ -288,7 +288,7 @@ def _report(
     tiles = pd.DataFrame({"tile_id": ["t"]})
     quality = pd.DataFrame({"tile_id": ["t"], "slide_id": [slide_id], "keep": [True], "reason": [""]})
     return report.build_report(
-        slides, tiles, quality, table, summary, labels, counts, pictures, "label", checks
+        slides, tiles, quality, slide_cell_stats(table), summary, labels, counts, pictures, "label", checks
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from kedro.framework.hooks import hook_impl
 from PIL import Image
 
 from .conftest import kedro_run, load, make_project, messages
@@ -29,9 +30,34 @@ def annotated(tmp_path_factory, cmu_slide, kidney_image):
     (root / "conf" / "local" / "cluster_labels.yml").write_text("0: lymphocyte\n")
     records: list[logging.LogRecord] = []
     kedro_run(
-        root, log=records, **{"tiling.max_tiles": 2, "clustering.clusterer.kmeans.cells_per_cluster": 60}
+        root,
+        log=records,
+        hooks=(TABLE_HELD,),
+        **{"tiling.max_tiles": 2, "clustering.clusterer.kmeans.cells_per_cluster": 60},
     )
     return root, records
+
+
+class _TableHeld:
+    """Before each node: whether the run still holds the annotated cell table."""
+
+    def __init__(self) -> None:
+        self.before: dict[str, bool] = {}
+
+    @hook_impl
+    def before_node_run(self, node, catalog) -> None:
+        self.before[node.name] = catalog.exists("annotated_cells")
+
+
+TABLE_HELD = _TableHeld()
+
+
+def test_the_cell_table_is_released_before_the_spatialdata_export(annotated):
+    """The SpatialData export (the run's last big node: every outline as a geometry) runs
+    after Kedro has let go of the annotated cell table — no later node takes it."""
+    held = TABLE_HELD.before
+    assert held["export_qupath"] and held["draw_overlays"]  # the check sees a held table
+    assert held["export_spatialdata"] is False and held["write_report"] is False
 
 
 def test_qupath_geojson_per_slide(annotated):

@@ -69,6 +69,26 @@ def slide_cells(table: pd.DataFrame, slide_id: str) -> pd.DataFrame:
     return table if same.all() else table[same]
 
 
+#: Columns of :func:`slide_cell_stats`.
+SLIDE_STATS_COLUMNS = ["slide_id", "cells", "mean_area_um2", "mean_hematoxylin"]
+
+
+def slide_cell_stats(table: pd.DataFrame) -> pd.DataFrame:
+    """Per slide: its cells, their mean nucleus area (µm²) and mean hematoxylin (OD) — what
+    the report says of the cells, without holding the cell table."""
+    if not len(table):
+        return pd.DataFrame(columns=SLIDE_STATS_COLUMNS)
+    return (
+        table.groupby("slide_id")
+        .agg(
+            cells=("cell_id", "size"),
+            mean_area_um2=("area_um2", "mean"),
+            mean_hematoxylin=("hematoxylin_mean", "mean"),
+        )
+        .reset_index()[SLIDE_STATS_COLUMNS]
+    )
+
+
 def counts(table: pd.DataFrame) -> dict:
     """Cells per label and per cluster, per slide and over all slides."""
 

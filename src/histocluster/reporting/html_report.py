@@ -155,7 +155,7 @@ def build_report(
     slides: pd.DataFrame,
     tiles: pd.DataFrame,
     tile_quality: pd.DataFrame,
-    table: pd.DataFrame,
+    cell_stats: pd.DataFrame,
     summary: pd.DataFrame,
     cluster_labels: pd.DataFrame,
     counts: dict,
@@ -168,7 +168,8 @@ def build_report(
 
     Args:
         slides, tiles, tile_quality: the tiling and filtering tables.
-        table: the annotated cell table (cluster, label, colour per cell).
+        cell_stats: per slide, its cells, mean nucleus area and mean hematoxylin
+            (:func:`~histocluster.reporting.annotated_cells.slide_cell_stats`).
         summary, cluster_labels: the cluster summary and the cluster-label table.
         counts: cells per label and cluster (``counts.json``).
         pictures: saved PNGs by kind — ``tiling`` and ``overview`` (per slide id),
@@ -187,14 +188,15 @@ def build_report(
     labelled = (
         cluster_labels[cluster_labels["status"] == "labelled"] if len(cluster_labels) else cluster_labels
     )
+    n_cells = int(cell_stats["cells"].sum()) if len(cell_stats) else 0
     run_summary = {
         "slides": f"{len(ok)} read, {len(slides) - len(ok)} not readable",
         "tiles": f"{len(tiles)} on tissue, {int(tile_quality['keep'].sum()) if len(tile_quality) else 0} kept",
-        "cells": f"{len(table):,}",
+        "cells": f"{n_cells:,}",
         "clusters": f"{len(clusters)} ({len(labelled)} named)",
         "coloured by": coloured_by,
     }
-    cells_per_slide = table.groupby("slide_id").size() if len(table) else pd.Series(dtype=int)
+    cells_per_slide = cell_stats.set_index("slide_id")["cells"] if len(cell_stats) else pd.Series(dtype=int)
     by_slide = checks.set_index("slide_id").to_dict("index") if checks is not None and len(checks) else {}
     slide_cards = []
     for row in slides.itertuples(index=False):
@@ -231,24 +233,12 @@ def build_report(
         }
         for slide_id in ok["slide_id"]
     ]
-    segmentation = (
-        table_html(
-            table.groupby("slide_id")
-            .agg(
-                cells=("cell_id", "size"),
-                mean_area_um2=("area_um2", "mean"),
-                mean_hematoxylin=("hematoxylin_mean", "mean"),
-            )
-            .reset_index()
-        )
-        if len(table)
-        else None
-    )
+    segmentation = table_html(cell_stats) if n_cells else None
     plots = pictures.get("plot", {})
     cluster_plots = [
         {"alt": alt, "url": data_url(_picture(plots, key))}
         for key, alt in (("cluster_map", "cluster map"), ("cluster_sizes", "cluster sizes"))
-        if len(table) and key in plots
+        if n_cells and key in plots
     ]
     cards = cluster_cards(clusters, cluster_labels, pictures.get("gallery", {})) if len(clusters) else []
     keys = cluster_labels["clustering"].dropna().unique() if "clustering" in cluster_labels else []
@@ -271,7 +261,7 @@ def build_report(
             "segmentation_checks": [c for c in segmentation_checks if c["tiles"]],
             "contact_sheets": sheets,
             "segmentation": segmentation,
-            "has_cells": bool(len(table)),
+            "has_cells": bool(n_cells),
             "cluster_plots": cluster_plots,
             "cluster_table": table_html(summary[[c for c in SUMMARY_TABLE_COLUMNS if c in summary.columns]])
             if len(summary)

@@ -17,7 +17,13 @@ from histocluster.errors import UserInputError
 from histocluster.lazy import materialise
 from histocluster.reporting import qupath
 from histocluster.reporting.anndata_export import cells_anndata
-from histocluster.reporting.annotated_cells import coloured_cells, counts, slide_cells, slide_ids
+from histocluster.reporting.annotated_cells import (
+    coloured_cells,
+    counts,
+    slide_cell_stats,
+    slide_cells,
+    slide_ids,
+)
 from histocluster.reporting.cell_csv import cell_csv_table
 from histocluster.reporting.colours import colour_mode, label_colours, legend
 from histocluster.reporting.drawing import (
@@ -45,9 +51,11 @@ Lazy = dict[str, Callable[[], Image.Image]]
 
 def annotate_cells(
     cells: pd.DataFrame, clusters: pd.DataFrame, cell_labels: pd.DataFrame, params: AnnotationParams
-) -> pd.DataFrame:
-    """The cell table with cluster, label and the colour they are drawn in; refuses tables
-    that do not describe the same cells."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cell table with cluster, label and the colour they are drawn in, and its
+    outlines alone (``cell_id``, ``slide_id``, ``polygon``: the same objects, not a copy),
+    so that the last exporter holds them without the whole table; refuses tables that do
+    not describe the same cells."""
     others = {"clusters": clusters["cell_id"]}
     if cell_labels is not None and len(cell_labels):  # none: coloured by cluster
         others["cell_labels"] = cell_labels["cell_id"]
@@ -55,7 +63,7 @@ def annotate_cells(
     table, mode = coloured_cells(cells, clusters, cell_labels, params.colour_by)
     if mode != params.colour_by:
         logger.info("Annotation: no cell has a label yet; pictures are coloured by cluster")
-    return table
+    return table, table[["cell_id", "slide_id", "polygon"]]
 
 
 def export_qupath(table: pd.DataFrame, params: AnnotationParams) -> dict:
@@ -101,7 +109,7 @@ def export_anndata(slides: pd.DataFrame, table: pd.DataFrame, embeddings, cluste
 
 
 def export_spatialdata(
-    slides: pd.DataFrame, table: pd.DataFrame, adata, thumbnails: Lazy, params: AnnotationParams
+    slides: pd.DataFrame, outlines: pd.DataFrame, adata, thumbnails: Lazy, params: AnnotationParams
 ) -> dict:
     """The run's cells as SpatialData (:mod:`histocluster.reporting.spatialdata_export`):
     ``{"spatialdata": ...}``, or ``{}`` when ``annotation.spatialdata`` is false, or ``auto``
@@ -122,7 +130,7 @@ def export_spatialdata(
         for slide_id in slides["slide_id"]
         if slide_id in thumbnails
     }
-    return {"spatialdata": cells_spatialdata(adata, table, slides, images)}
+    return {"spatialdata": cells_spatialdata(adata, outlines, slides, images)}
 
 
 def export_viewer_json(slides: pd.DataFrame, tiles: pd.DataFrame, table: pd.DataFrame) -> dict:
@@ -323,17 +331,20 @@ def draw_slide_overviews(
     return out
 
 
-def count_cells(table: pd.DataFrame) -> tuple[dict, Image.Image]:
-    """``counts.json`` (cells per label and per cluster, per slide) and a bar chart."""
+def count_cells(table: pd.DataFrame, params: AnnotationParams) -> tuple[dict, Image.Image, dict]:
+    """``counts.json`` (cells per label and per cluster, per slide), a bar chart, and what
+    the report says of the cells (per-slide numbers and what the pictures are coloured
+    by), so that the report does not hold the cell table."""
     result = counts(table)
-    return result, counts_figure(result)
+    report_cells = {"slides": slide_cell_stats(table), "coloured_by": colour_mode(table, params.colour_by)}
+    return result, counts_figure(result), report_cells
 
 
 def write_report(
     slides: pd.DataFrame,
     tiles: pd.DataFrame,
     tile_quality: pd.DataFrame,
-    table: pd.DataFrame,
+    report_cells: dict,
     summary: pd.DataFrame,
     cluster_labels: pd.DataFrame,
     annotation_counts: dict,
@@ -360,7 +371,7 @@ def write_report(
         slides,
         tiles,
         tile_quality,
-        table,
+        report_cells["slides"],
         summary,
         cluster_labels,
         annotation_counts,
@@ -376,9 +387,10 @@ def write_report(
                 "label_counts": label_counts,
             },
         },
-        colour_mode(table, params.colour_by),
+        report_cells["coloured_by"],
         slide_checks,
         workbench,
     )
-    logger.info("Report: %d slides, %d cells, %d clusters", len(slides), len(table), len(summary))
+    cells = int(report_cells["slides"]["cells"].sum()) if len(report_cells["slides"]) else 0
+    logger.info("Report: %d slides, %d cells, %d clusters", len(slides), cells, len(summary))
     return page

@@ -24,7 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 annotate_cells,
                 inputs=["cells", "clusters", "cell_labels", "params:annotation"],
-                outputs="annotated_cells",
+                outputs=["annotated_cells", "cell_outlines"],
                 name="annotate_cells",
             ),
             Node(
@@ -49,7 +49,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 export_spatialdata,
                 inputs=[
                     "slides",
-                    "annotated_cells",
+                    "cell_outlines",
                     "cells_h5ad",
                     "slide_thumbnail_png",
                     "params:annotation",
@@ -95,8 +95,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 count_cells,
-                inputs="annotated_cells",
-                outputs=["annotation_counts", "label_counts_plot"],
+                inputs=["annotated_cells", "params:annotation"],
+                outputs=["annotation_counts", "label_counts_plot", "report_cells"],
                 name="count_cells",
             ),
             Node(
@@ -105,7 +105,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "slides",
                     "tiles",
                     "tile_quality",
-                    "annotated_cells",
+                    "report_cells",
                     "cluster_summary",
                     "cluster_labels",
                     "annotation_counts",
