@@ -43,14 +43,12 @@ def cell_csv_table(cells: pd.DataFrame, mpp_x: float, mpp_y: float) -> pd.DataFr
     as the CSV's rows: :data:`LEADING` columns, then the measurements."""
     # Each column is taken once, by name (no copy of the whole table with its outlines: at
     # 10⁵–10⁶ cells a slide's table is hundreds of MB).
-    columns = {c: cells[c] for c in LEADING if c in cells.columns}
-    columns.update(
-        centroid_x_px=cells["centroid_x"],
-        centroid_y_px=cells["centroid_y"],
-        centroid_x_um=cells["centroid_x"] * float(mpp_x),
-        centroid_y_um=cells["centroid_y"] * float(mpp_y),
-    )
-    leading = [c for c in LEADING if c in columns]
-    columns.update({c: cells[c] for c in measurement_columns(cells)})
-    out = pd.DataFrame({c: columns[c] for c in leading + measurement_columns(cells)})
+    made = {
+        "centroid_x_px": cells["centroid_x"],
+        "centroid_y_px": cells["centroid_y"],
+        "centroid_x_um": cells["centroid_x"] * float(mpp_x),
+        "centroid_y_um": cells["centroid_y"] * float(mpp_y),
+    }
+    leading = [c for c in LEADING if c in made or c in cells.columns]
+    out = pd.DataFrame({c: made[c] if c in made else cells[c] for c in leading + measurement_columns(cells)})
     return out.reset_index(drop=True)

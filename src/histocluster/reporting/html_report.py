@@ -188,7 +188,7 @@ def build_report(
     labelled = (
         cluster_labels[cluster_labels["status"] == "labelled"] if len(cluster_labels) else cluster_labels
     )
-    n_cells = int(cell_stats["cells"].sum()) if len(cell_stats) else 0
+    n_cells = int(cell_stats["cells"].sum())
     run_summary = {
         "slides": f"{len(ok)} read, {len(slides) - len(ok)} not readable",
         "tiles": f"{len(tiles)} on tissue, {int(tile_quality['keep'].sum()) if len(tile_quality) else 0} kept",

@@ -74,14 +74,16 @@ def export_qupath(table: pd.DataFrame, params: AnnotationParams) -> dict:
     out = {}
     for slide_id in slide_ids(table):
         suffix = ".geojson.gz" if sizes[slide_id] > params.geojson_gzip_above else ".geojson"
-        out[f"{slide_id}{suffix}"] = partial(_slide_features, table, slide_id, colours)
+        out[f"{slide_id}{suffix}"] = partial(
+            _slide_file, partial(qupath.features, colours=colours), table, slide_id
+        )
     return out
 
 
-def _slide_features(table: pd.DataFrame, slide_id: str, colours: dict):
-    """One slide's GeoJSON Features, its rows taken when the file is written (not all
-    slides' copies held at once)."""
-    return qupath.features(slide_cells(table, slide_id), colours)
+def _slide_file(make: Callable[[pd.DataFrame], object], table: pd.DataFrame, slide_id: str):
+    """``make`` of one slide's rows, taken when its file is written (not every slide's
+    copy held at once; no copy at all on a one-slide run)."""
+    return make(slide_cells(table, slide_id))
 
 
 def export_cell_csv(slides: pd.DataFrame, table: pd.DataFrame) -> dict:
@@ -90,14 +92,15 @@ def export_cell_csv(slides: pd.DataFrame, table: pd.DataFrame) -> dict:
     by_slide = slides.set_index("slide_id")
     return {
         str(slide_id): partial(
-            _slide_csv, table, slide_id, by_slide.loc[slide_id, "mpp_x"], by_slide.loc[slide_id, "mpp_y"]
+            _slide_file,
+            partial(
+                cell_csv_table, mpp_x=by_slide.loc[slide_id, "mpp_x"], mpp_y=by_slide.loc[slide_id, "mpp_y"]
+            ),
+            table,
+            slide_id,
         )
         for slide_id in slide_ids(table)
     }
-
-
-def _slide_csv(table: pd.DataFrame, slide_id: str, mpp_x: float, mpp_y: float) -> pd.DataFrame:
-    return cell_csv_table(slide_cells(table, slide_id), mpp_x, mpp_y)
 
 
 def export_anndata(slides: pd.DataFrame, table: pd.DataFrame, embeddings, clustering) -> object:
@@ -138,13 +141,9 @@ def export_viewer_json(slides: pd.DataFrame, tiles: pd.DataFrame, table: pd.Data
     by_slide = slides.set_index("slide_id")
     by_tile = tiles.set_index("tile_id")
     return {
-        slide_id: partial(_slide_viewer_json, by_slide.loc[slide_id], by_tile, table, slide_id)
+        slide_id: partial(_slide_file, partial(viewer_json, by_slide.loc[slide_id], by_tile), table, slide_id)
         for slide_id in slide_ids(table)
     }
-
-
-def _slide_viewer_json(slide: pd.Series, by_tile: pd.DataFrame, table: pd.DataFrame, slide_id: str) -> dict:
-    return viewer_json(slide, by_tile, slide_cells(table, slide_id))
 
 
 def _gallery(
@@ -391,6 +390,6 @@ def write_report(
         slide_checks,
         workbench,
     )
-    cells = int(report_cells["slides"]["cells"].sum()) if len(report_cells["slides"]) else 0
+    cells = int(report_cells["slides"]["cells"].sum())
     logger.info("Report: %d slides, %d cells, %d clusters", len(slides), cells, len(summary))
     return page
