@@ -487,3 +487,55 @@ def test_spatialdata_export_is_optional_and_never_leaves_another_runs_zarr(tmp_p
     assert export_spatialdata(None, None, None, {}, AnnotationParams(spatialdata="auto")) == {}
     with pytest.raises(UserInputError, match=r'pip install -e "\.\[scverse\]"'):
         export_spatialdata(None, None, None, {}, AnnotationParams(spatialdata=True))
+
+
+def test_spatialdata_outlines_written_in_blocks_read_back_in_table_order(tmp_path):
+    """Outlines written 3 at a time (two interleaved slides, one with a multipolygon) read back
+    with spatialdata as each slide's outlines in table order, every table row pointing at its
+    own; the GeoParquet metadata (rows, bounding box, geometry types) is what geopandas writes
+    for the same outlines."""
+    import anndata
+    import geopandas
+    import pyarrow.parquet as pq
+    import spatialdata
+
+    from histocluster.reporting.spatialdata_export import CellsSpatialData
+
+    rng = np.random.default_rng(0)
+    polygons = [shapely.box(x, y, x + 5, y + 3) for x, y in rng.uniform(0, 500, (10, 2))]
+    polygons.append(shapely.MultiPolygon([shapely.box(900, 0, 905, 4), shapely.box(910, 0, 912, 2)]))
+    table = pd.DataFrame(
+        {
+            "cell_id": [f"c{k}" for k in range(11)],
+            "slide_id": ["s-1", "s-2"] * 5 + ["s-2"],
+            "polygon": shapely.to_wkb(polygons),
+        }
+    )
+    order = rng.permutation(11)  # the AnnData's rows in another order than the table's
+    adata = anndata.AnnData(
+        X=rng.random((11, 2)).astype(np.float32),
+        obs=pd.DataFrame(index=pd.Index(table["cell_id"].to_numpy()[order], name="cell_id")),
+    )
+    slides = pd.DataFrame({"slide_id": ["s-1", "s-2"], "width": [1000, 1000], "height": [600, 600]})
+    thumbnail = Image.new("RGB", (100, 60), (200, 100, 50))
+    CellsSpatialData(adata, table, slides, {"s-1": thumbnail}, block=3).write(tmp_path / "cells.zarr")
+
+    sdata = spatialdata.read_zarr(tmp_path / "cells.zarr")
+    assert set(sdata.shapes) == {"s_1_nuclei", "s_2_nuclei"} and set(sdata.images) == {"s_1_thumbnail"}
+    for slide_id, key in (("s-1", "s_1_nuclei"), ("s-2", "s_2_nuclei")):
+        mine = [p for p, s in zip(polygons, table["slide_id"], strict=True) if s == slide_id]
+        read = sdata.shapes[key].geometry.to_numpy()
+        assert len(read) == len(mine) and all(shapely.equals_exact(read, mine, tolerance=0))
+        written = tmp_path / "cells.zarr" / "shapes" / key / "shapes.parquet"
+        assert pq.ParquetFile(written).num_row_groups == -(-len(mine) // 3)
+        reference = tmp_path / f"{key}.parquet"
+        geopandas.GeoDataFrame(geometry=mine).to_parquet(reference)
+        ours, theirs = (json.loads(pq.read_schema(p).metadata[b"geo"]) for p in (written, reference))
+        assert ours["columns"]["geometry"] == theirs["columns"]["geometry"]
+        ours, theirs = (json.loads(pq.read_schema(p).metadata[b"pandas"]) for p in (written, reference))
+        assert ours["index_columns"] == theirs["index_columns"]
+    cells = sdata.tables["cells"]
+    for cell_id, polygon in zip(table["cell_id"], polygons, strict=True):
+        region, instance = cells.obs.loc[cell_id, ["region", "instance_id"]]
+        assert sdata.shapes[region].geometry.iloc[int(instance)].equals_exact(polygon, tolerance=0)
+    assert np.array_equal(cells.X, adata.X)

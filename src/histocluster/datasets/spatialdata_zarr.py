@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,10 @@ from kedro.io import AbstractDataset
 
 
 class SpatialDataDataset(AbstractDataset):
-    """Saves ``{"spatialdata": <SpatialData>}`` as ``filepath`` (written beside it under a
-    temporary name, then swapped in), and ``{}`` — the run made none — by removing an older
-    one, so the folder never holds another run's cells. Loads the SpatialData (None when
+    """Saves ``{"spatialdata": <SpatialData>}`` (or anything with its ``write(path)``: the
+    pipeline's :class:`~histocluster.reporting.spatialdata_export.CellsSpatialData`) as
+    ``filepath`` (written beside it under a temporary name, then swapped in), and ``{}`` — the
+    run made none — by removing an older one, so the folder never holds another run's cells. Loads the SpatialData (None when
     there is none)."""
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
@@ -37,14 +37,7 @@ class SpatialDataDataset(AbstractDataset):
         for leftover in (partial, old):
             shutil.rmtree(leftover, ignore_errors=True)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            # Said by zarr and ome-zarr inside spatialdata's writer on every save; nothing a
-            # user of this project can act on.
-            warnings.filterwarnings("ignore", message="zarr v3 autosharding", category=UserWarning)
-            warnings.filterwarnings(
-                "ignore", message="Call to deprecated class Scaler", category=DeprecationWarning
-            )
-            data["spatialdata"].write(partial)
+        data["spatialdata"].write(partial)
         if target.exists():
             target.rename(old)
         partial.rename(target)

@@ -38,7 +38,7 @@ from histocluster.reporting.drawing import (
 )
 from histocluster.reporting.html_report import Workbench, build_report
 from histocluster.reporting.settings import AnnotationParams
-from histocluster.reporting.spatialdata_export import cells_spatialdata
+from histocluster.reporting.spatialdata_export import CellsSpatialData
 from histocluster.reporting.viewer_json import viewer_json
 from histocluster.run_lineage import require_same_cells
 from histocluster.wsi.slides import open_slide
@@ -114,7 +114,8 @@ def export_anndata(slides: pd.DataFrame, table: pd.DataFrame, embeddings, cluste
 def export_spatialdata(
     slides: pd.DataFrame, outlines: pd.DataFrame, adata, thumbnails: Lazy, params: AnnotationParams
 ) -> dict:
-    """The run's cells as SpatialData (:mod:`histocluster.reporting.spatialdata_export`):
+    """The run's cells as SpatialData, written when saved
+    (:class:`~histocluster.reporting.spatialdata_export.CellsSpatialData`):
     ``{"spatialdata": ...}``, or ``{}`` when ``annotation.spatialdata`` is false, or ``auto``
     and the spatialdata package is not installed (said in the log)."""
     import importlib.util
@@ -133,7 +134,7 @@ def export_spatialdata(
         for slide_id in slides["slide_id"]
         if slide_id in thumbnails
     }
-    return {"spatialdata": cells_spatialdata(adata, outlines, slides, images)}
+    return {"spatialdata": CellsSpatialData(adata, outlines, slides, images)}
 
 
 def export_viewer_json(slides: pd.DataFrame, tiles: pd.DataFrame, table: pd.DataFrame) -> dict:
