@@ -539,3 +539,20 @@ def test_spatialdata_outlines_written_in_blocks_read_back_in_table_order(tmp_pat
         region, instance = cells.obs.loc[cell_id, ["region", "instance_id"]]
         assert sdata.shapes[region].geometry.iloc[int(instance)].equals_exact(polygon, tolerance=0)
     assert np.array_equal(cells.X, adata.X)
+
+
+def test_embedding_rows_follow_the_cell_table_in_blocks_with_nan_for_missing_cells():
+    """The AnnData's embedding rows are the cells' own, in the table's order, whether the
+    embedding comes in that order (used as is) or shuffled and short of a cell (copied a
+    block of rows at a time; the missing cell gets NaN)."""
+    from histocluster.reporting.anndata_export import _rows_in_order
+
+    cell_ids = pd.Index([f"c{k}" for k in range(7)])
+    matrix = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+    same = _rows_in_order(cell_ids, cell_ids.to_numpy(), matrix)
+    assert np.array_equal(same, matrix)
+    order = np.array([4, 0, 6, 2, 5, 1])  # c3 has no embedding
+    rows = _rows_in_order(cell_ids, cell_ids.to_numpy()[order], matrix[order], block=2)
+    assert rows.dtype == np.float32 and np.isnan(rows[3]).all()
+    kept = [0, 1, 2, 4, 5, 6]
+    assert np.array_equal(rows[kept], matrix[kept])
