@@ -556,3 +556,43 @@ def test_embedding_rows_follow_the_cell_table_in_blocks_with_nan_for_missing_cel
     assert rows.dtype == np.float32 and np.isnan(rows[3]).all()
     kept = [0, 1, 2, 4, 5, 6]
     assert np.array_equal(rows[kept], matrix[kept])
+
+
+def test_objects_named_as_not_cells_are_left_out_of_the_cell_figures_in_any_case():
+    """Objects named ``artefact``/``Debris`` (annotation.not_cells, any case) are counted per
+    slide apart from the cells; the cells' mean area and hematoxylin leave them out; the
+    report says how many were left out, on the run summary and the slide's card."""
+    table = pd.DataFrame(
+        {
+            "cell_id": list("abcdef"),
+            "slide_id": ["s1", "s1", "s1", "s2", "s2", "s2"],
+            "label": ["lymphocyte", "Artefact", "tumour", "debris", "debris", "lymphocyte"],
+            "area_um2": [20.0, 500.0, 40.0, 300.0, 100.0, 10.0],
+            "hematoxylin_mean": [1.0, 9.0, 2.0, 9.0, 9.0, 3.0],
+        }
+    )
+    stats = slide_cell_stats(table, ["artefact", "DEBRIS"]).set_index("slide_id")
+    assert stats.loc["s1", ["cells", "artefacts"]].tolist() == [2, 1]
+    assert stats.loc["s2", ["cells", "artefacts"]].tolist() == [1, 2]
+    assert stats.loc["s1", "mean_area_um2"] == pytest.approx(30.0)
+    assert stats.loc["s2", "mean_hematoxylin"] == pytest.approx(3.0)
+    everything = slide_cell_stats(table).set_index("slide_id")  # nothing named as not a cell
+    assert everything["cells"].tolist() == [3, 3] and everything["artefacts"].tolist() == [0, 0]
+
+    cells = _cells().assign(label=["lymphocyte", "artefact", "review"])
+    assert "named as not cells" not in _report(cells)  # no not_cells given: all are cells
+    slides = pd.DataFrame(
+        [{"slide_id": "s", "status": "ok", "error": None, "width": 64, "height": 64, "mpp_x": 0.5,
+          "mpp_y": 0.5, "mpp_source": "parameter", "mpp_evidence": None}]
+    )  # fmt: skip
+    summary = pd.DataFrame({"cluster_id": [0], "size": [3], "noise": [False], "n_slides": [1]})
+    labels = pd.DataFrame({"cluster_id": [0], "label": ["lymphocyte"], "status": ["labelled"]})
+    stats = slide_cell_stats(cells.assign(slide_id="s"), ["artefact"])
+    page = report.build_report(
+        slides, pd.DataFrame({"tile_id": ["t"]}), pd.DataFrame({"tile_id": ["t"], "slide_id": ["s"],
+        "keep": [True], "reason": [""]}), stats, summary, labels, {}, {}, "label",
+    )  # fmt: skip
+    run = page[: page.index('<section id="slides">')]
+    assert "<th>cells</th><td>2 (+1 named as not cells, left out)</td>" in run
+    card = page[page.index('<section id="slides">') : page.index('<section id="filtering">')]
+    assert "2 cells (+1 named as not cells, left out)" in card

@@ -44,7 +44,8 @@ class LabelSet(Strict):
 
 _HE_PROMPT = (
     "This is a crop of an H&E-stained tissue section; the cell in its centre is outlined in green. "
-    "What type of cell is the outlined cell?"
+    "What type of cell is the outlined cell? If the outline is not around a cell nucleus "
+    "(keratin, debris, a fold, pigment), answer artefact."
 )
 
 
@@ -63,6 +64,7 @@ DEFAULT_LABEL_SETS = {
             "smooth muscle",
             "necrotic",
             "other",
+            "artefact",
         ],
         prompt=_HE_PROMPT,
     ),

@@ -3,6 +3,8 @@ and cluster."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -70,20 +72,41 @@ def slide_cells(table: pd.DataFrame, slide_id: str) -> pd.DataFrame:
 
 
 #: Columns of :func:`slide_cell_stats`.
-SLIDE_STATS_COLUMNS = ["slide_id", "cells", "mean_area_um2", "mean_hematoxylin"]
+SLIDE_STATS_COLUMNS = ["slide_id", "cells", "artefacts", "mean_area_um2", "mean_hematoxylin"]
 
 
-def slide_cell_stats(table: pd.DataFrame) -> pd.DataFrame:
-    """Per slide: its cells, their mean nucleus area (µm²) and mean hematoxylin (OD) — what
-    the report says of the cells, without holding the cell table."""
+def not_cell_mask(labels: pd.Series, not_cells: Iterable[str]) -> np.ndarray:
+    """Which objects are named as not being cells (``not_cells``, matched in any case)."""
+    names = {str(name).casefold() for name in not_cells}
+    if not names:
+        return np.zeros(len(labels), bool)
+    return labels.astype(str).str.casefold().isin(names).to_numpy()
+
+
+def slide_cell_stats(table: pd.DataFrame, not_cells: Iterable[str] = ()) -> pd.DataFrame:
+    """Per slide: its cells, the objects named as not being cells (``not_cells``: keratin,
+    debris; ``artefacts``), and the cells' mean nucleus area (µm²) and mean hematoxylin
+    (OD) — what the report says of the cells, without holding the cell table."""
     if not len(table):
         return pd.DataFrame(columns=SLIDE_STATS_COLUMNS)
+    artefact = not_cell_mask(table["label"], not_cells)
+    cell = ~artefact
+    frame = pd.DataFrame(
+        {
+            "slide_id": table["slide_id"].to_numpy(),
+            "cells": cell.astype(int),
+            "artefacts": artefact.astype(int),
+            "area": np.where(cell, table["area_um2"].to_numpy(float), np.nan),
+            "hematoxylin": np.where(cell, table["hematoxylin_mean"].to_numpy(float), np.nan),
+        }
+    )
     return (
-        table.groupby("slide_id")
+        frame.groupby("slide_id")
         .agg(
-            cells=("cell_id", "size"),
-            mean_area_um2=("area_um2", "mean"),
-            mean_hematoxylin=("hematoxylin_mean", "mean"),
+            cells=("cells", "sum"),
+            artefacts=("artefacts", "sum"),
+            mean_area_um2=("area", "mean"),
+            mean_hematoxylin=("hematoxylin", "mean"),
         )
         .reset_index()[SLIDE_STATS_COLUMNS]
     )

@@ -168,7 +168,8 @@ def build_report(
 
     Args:
         slides, tiles, tile_quality: the tiling and filtering tables.
-        cell_stats: per slide, its cells, mean nucleus area and mean hematoxylin
+        cell_stats: per slide, its cells, the objects named as not cells, and the cells'
+            mean nucleus area and mean hematoxylin
             (:func:`~histocluster.reporting.annotated_cells.slide_cell_stats`).
         summary, cluster_labels: the cluster summary and the cluster-label table.
         counts: cells per label and cluster (``counts.json``).
@@ -189,14 +190,17 @@ def build_report(
         cluster_labels[cluster_labels["status"] == "labelled"] if len(cluster_labels) else cluster_labels
     )
     n_cells = int(cell_stats["cells"].sum())
+    n_artefacts = int(cell_stats["artefacts"].sum()) if "artefacts" in cell_stats else 0
+    n_objects = n_cells + n_artefacts  # what was segmented and clustered
     run_summary = {
         "slides": f"{len(ok)} read, {len(slides) - len(ok)} not readable",
         "tiles": f"{len(tiles)} on tissue, {int(tile_quality['keep'].sum()) if len(tile_quality) else 0} kept",
-        "cells": f"{n_cells:,}",
+        "cells": f"{n_cells:,}"
+        + (f" (+{n_artefacts:,} named as not cells, left out)" if n_artefacts else ""),
         "clusters": f"{len(clusters)} ({len(labelled)} named)",
         "coloured by": coloured_by,
     }
-    cells_per_slide = cell_stats.set_index("slide_id")["cells"] if len(cell_stats) else pd.Series(dtype=int)
+    per_slide = cell_stats.set_index("slide_id") if len(cell_stats) else pd.DataFrame()
     by_slide = checks.set_index("slide_id").to_dict("index") if checks is not None and len(checks) else {}
     slide_cards = []
     for row in slides.itertuples(index=False):
@@ -211,7 +215,8 @@ def build_report(
                 mpp_source=describe_source(row.mpp_source) if row.mpp_source else None,
                 mpp_evidence=getattr(row, "mpp_evidence", None) if row.mpp_source == "estimated" else None,
                 check=by_slide.get(row.slide_id),
-                cells=int(cells_per_slide.get(row.slide_id, 0)),
+                cells=int(per_slide["cells"].get(row.slide_id, 0)) if len(per_slide) else 0,
+                artefacts=int(per_slide["artefacts"].get(row.slide_id, 0)) if "artefacts" in per_slide else 0,
                 tiling=data_url(tiling, 560) if tiling else None,
                 overview=data_url(overview, 560) if overview else None,
             )
@@ -233,12 +238,12 @@ def build_report(
         }
         for slide_id in ok["slide_id"]
     ]
-    segmentation = table_html(cell_stats) if n_cells else None
+    segmentation = table_html(cell_stats) if n_objects else None
     plots = pictures.get("plot", {})
     cluster_plots = [
         {"alt": alt, "url": data_url(_picture(plots, key))}
         for key, alt in (("cluster_map", "cluster map"), ("cluster_sizes", "cluster sizes"))
-        if n_cells and key in plots
+        if n_objects and key in plots
     ]
     cards = cluster_cards(clusters, cluster_labels, pictures.get("gallery", {})) if len(clusters) else []
     keys = cluster_labels["clustering"].dropna().unique() if "clustering" in cluster_labels else []
@@ -261,7 +266,7 @@ def build_report(
             "segmentation_checks": [c for c in segmentation_checks if c["tiles"]],
             "contact_sheets": sheets,
             "segmentation": segmentation,
-            "has_cells": bool(n_cells),
+            "has_cells": bool(n_objects),
             "cluster_plots": cluster_plots,
             "cluster_table": table_html(summary[[c for c in SUMMARY_TABLE_COLUMNS if c in summary.columns]])
             if len(summary)

@@ -46,3 +46,8 @@ class AnnotationParams(Strict):
     spatialdata: bool | Literal["auto"] = Field(
         "auto", description="cells.zarr (SpatialData): auto = when the spatialdata package is installed"
     )
+    not_cells: list[str] = Field(
+        ["artefact", "artifact", "debris"],
+        description="names meaning the object is not a cell (any case): kept under that name in every "
+        "output, left out of the report's cell figures",
+    )

@@ -336,7 +336,10 @@ def count_cells(table: pd.DataFrame, params: AnnotationParams) -> tuple[dict, Im
     the report says of the cells (per-slide numbers and what the pictures are coloured
     by), so that the report does not hold the cell table."""
     result = counts(table)
-    report_cells = {"slides": slide_cell_stats(table), "coloured_by": colour_mode(table, params.colour_by)}
+    report_cells = {
+        "slides": slide_cell_stats(table, params.not_cells),
+        "coloured_by": colour_mode(table, params.colour_by),
+    }
     return result, counts_figure(result), report_cells
 
 
@@ -391,6 +394,12 @@ def write_report(
         slide_checks,
         workbench,
     )
-    cells = int(report_cells["slides"]["cells"].sum())
-    logger.info("Report: %d slides, %d cells, %d clusters", len(slides), cells, len(summary))
+    stats = report_cells["slides"]
+    logger.info(
+        "Report: %d slides, %d cells%s, %d clusters",
+        len(slides),
+        int(stats["cells"].sum()),
+        f" (+{int(stats['artefacts'].sum())} named as not cells)" if stats["artefacts"].sum() else "",
+        len(summary),
+    )
     return page
