@@ -66,7 +66,7 @@ class CellsSpatialData:
         self.block = block
 
     def _elements(self):
-        """Per slide: shapes element name and its outlines (WKB, in the slide's table order)."""
+        """Per slide: its id, its shapes element's name and its rows of the table (in order)."""
         for slide_id in slide_ids(self.table):
             rows = slide_cells(self.table, slide_id)  # the table itself on a one-slide run: no copy
             yield slide_id, f"{element_name(slide_id)}_nuclei", rows
