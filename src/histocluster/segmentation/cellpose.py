@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -110,17 +111,21 @@ class CellposeSegmenter:
         """Label maps with Cellpose's cell probability (the sigmoid of its ``cellprob``)."""
         s = self.settings
         diameter = s.diameter_um / mpp if s.diameter_um else None
-        masks, flows, _ = self.model.eval(
-            list(images),
-            batch_size=s.batch_size,
-            channel_axis=-1,
-            normalize=s.normalize,
-            resample=s.resample,
-            diameter=diameter,
-            flow_threshold=s.flow_threshold,
-            cellprob_threshold=s.cellprob_threshold,
-            min_size=max(1, int(round(s.min_size_um2 / (mpp * mpp)))),
-        )
+        with warnings.catch_warnings():
+            # Said by torch inside cellpose's flow following (a sparse tensor it builds
+            # itself); nothing a user of this project can act on.
+            warnings.filterwarnings("ignore", message="Sparse invariant checks", category=UserWarning)
+            masks, flows, _ = self.model.eval(
+                list(images),
+                batch_size=s.batch_size,
+                channel_axis=-1,
+                normalize=s.normalize,
+                resample=s.resample,
+                diameter=diameter,
+                flow_threshold=s.flow_threshold,
+                cellprob_threshold=s.cellprob_threshold,
+                min_size=max(1, int(round(s.min_size_um2 / (mpp * mpp)))),
+            )
         return [
             (np.asarray(m, dtype=np.int32), _cell_probability(flow, np.shape(m)))
             for m, flow in zip(masks, flows, strict=True)
