@@ -211,6 +211,7 @@ def test_label_colours_of_a_run_are_distinct_and_known_types_are_conventional():
         ["fibroblast", "keratin flakes"],  # hashed to two near-identical greens before
         ["unlabelled", "review", "tumour", "stroma", "lymphocyte", "necrosis", "other", "epithelial"],
         ["fibroblast", "stroma", "connective"],  # three names of one conventional colour
+        ["artefact", "necrotic", "other", "unlabelled", "review", "epithelial", "lymphocyte"],
         made_up,
         made_up[:12] + ["tumour", "lymphocyte", "unlabelled", "review", "plasma cell", "macrophage"],
     ]
@@ -227,6 +228,7 @@ def test_label_colours_of_a_run_are_distinct_and_known_types_are_conventional():
         "necrosis": (50, 50, 50),
         "other": (255, 200, 0),
     }
+    assert label_colours(["Artefact", "necrotic", "unlabelled"])["Artefact"] == (255, 255, 255)
 
 
 def test_overlay_draws_outlines_where_the_cells_are():

@@ -23,7 +23,8 @@ UNSURE_RGB = {UNLABELLED: (128, 128, 128), REVIEW: (255, 0, 255)}
 
 #: Conventional colours for common cell types: QuPath's defaults where it has the class
 #: (Tumor, Stroma, Immune cells, Necrosis, Other), HoVer-Net/PanNuke's hues otherwise
-#: (epithelial orange, connective tissue blue-green). Matched on the lower-cased name.
+#: (epithelial orange, connective tissue blue-green), white for what is not a cell.
+#: Matched on the lower-cased name.
 KNOWN_RGB: dict[str, tuple[int, int, int]] = {
     **dict.fromkeys(["tumour", "tumor", "tumour cell", "tumor cell", "neoplastic", "malignant"], (200, 0, 0)),
     **dict.fromkeys(["stroma", "stromal", "fibroblast", "connective", "connective tissue"], (150, 200, 150)),
@@ -37,6 +38,9 @@ KNOWN_RGB: dict[str, tuple[int, int, int]] = {
     **dict.fromkeys(["neutrophil", "neutrophils", "granulocyte"], (0, 200, 200)),
     **dict.fromkeys(["smooth muscle", "muscle", "myocyte"], (120, 60, 20)),
     **dict.fromkeys(["adipocyte", "fat"], (240, 230, 140)),
+    # Not cells (annotation.not_cells): white, apart from every cell type and from the greys
+    # of unnamed cells and noise; plain on tissue, gone on glass.
+    **dict.fromkeys(["artefact", "artifact", "debris"], (255, 255, 255)),
 }
 
 #: Colours for other names, far enough from each other and from the ones above

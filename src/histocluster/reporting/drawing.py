@@ -130,7 +130,10 @@ def _with_legend(image: Image.Image, legend: dict, title: str, max_items: int = 
     draw.text((4, 3), title, fill=(0, 0, 0), font=font)
     for k, (name, colour) in enumerate(items):
         y = 24 + 16 * k
-        draw.rectangle([image.width + 6, y, image.width + 18, y + 12], fill=tuple(colour))
+        # Outlined: a white (not a cell) or pale swatch still shows on the white margin.
+        draw.rectangle(
+            [image.width + 6, y, image.width + 18, y + 12], fill=tuple(colour), outline=(110, 110, 110)
+        )
         draw.text((image.width + 24, y), str(name)[:26], fill=(0, 0, 0), font=font)
     if len(legend) > max_items:
         draw.text(
@@ -254,7 +257,13 @@ def counts_figure(counts: dict) -> Image.Image:
     labels = counts["all"]["labels"]
     if labels:
         colours = label_colours(labels)  # as in every other picture of the run
-        ax.bar(list(labels), list(labels.values()), color=[np.array(colours[k]) / 255 for k in labels])
+        ax.bar(
+            list(labels),
+            list(labels.values()),
+            color=[np.array(colours[k]) / 255 for k in labels],
+            edgecolor="0.4",  # a white (not a cell) or pale bar still shows
+            linewidth=0.6,
+        )
         ax.tick_params(axis="x", labelrotation=45)
     else:
         ax.text(0.5, 0.5, "no cells", ha="center", va="center")
