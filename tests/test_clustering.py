@@ -352,3 +352,50 @@ def test_gallery_crops_are_read_at_the_slides_finest_level(tmp_path):
     # The nucleus fills the middle 40 of the 64 level-0 pixels; the outline (green) is on its edge.
     green = (finest[..., 1] > 200) & (finest[..., 0] < 100)
     assert green.any() and not green[30:34, 30:34].any()
+
+
+def test_lazy_gallery_crops_hold_only_the_pixels_read_and_make_the_same_crops(tmp_path, monkeypatch):
+    """``lazy``: the cells are read at once (a read each), but each value is a function that
+    makes the crop later, without reading again, equal to the crop made at once."""
+    import shapely
+    from PIL import Image
+
+    from histocluster.features.cell_pixels import cell_crops_by_id
+    from histocluster.wsi import slides as slide_readers
+
+    from .conftest import tile_record
+
+    rgb = np.full((400, 400, 3), 230, np.uint8)
+    rgb[180:220, 180:220] = (80, 40, 120)
+    rgb[60:90, 300:340] = (90, 50, 130)
+    path = tmp_path / "slide.png"
+    Image.fromarray(rgb).save(path)
+    slides = pd.DataFrame({"slide_id": ["s"], "path": [str(path)]})
+    tiles = pd.DataFrame([tile_record(200, 0.5, scale=2)])
+    cells = pd.DataFrame(
+        {
+            "cell_id": ["c", "d"],
+            "slide_id": ["s", "s"],
+            "tile_id": ["t", "t"],
+            "centroid_x": [200.0, 320.0],
+            "centroid_y": [200.0, 75.0],
+            "polygon": shapely.to_wkb([shapely.box(180, 180, 220, 220), shapely.box(300, 60, 340, 90)]),
+        }
+    )
+    args = dict(size=128, finest=True, max_px=128, outline_width=2, smooth_enlarge=True)
+    now = cell_crops_by_id(slides, tiles, cells, 16.0, **args)
+    reads = []
+    real = slide_readers.ImageReader.read_region  # a PNG slide
+
+    def counted(reader, *a, **k):
+        reads.append(a)
+        return real(reader, *a, **k)
+
+    monkeypatch.setattr(slide_readers.ImageReader, "read_region", counted)
+    later = cell_crops_by_id(slides, tiles, cells, 16.0, lazy=True, **args)
+    read_then = len(reads)
+    made = {cell_id: make() for cell_id, make in later.items()}
+    assert read_then == 2 and len(reads) == 2  # read when asked for, not when made
+    assert set(made) == {"c", "d"}
+    for cell_id in made:
+        assert made[cell_id].shape == (128, 128, 3) and np.array_equal(made[cell_id], now[cell_id])

@@ -16,6 +16,7 @@ from PIL import Image
 from histocluster.clustering.settings import ClusteringParams
 from histocluster.datasets import NewestPickleDataset
 from histocluster.labelling.settings import ClassificationParams
+from histocluster.lazy import materialise
 from histocluster.pipelines import (
     annotation,
     classification,
@@ -151,4 +152,6 @@ def test_each_kept_tile_is_decoded_once_before_clustering(in_memory_run):
     assert len(small) == members["cell_id"].nunique()  # each gallery cell's crop read once, the model's too
     crops = catalog.load("representative_crops")
     assert len(crops) == len(representatives)
-    assert all(np.asarray(c).shape == (64, 64, 3) for c in crops.values())
+    # Made when saved (here: when asked for), from the pixels read above: no read more.
+    assert all(np.asarray(materialise(c)).shape == (64, 64, 3) for c in crops.values())
+    assert len([r for r in reads if r[2][0] * r[2][1] < 0.25 * 256 * 256]) == len(small)

@@ -5,6 +5,7 @@ representatives, their crops and the summary → plots. Each calls the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -117,10 +118,11 @@ def crop_gallery_cells(
     cells: pd.DataFrame,
     members: pd.DataFrame,
     params: ClusteringParams,
-) -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
+) -> tuple[dict[str, Callable[[], Image.Image]], dict[str, Callable[[], Image.Image]]]:
     """Each gallery cell's crop at its slide's finest resolution, read once: the
     representatives' crops (``<cluster_id>/<rank>_<cell_id>``: the model is shown these)
-    and every gallery cell's (:func:`histocluster.clustering.summary.crop_gallery_members`)."""
+    and every gallery cell's (:func:`histocluster.clustering.summary.crop_gallery_members`),
+    each made when its partition is saved."""
     spec = params.representatives
     return crop_gallery_members(slides, tiles, cells, members, spec.crop_um, spec.crop_size)
 
