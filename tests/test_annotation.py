@@ -17,7 +17,13 @@ from shapely.geometry import shape
 from histocluster.atomic_files import partial_path
 from histocluster.reporting import drawing, qupath
 from histocluster.reporting import html_report as report
-from histocluster.reporting.annotated_cells import annotated_cells, slide_cell_stats, slide_cells, slide_ids
+from histocluster.reporting.annotated_cells import (
+    annotated_cells,
+    counts,
+    slide_cell_stats,
+    slide_cells,
+    slide_ids,
+)
 from histocluster.reporting.colours import NOISE_RGB, colour_table, label_colours
 from histocluster.reporting.viewer_json import StreamedJSON, viewer_json
 from histocluster.segmentation.measurements import measure_cells
@@ -580,6 +586,10 @@ def test_objects_named_as_not_cells_are_left_out_of_the_cell_figures_in_any_case
     assert stats.loc["s2", "mean_hematoxylin"] == pytest.approx(3.0)
     everything = slide_cell_stats(table).set_index("slide_id")  # nothing named as not a cell
     assert everything["cells"].tolist() == [3, 3] and everything["artefacts"].tolist() == [0, 0]
+    counted = counts(table.assign(cluster_id=[0, 1, 0, 1, 1, 0]), ["artefact", "DEBRIS"])
+    assert counted["all"]["cells"] == 6 and counted["all"]["not_cells"] == 3
+    assert [counted["slides"][s]["not_cells"] for s in ("s1", "s2")] == [1, 2]
+    assert counted["slides"]["s2"]["labels"] == {"debris": 2, "lymphocyte": 1}
 
     cells = _cells().assign(label=["lymphocyte", "artefact", "review"])
     assert "named as not cells" not in _report(cells)  # no not_cells given: all are cells

@@ -108,6 +108,7 @@ def test_viewer_json_galleries_overlays_overviews_and_counts(annotated):
     counts = json.loads((report_dir / "counts.json").read_text())
     assert counts["all"]["cells"] == len(cells) == sum(counts["all"]["labels"].values())
     assert counts["slides"]["cmu-1-small-region"]["cells"] == len(cells)
+    assert counts["all"]["not_cells"] == 0  # nothing named in this run
     assert (report_dir / "label_counts.png").is_file()
     checks = sorted((report_dir / "segmentation_check" / "cmu-1-small-region").glob("*.png"))
     assert [p.name.split("_")[:2] for p in checks] == [["0", "densest"], ["1", "darkest"]]

@@ -112,17 +112,23 @@ def slide_cell_stats(table: pd.DataFrame, not_cells: Iterable[str] = ()) -> pd.D
     )
 
 
-def counts(table: pd.DataFrame) -> dict:
-    """Cells per label and per cluster, per slide and over all slides."""
+def counts(table: pd.DataFrame, not_cells: Iterable[str] = ()) -> dict:
+    """Cells per label and per cluster, per slide and over all slides: ``cells`` counts
+    every outlined object, ``not_cells`` those of them named as not being cells
+    (``not_cells``, any case: :func:`not_cell_mask`)."""
+    columns = table[["slide_id", "label", "cluster_id"]].assign(  # not the whole table, per slide
+        not_cell=not_cell_mask(table["label"], not_cells)
+    )
 
     def block(frame: pd.DataFrame) -> dict:
         return {
             "cells": int(len(frame)),
+            "not_cells": int(frame["not_cell"].sum()),
             "labels": {str(k): int(v) for k, v in frame["label"].value_counts().items()},
             "clusters": {str(k): int(v) for k, v in frame["cluster_id"].value_counts().sort_index().items()},
         }
 
-    return {"all": block(table), "slides": {str(s): block(f) for s, f in table.groupby("slide_id")}}
+    return {"all": block(columns), "slides": {str(s): block(f) for s, f in columns.groupby("slide_id")}}
 
 
 def coloured_cells(

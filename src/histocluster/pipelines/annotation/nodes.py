@@ -335,7 +335,7 @@ def count_cells(table: pd.DataFrame, params: AnnotationParams) -> tuple[dict, Im
     """``counts.json`` (cells per label and per cluster, per slide), a bar chart, and what
     the report says of the cells (per-slide numbers and what the pictures are coloured
     by), so that the report does not hold the cell table."""
-    result = counts(table)
+    result = counts(table, params.not_cells)
     report_cells = {
         "slides": slide_cell_stats(table, params.not_cells),
         "coloured_by": colour_mode(table, params.colour_by),
