@@ -190,7 +190,7 @@ def build_report(
         cluster_labels[cluster_labels["status"] == "labelled"] if len(cluster_labels) else cluster_labels
     )
     n_cells = int(cell_stats["cells"].sum())
-    n_artefacts = int(cell_stats["artefacts"].sum()) if "artefacts" in cell_stats else 0
+    n_artefacts = int(cell_stats["artefacts"].sum())
     n_objects = n_cells + n_artefacts  # what was segmented and clustered
     run_summary = {
         "slides": f"{len(ok)} read, {len(slides) - len(ok)} not readable",
@@ -200,7 +200,7 @@ def build_report(
         "clusters": f"{len(clusters)} ({len(labelled)} named)",
         "coloured by": coloured_by,
     }
-    per_slide = cell_stats.set_index("slide_id") if len(cell_stats) else pd.DataFrame()
+    per_slide = cell_stats.set_index("slide_id")
     by_slide = checks.set_index("slide_id").to_dict("index") if checks is not None and len(checks) else {}
     slide_cards = []
     for row in slides.itertuples(index=False):
@@ -215,8 +215,8 @@ def build_report(
                 mpp_source=describe_source(row.mpp_source) if row.mpp_source else None,
                 mpp_evidence=getattr(row, "mpp_evidence", None) if row.mpp_source == "estimated" else None,
                 check=by_slide.get(row.slide_id),
-                cells=int(per_slide["cells"].get(row.slide_id, 0)) if len(per_slide) else 0,
-                artefacts=int(per_slide["artefacts"].get(row.slide_id, 0)) if "artefacts" in per_slide else 0,
+                cells=int(per_slide["cells"].get(row.slide_id, 0)),
+                artefacts=int(per_slide["artefacts"].get(row.slide_id, 0)),
                 tiling=data_url(tiling, 560) if tiling else None,
                 overview=data_url(overview, 560) if overview else None,
             )
