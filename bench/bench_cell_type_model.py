@@ -15,8 +15,14 @@ representatives (one *decision* per cluster) → propagation (:func:`propagate`)
     beside (a) scored on the same cells; and, as the embedding's limit, the same classifier
     trained on the true type of every cell of the named half.
 
+``--type-net WEIGHTS`` adds, beside the hand-made features, what a small CNN learnt from
+another typed set gives for each cell (``bench/train_type_net.py``: CRCHistoPhenotypes;
+its 128 features and 4 type log-probabilities, standardised, as one block of the same
+total weight as the hand-made ones), and prints that network's own zero-decision typing.
+
 Usage:
     python bench/bench_cell_type_model.py ../shared/data/bench/consep
+    python bench/bench_cell_type_model.py ../shared/data/bench/consep --type-net /tmp/type_net.pt
     python bench/bench_cell_type_model.py ../shared/data/bench/consep --classifiers logistic_regression
 """
 
@@ -49,6 +55,40 @@ def macro_f1(y_true, y_pred) -> float:
     return f1_score(y_true, y_pred, average="macro", labels=classes, zero_division=0)
 
 
+def type_net_block(
+    bench: Path, cells: pd.DataFrame, mpp: float, weights: Path, rotations: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """The type network's features + log-probabilities of every cell (rows of ``cells``),
+    cut and computed as the segmentation pass does (``segmentation.cell_features.deep:
+    typenet``), and its own type for each (the argmax, in the network's class names)."""
+    from PIL import Image
+
+    from histocluster.features.cell_pixels import TileCells
+    from histocluster.features.settings import TypeNetSettings
+    from histocluster.features.type_net import CROP, WIDTH, WORK_MPP, TypeNetEmbedder
+
+    embedder = TypeNetEmbedder(TypeNetSettings(weights_path=str(weights), rotations=rotations))
+    margin = int(np.ceil(CROP * WORK_MPP / mpp / 2)) + 1
+    out = np.empty((len(cells), len(embedder.columns)), np.float32)
+    for image_id, rows in cells.groupby("image_id").indices.items():
+        rgb = np.asarray(Image.open(next((bench / "images").glob(f"{image_id}.*"))).convert("RGB"))
+        padded = np.pad(rgb, ((margin, margin), (margin, margin), (0, 0)), mode="reflect")
+        tile = {"out_mpp_x": mpp, "out_mpp_y": mpp}
+        centres = cells[["centroid_x", "centroid_y"]].to_numpy()[rows] + margin  # continuous coordinates
+        item = TileCells(tile, padded, np.zeros(padded.shape[:2], np.int32), np.arange(len(rows)), centres)
+        out[rows] = embedder.tile_features(item)
+    return out, np.array(embedder.classes, dtype=object)[out[:, WIDTH:].argmax(1)]
+
+
+#: CRCHistoPhenotypes' types as CoNSeP names them (fibroblasts are among CoNSeP's spindle cells).
+CRC_TO_CONSEP = {
+    "epithelial": "epithelial",
+    "fibroblast": "spindle",
+    "inflammatory": "inflammatory",
+    "others": "other",
+}
+
+
 def name_and_train(x, y, cells, rows, per_cell, seed, classifiers, r=9):
     """Cluster the cells at ``rows``, name the clusters with the oracle, propagate, and train
     each classifier; returns (decisions, propagated labels of those cells, models)."""
@@ -78,6 +118,10 @@ def main() -> None:
     parser.add_argument("--classifiers", default="logistic_regression,gradient_boosting,knn")
     parser.add_argument("--within", choices=("all", "image"), default="all")
     parser.add_argument("--cache", type=Path, help="a Parquet file to keep the measured cells in")
+    parser.add_argument(
+        "--type-net", type=Path, help="weights from bench/train_type_net.py: add its features"
+    )
+    parser.add_argument("--type-net-rotations", type=int, choices=(1, 8), default=8)
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -103,6 +147,12 @@ def main() -> None:
         table, np.full(len(cells), mpp), MorphologySettings(), within=args.within.replace("image", "slide")
     )
     y = cells["cell_type"].to_numpy().astype(object)
+    if args.type_net:
+        z, own = type_net_block(args.bench, cells, mpp, args.type_net, args.type_net_rotations)
+        z = (z - z.mean(0)) / z.std(0).clip(1e-6)
+        x = np.hstack([x, z * np.sqrt((x**2).sum(1).mean() / (z**2).sum(1).mean())]).astype(np.float32)
+        own = np.array([CRC_TO_CONSEP.get(t, t) for t in own], dtype=object)
+        print(f"type network alone, no decision: macro-F1 {macro_f1(y, own):.3f} (all cells)")
     print(
         f"{args.bench.name}: {len(cells)} typed cells, {x.shape[1]} features; named half "
         f"{source[~test].nunique()} images ({(~test).sum()} cells), other half "

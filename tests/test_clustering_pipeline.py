@@ -179,6 +179,54 @@ def test_missing_resnet_weights_stop_the_run_with_a_clear_message(clustered, tmp
     assert "segmentation.cell_features.deep: resnet50" in output
 
 
+def test_type_network_and_morphology_combined_in_a_real_run(clustered):
+    """The typenet embedder in a real run, with the shipped weights; its features reach the
+    clustering embedding at their weight."""
+    root, _ = clustered
+    records: list[logging.LogRecord] = []
+    params = {
+        "segmentation.cell_features.deep": "typenet",
+        "segmentation.cell_features.typenet.rotations": 1,
+        "clustering.embedders": {"morphology": 1.0, "typenet": 0.5},
+        "clustering.reduction.method": "pca",
+        "tiling.max_tiles": 3,
+    }
+    for pipeline in ("tiling", "segmentation", "clustering"):
+        kedro_run(root, pipeline, log=records, **params)
+    cells, deep, embeddings = load(root, "cells", "cell_deep_features", "cell_embeddings")
+    assert sorted(deep.cell_ids) == sorted(cells["cell_id"]) and deep.dim == 132
+    assert deep.columns[0] == "typenet:0"
+    morphology = [c for c in embeddings.columns if c.startswith("morphology:")]
+    assert embeddings.dim == len(morphology) + 132
+    block = np.asarray(embeddings.matrix)
+    share = (block[:, len(morphology) :] ** 2).sum() / (block[:, : len(morphology)] ** 2).sum()
+    assert 0.15 < share < 0.35  # 1 : 0.5²
+    assert "Type-network embedder: type_net.pt" in messages(records)
+
+
+def test_type_network_settings_that_cannot_work_stop_the_run_before_any_work(clustered, tmp_path):
+    from .conftest import kedro_user_error
+
+    root, _ = clustered
+    output = kedro_user_error(
+        root,
+        "--pipelines=segmentation",
+        "--params",
+        "segmentation.cell_features.deep=typenet,clustering.embedders.typenet=1.0,"
+        f"segmentation.cell_features.typenet.weights_path={tmp_path / 'none.pt'}",
+    )
+    assert "type network weights not found" in output and "none.pt" in output
+    output = kedro_user_error(root, "--pipelines=clustering", "--params", "clustering.embedders.typenet=1.0")
+    assert "segmentation.cell_features.deep: typenet" in output
+    output = kedro_user_error(
+        root,
+        "--pipelines=clustering",
+        "--params",
+        "segmentation.cell_features.deep=typenet,clustering.embedders.typenet=1.0,clustering.embedders.resnet50=1.0",
+    )
+    assert "resnet50 and typenet cannot both be used" in output
+
+
 #: Off by default (tiling.write_tile_images, segmentation.export_label_masks): a DVC out
 #: that a default run does not write would fail `dvc repro`. README says to `dvc add` them.
 OPTIONAL_OUTPUTS = {"tile_image_png", "label_masks"}

@@ -22,7 +22,7 @@ from histocluster.features.settings import MorphologySettings
 from histocluster.features.texture import LBP_BINS, PIXEL_COLUMNS, pixel_features, ring_labels
 from histocluster.segmentation.measurements import measure_cells
 from histocluster.wsi.slides import open_slide
-from histocluster.wsi.tile_grid import read_with_margin
+from histocluster.wsi.tile_grid import read_tile, read_with_margin
 
 from .conftest import disc, tile_record, two_cells
 
@@ -143,6 +143,19 @@ def test_read_with_margin_pads_beyond_the_slide_with_white(small_slide):
     assert padded.shape == (70, 130, 3)
     assert (padded[:5] == 255).all() and (padded[:, :5] == 255).all()
     assert np.array_equal(padded[5:-5, 5:-5], rgb)
+
+
+def test_a_tile_read_with_a_margin_holds_the_very_pixels_of_the_tile_read_alone(small_slide):
+    """Network features need a margin around each tile; asking for them must not change
+    the pixels segmented and measured, also when the tile is resampled (here 0.99 ×)."""
+    path, labels, rgb = small_slide
+    tile = tile_record(100, 0.5, x=7, y=3, scale=1)
+    tile.update(w=99, h=50, out_w=100, out_h=50, slide_id="two")
+    with open_slide(path) as reader:
+        alone = read_tile(reader, tile)
+        padded = read_with_margin(reader, tile, margin=6)
+    assert padded.shape == (62, 112, 3)
+    assert np.array_equal(padded[6:-6, 6:-6], alone)
 
 
 def test_embeddings_dataset_round_trip_is_memory_mapped(tmp_path):

@@ -96,6 +96,10 @@ class CheckModelFilesHook:
             from histocluster.features.resnet import resolve_weights
 
             resolve_weights(params.cell_features.resnet50)
+        if params.cell_features.deep == "typenet" and "segment_tiles" in names:
+            from histocluster.features.type_net import type_net_weights
+
+            type_net_weights(params.cell_features.typenet.weights_path)
 
 
 class OutputFoldersHook:

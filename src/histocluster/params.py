@@ -120,11 +120,12 @@ def _across_sections(parsed: dict[str, Strict]) -> list[str]:
     problems = []
     features = parsed["segmentation"].cell_features
     clustering = parsed["clustering"]
-    if "resnet50" in clustering.embedders and features.deep != "resnet50":
+    deep = clustering.deep_embedder
+    if deep is not None and features.deep != deep:
         problems.append(
-            "clustering.embedders has resnet50, but segmentation.cell_features.deep is "
-            f"'{features.deep}': the segmentation pass computes the ResNet features; set "
-            "segmentation.cell_features.deep: resnet50 (as conf/gpu does)"
+            f"clustering.embedders has {deep}, but segmentation.cell_features.deep is "
+            f"'{features.deep}': the segmentation pass computes the network's features; set "
+            f"segmentation.cell_features.deep: {deep}" + (" (as conf/gpu does)" if deep == "resnet50" else "")
         )
     if "morphology" in clustering.embedders and clustering.morphology.texture and not features.texture:
         problems.append(

@@ -1,7 +1,7 @@
 """The combined embedding of the cell table: the configured embedders' blocks, each
 standardised (within each slide by default) and weighted, side by side in one float32
 matrix allocated once. Reads no pixels: the segmentation pass put the texture features
-in the cell table and stored the ResNet features.
+in the cell table and stored the network's features (ResNet-50 or the type network).
 
 Blocks are combined by scaling each by ``weight / sqrt(columns)`` (so a 2048-d ResNet
 block and a 50-d morphology block weigh what their weights say, not what their widths
@@ -34,12 +34,18 @@ def level0_mpp(slides: pd.DataFrame, cells: pd.DataFrame) -> np.ndarray:
     return cells["slide_id"].map(mpp).to_numpy(dtype=np.float64)
 
 
-def _deep_rows(cells: pd.DataFrame, deep: Embeddings | None) -> np.ndarray:
-    """Row of each cell in ``deep`` (-1 where it has none)."""
+def _deep_rows(cells: pd.DataFrame, deep: Embeddings | None, name: str) -> np.ndarray:
+    """Row of each cell in ``deep`` (-1 where it has none); ``deep`` must hold ``name``'s features."""
     if deep is None or len(deep) == 0:
         raise MissingFeaturesError(
-            "clustering.embedders has resnet50 but the segmentation pass stored no ResNet features: "
-            "set segmentation.cell_features.deep: resnet50 (conf/gpu does) and rerun the segmentation"
+            f"clustering.embedders has {name} but the segmentation pass stored no {name} features: "
+            f"set segmentation.cell_features.deep: {name} and rerun the segmentation"
+        )
+    stored = str(deep.columns[0]).split(":")[0] if len(deep.columns) else ""
+    if stored != name:
+        raise MissingFeaturesError(
+            f"clustering.embedders has {name} but the segmentation pass stored {stored or 'other'} "
+            f"features: set segmentation.cell_features.deep: {name} and rerun the segmentation"
         )
     position = pd.Series(np.arange(len(deep)), index=pd.Index(deep.cell_ids))
     return position.reindex(cells["cell_id"].to_numpy()).fillna(-1).to_numpy(dtype=np.int64)
@@ -58,7 +64,7 @@ def copy_rows(source: np.ndarray, rows: np.ndarray, out: np.ndarray, chunk: int 
 def embed(
     slides: pd.DataFrame, cells: pd.DataFrame, deep: Embeddings | None, params: ClusteringParams
 ) -> Embeddings:
-    """The combined embedding of ``cells`` (see the module doc). Cells without ResNet
+    """The combined embedding of ``cells`` (see the module doc). Cells without the network's
     features (their tile failed in the pass) are reported and left out."""
     cells = cells.reset_index(drop=True)
     if cells.empty:
@@ -73,26 +79,28 @@ def embed(
         )
         blocks.append((x, params.embedders["morphology"]))
         names += [f"morphology:{c}" for c in columns]
-    if "resnet50" not in params.embedders:
+    network = params.deep_embedder
+    if network is None:
         matrix = blocks[0][0]
     else:
-        rows = _deep_rows(cells, deep)
+        rows = _deep_rows(cells, deep, network)
         usable &= rows >= 0
-        # One matrix for everything: ResNet features are copied into their columns,
+        # One matrix for everything: the network's features are copied into their columns,
         # standardised and weighted there; no second copy of cells × 2048 floats.
         start = sum(block.shape[1] for block, _ in blocks)
         matrix = np.empty((len(cells), start + deep.dim), dtype=np.float32)
         view = matrix[:, start:]
         copy_rows(deep.matrix, rows, view)
         groups = cells["slide_id"].to_numpy() if params.standardise_within == "slide" else None
-        blocks.append((standardise_within(view, groups, inplace=True), params.embedders["resnet50"]))
+        blocks.append((standardise_within(view, groups, inplace=True), params.embedders[network]))
         names += list(deep.columns)
         combine(blocks, out=matrix)
     if not usable.all():
         logger.error(
-            "Clustering: %d of %d cells have no ResNet features (their tiles failed in the "
+            "Clustering: %d of %d cells have no %s features (their tiles failed in the "
             "segmentation pass) and are left out",
             (~usable).sum(),
+            network,
             len(cells),
         )
         matrix = keep_rows(matrix, usable)

@@ -108,7 +108,7 @@ class ClusteringParams(Strict):
     standardise_within: Literal["slide", "all"] = Field(
         "slide", description="z-score features within each slide first (removes stain/scanner shifts)"
     )
-    embedders: dict[Literal["morphology", "resnet50"], float] = Field(
+    embedders: dict[Literal["morphology", "resnet50", "typenet"], float] = Field(
         {"morphology": 1.0}, min_length=1, description="embedder → weight in the combined embedding"
     )
     morphology: MorphologySettings = MorphologySettings()
@@ -121,4 +121,14 @@ class ClusteringParams(Strict):
     def _positive_weights(self) -> ClusteringParams:
         if any(w <= 0 for w in self.embedders.values()):
             raise ValueError(f"embedder weights must be positive, got {self.embedders}")
+        if {"resnet50", "typenet"} <= set(self.embedders):
+            raise ValueError(
+                "clustering.embedders: resnet50 and typenet cannot both be used (the segmentation "
+                "pass stores one network's features: segmentation.cell_features.deep)"
+            )
         return self
+
+    @property
+    def deep_embedder(self) -> str | None:
+        """The network embedder in use (resnet50 or typenet), if any."""
+        return next((name for name in ("resnet50", "typenet") if name in self.embedders), None)

@@ -35,14 +35,29 @@ class ResNetSettings:
 
 
 @settings_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class TypeNetSettings:
+    """Settings of the ``typenet`` embedder (:mod:`histocluster.features.type_net`)."""
+
+    weights_path: str | None = Field(
+        None, description="a checkpoint from bench/train_type_net.py; null = the shipped one"
+    )
+    rotations: Literal[1, 8] = Field(
+        1, description="1, or features averaged over 8 rotations/flips (5× slower, CoNSeP +0.01)"
+    )
+    batch_size: int = Field(512, ge=1)
+
+
+@settings_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class CellFeatureSettings:
     """Per-cell pixel features computed in the segmentation pass, from the tile and label
     map it already holds (no second read of the slide)."""
 
     texture: bool = Field(True, description="intensity, texture and ring features in the cell table")
     ring_um: float = Field(2.0, gt=0, description="width of the ring around each cell, µm")
-    deep: Literal["none", "resnet50"] = Field(
+    deep: Literal["none", "resnet50", "typenet"] = Field(
         "none",
-        description="also ResNet-50 features of a crop around each cell (clustering.embedders.resnet50)",
+        description="also a network's features of a crop around each cell: ResNet-50 "
+        "(clustering.embedders.resnet50) or the type network (clustering.embedders.typenet)",
     )
     resnet50: ResNetSettings = ResNetSettings()
+    typenet: TypeNetSettings = TypeNetSettings()

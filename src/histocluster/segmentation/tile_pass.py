@@ -3,15 +3,15 @@ needs its pixels before clustering is computed from that one array.
 
 For every tile of a slide, in batches that share a resolution:
 
-1. read it (with a margin around it only when ResNet crops need one);
+1. read it (with a margin around it only when a network's crops need one);
 2. measure its quality (:mod:`histocluster.wsi.tile_quality`) and decide keep/reject;
    keep a small preview for the contact sheets;
 3. segment the kept tiles (one segmenter call per batch);
 4. per kept tile: object moments once, stitching (the cells the tile owns), the cell-table
    measurements, and the per-cell pixel features — intensity, texture and ring
-   (:mod:`histocluster.features.texture`) and, when asked, ResNet-50 features of a crop
-   around each cell (:mod:`histocluster.features.resnet`) — from the label map and pixels
-   already in hand.
+   (:mod:`histocluster.features.texture`) and, when asked, a network's features of a crop
+   around each cell (ResNet-50, :mod:`histocluster.features.resnet`, or the type network,
+   :mod:`histocluster.features.type_net`) — from the label map and pixels already in hand.
 
 Nothing later reads the slide again for these cells: the clustering stage embeds from the
 cell table and the stored features.
@@ -32,9 +32,12 @@ from PIL import Image
 from histocluster.errors import UserInputError
 from histocluster.features.cell_pixels import TileCells
 from histocluster.features.embeddings import Embeddings
-from histocluster.features.resnet import FEATURES
+from histocluster.features.resnet import FEATURES as RESNET_FEATURES
 from histocluster.features.settings import CellFeatureSettings
 from histocluster.features.texture import PIXEL_COLUMNS, pixel_features
+from histocluster.features.type_net import CROP as TYPENET_CROP
+from histocluster.features.type_net import FEATURES as TYPENET_WIDTH
+from histocluster.features.type_net import WORK_MPP as TYPENET_MPP
 from histocluster.segmentation.label_maps import CompressedLabels
 from histocluster.segmentation.measurements import CELL_COLUMNS, empty_cells, measure_objects, object_moments
 from histocluster.segmentation.segmenter import Segmenter
@@ -100,22 +103,36 @@ def cell_columns(features: CellFeatureSettings) -> list[str]:
 
 
 def deep_feature_function(features: CellFeatureSettings) -> Callable[[TileCells], np.ndarray] | None:
-    """ResNet-50 features of a tile's cells when ``features.deep`` asks for them (the
-    network and its weights load here, before any tile is read), else None."""
-    if features.deep != "resnet50":
-        return None
-    from histocluster.features.resnet import ResNetEmbedder
+    """A network's features of a tile's cells when ``features.deep`` asks for them
+    (ResNet-50 or the type network; the network and its weights load here, before any tile
+    is read), else None."""
+    if features.deep == "resnet50":
+        from histocluster.features.resnet import ResNetEmbedder
 
-    return ResNetEmbedder(features.resnet50).tile_features
+        return ResNetEmbedder(features.resnet50).tile_features
+    if features.deep == "typenet":
+        from histocluster.features.type_net import TypeNetEmbedder
+
+        return TypeNetEmbedder(features.typenet).tile_features
+    return None
+
+
+def deep_crop_um(features: CellFeatureSettings) -> float:
+    """Side of the crop around each cell that ``features.deep`` reads, µm (0: none)."""
+    if features.deep == "resnet50":
+        return features.resnet50.crop_um
+    if features.deep == "typenet":
+        return TYPENET_CROP * TYPENET_MPP
+    return 0.0
 
 
 def crop_margin(tiles: pd.DataFrame, features: CellFeatureSettings) -> int:
-    """Output pixels read around each tile so that a ResNet crop of any owned cell is
-    whole (0 without ResNet features: the pass then reads exactly the tile)."""
-    if features.deep != "resnet50" or tiles.empty:
+    """Output pixels read around each tile so that a network's crop of any owned cell is
+    whole (0 without network features: the pass then reads exactly the tile)."""
+    if features.deep == "none" or tiles.empty:
         return 0
     finest = float((tiles["out_mpp_x"] * tiles["out_mpp_y"]).min() ** 0.5)
-    return int(np.ceil(features.resnet50.crop_um / finest / 2)) + 1
+    return int(np.ceil(deep_crop_um(features) / finest / 2)) + 1
 
 
 def preview_jpeg(rgb: np.ndarray, size: int) -> bytes:
@@ -150,7 +167,7 @@ def _tile_cells(
     settings: PassSettings,
     deep: Callable[[TileCells], np.ndarray] | None,
 ) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray]:
-    """Cell rows (with pixel features) of one segmented tile, its ResNet features (or
+    """Cell rows (with pixel features) of one segmented tile, its network features (or
     None) and its owned label map."""
     rgb = _inner(padded, margin)
     moments = object_moments(labels)
@@ -195,7 +212,7 @@ def process_slide(
         tiles: its tiles (tile table rows).
         segmenter: a loaded segmenter.
         settings: quality thresholds, features, batching.
-        deep: ResNet features of a :class:`TileCells` (one row per cell), or None.
+        deep: network features of a :class:`TileCells` (one row per cell), or None.
         progress: called with (tiles done, cells found) after every batch.
 
     A tile that cannot be read is rejected with its error as the reason; a batch whose
@@ -333,7 +350,7 @@ def merge_results(slide_id: str, parts: list[SlideResult], features: CellFeature
 
 @functools.lru_cache(maxsize=2)
 def _worker_tools(params_json: str):
-    """The segmenter and ResNet features of a worker process, loaded once per parameters."""
+    """The segmenter and network features of a worker process, loaded once per parameters."""
     from histocluster.segmentation.segmenter import make_segmenter
     from histocluster.segmentation.settings import SegmentationParams
 
@@ -350,7 +367,7 @@ def segment_chunk(slide: dict, tiles: pd.DataFrame, params_json: str, settings: 
 
     cv2.setNumThreads(1)
     segmenter, deep = _worker_tools(params_json)
-    # torch is here only when the tools use it (the nuclei network on torch, Cellpose, ResNet).
+    # torch is here only when the tools use it (the nuclei network on torch, Cellpose, ResNet, the type network).
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
@@ -460,14 +477,15 @@ def segment_slides(
             f"Segmentation failed on every slide ({n_slides}); nothing was written:\n" + "\n".join(failed)
         )
     cells = pd.concat([f for f in frames if len(f)] or [empty_cells()], ignore_index=True)
-    deep_matrix = (
-        np.concatenate(deep_rows) if deep_rows else np.zeros((0, FEATURES if deep else 0), np.float32)
-    )
+    width = {"resnet50": RESNET_FEATURES, "typenet": TYPENET_WIDTH}.get(settings.features.deep, 0)
+    deep_matrix = np.concatenate(deep_rows) if deep_rows else np.zeros((0, width if deep else 0), np.float32)
     deep_cells = np.concatenate(deep_ids) if deep_ids else np.array([], dtype=object)
     return PassOutput(
         pd.concat([q for q in quality if len(q)] or quality[:1], ignore_index=True).astype({"keep": bool}),
         cells.reindex(columns=cell_columns(settings.features)),
-        Embeddings(deep_cells, deep_matrix, [f"resnet50:{k}" for k in range(deep_matrix.shape[1])]),
+        Embeddings(
+            deep_cells, deep_matrix, [f"{settings.features.deep}:{k}" for k in range(deep_matrix.shape[1])]
+        ),
         masks,
         previews,
     )

@@ -207,7 +207,9 @@ def to_level0(tile: dict, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarra
 
 def read_with_margin(reader: SlideReader, tile: dict, margin: int) -> np.ndarray:
     """The tile's pixels with ``margin`` output pixels added on every side; parts
-    beyond the slide are white (glass)."""
+    beyond the slide are white (glass). The tile itself holds exactly what
+    :func:`read_tile` reads (a resampled read of the larger box differs by interpolation,
+    and a network feature asked for must not change what is segmented)."""
     sx, sy = tile_scale(tile)
     out_w, out_h = int(tile["out_w"]) + 2 * margin, int(tile["out_h"]) + 2 * margin
     x0, y0 = tile["x"] - margin * sx, tile["y"] - margin * sy
@@ -226,4 +228,8 @@ def read_with_margin(reader: SlideReader, tile: dict, margin: int) -> np.ndarray
             max(1, round((bottom - top) * sy)),
         )
         rgb[top:bottom, left:right] = reader.read_scaled(box, (right - left, bottom - top))
+    if margin and (sx, sy) != (1.0, 1.0):
+        rgb[margin : margin + int(tile["out_h"]), margin : margin + int(tile["out_w"])] = read_tile(
+            reader, tile
+        )
     return rgb
