@@ -78,6 +78,17 @@ def test_features_do_not_change_when_the_cell_is_turned():
     assert not np.allclose(single[0], single[1], atol=1e-3)  # one view alone does depend on it
 
 
+def test_without_torch_the_error_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    with pytest.raises(TypeNetWeightsError, match=r"not installed: pip install 'histocluster\[train\]'"):
+        TypeNetEmbedder(TypeNetSettings())
+
+
 def test_missing_or_foreign_weights_are_a_clear_error(tmp_path):
     with pytest.raises(TypeNetWeightsError, match="nowhere.pt"):
         TypeNetEmbedder(TypeNetSettings(weights_path=str(tmp_path / "nowhere.pt")))

@@ -18,6 +18,7 @@ shape, texture and surroundings, but its type guesses mean less.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -93,7 +94,14 @@ def to_input(crops: np.ndarray):
 
 def type_net_weights(path: str | Path | None = None) -> Path:
     """The checkpoint to load (the shipped one when ``path`` is None), or a
-    :class:`TypeNetWeightsError` naming the missing file."""
+    :class:`TypeNetWeightsError` naming the missing file, or saying that torch, which runs
+    the network, is not installed (the default install has none)."""
+    if importlib.util.find_spec("torch") is None:
+        raise TypeNetWeightsError(
+            "segmentation.cell_features.deep: typenet runs the type network in torch, which is not "
+            "installed: pip install 'histocluster[train]' (for the CPU build first: pip install torch "
+            "--index-url https://download.pytorch.org/whl/cpu), or set segmentation.cell_features.deep: none"
+        )
     path = Path(path).expanduser() if path else SHIPPED_WEIGHTS
     if not path.is_file():
         raise TypeNetWeightsError(
