@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -86,3 +87,29 @@ def test_worker_processes_and_a_dask_cluster_give_the_same_cells_and_clusters(pr
         assert f"4 tasks on the Dask cluster at {cluster.scheduler_address}" in messages(remote)
         (cells3,) = load(root, "cells")
     pd.testing.assert_frame_equal(cells, cells3)
+
+
+@pytest.mark.slow
+def test_network_features_computed_in_worker_processes_equal_those_computed_here(project, cmu_slide):
+    """``segmentation.cell_features.deep: typenet``: the network loads in each worker (not
+    in the run's own process) and gives every cell the features it gets in-process."""
+    root = project([cmu_slide])
+    common = {
+        "tiling.max_tiles": 4,
+        "segmentation.slide_store": None,
+        "segmentation.tiles_per_batch": 1,
+        "segmentation.parallel.tiles_per_task": 1,
+        "segmentation.cell_features.deep": "typenet",
+    }
+    kedro_run(root, "tiling", **common)
+    results = []
+    for workers in (1, 2):
+        log: list[logging.LogRecord] = []
+        kedro_run(root, "segmentation", log=log, **common, **{"segmentation.parallel.n_workers": workers})
+        assert ("worker processes" in messages(log)) == (workers == 2)
+        results.append(load(root, "cells", "cell_deep_features"))
+    (cells, here), (cells2, spread) = results
+    pd.testing.assert_frame_equal(cells, cells2)
+    assert len(here) == len(cells) > 50 and here.dim == 132
+    order = pd.Series(range(len(spread)), index=spread.cell_ids).loc[here.cell_ids].to_numpy()
+    assert np.allclose(np.asarray(here.matrix), np.asarray(spread.matrix)[order], atol=1e-4)

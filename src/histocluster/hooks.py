@@ -99,7 +99,8 @@ class CheckModelFilesHook:
         if params.cell_features.deep == "typenet" and "segment_tiles" in names:
             from histocluster.features.type_net import type_net_weights
 
-            type_net_weights(params.cell_features.typenet.weights_path)
+            path = type_net_weights(params.cell_features.typenet.weights_path)
+            logger.info("Type network for per-cell features: %s", path)
 
 
 class OutputFoldersHook:

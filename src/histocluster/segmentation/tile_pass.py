@@ -478,7 +478,7 @@ def segment_slides(
         )
     cells = pd.concat([f for f in frames if len(f)] or [empty_cells()], ignore_index=True)
     width = {"resnet50": RESNET_FEATURES, "typenet": TYPENET_WIDTH}.get(settings.features.deep, 0)
-    deep_matrix = np.concatenate(deep_rows) if deep_rows else np.zeros((0, width if deep else 0), np.float32)
+    deep_matrix = np.concatenate(deep_rows) if deep_rows else np.zeros((0, width), np.float32)
     deep_cells = np.concatenate(deep_ids) if deep_ids else np.array([], dtype=object)
     return PassOutput(
         pd.concat([q for q in quality if len(q)] or quality[:1], ignore_index=True).astype({"keep": bool}),

@@ -38,16 +38,16 @@ def segment_tiles(
     """Read every tile once: its quality (keep flag and reason, ``filtering`` thresholds),
     then for the kept tiles the cells they own with their measurements and pixel features.
 
-    Returns the tile-quality table, the cell table, the cells' ResNet features (empty
-    unless ``cell_features.deep: resnet50``), each kept tile's label map when
+    Returns the tile-quality table, the cell table, the cells' network features (empty
+    unless ``cell_features.deep`` names a network), each kept tile's label map when
     ``export_label_masks`` (lazy partitions ``<slide_id>/<tile_id>``, held compressed) and
-    the contact sheets' tile previews. The segmenter (and ResNet) load first, so a missing
-    checkpoint stops the node before any tile is read.
+    the contact sheets' tile previews. The segmenter (and a network for per-cell features,
+    where the pass runs in this process) load first, so a missing checkpoint stops the node
+    before any tile is read.
     """
     require_unique_ids(slides)
     segmenter = make_segmenter(params)
     features = params.cell_features
-    deep = deep_feature_function(features)
     settings = PassSettings(
         quality=filtering.thresholds if filtering.enabled else None,
         tissue=tiling.tissue,
@@ -68,6 +68,10 @@ def segment_tiles(
         for _, group in todo.groupby("slide_id", sort=False)
     )
     with compute_pool(parallel, tasks) as executor:  # None: in this process
+        # A network for per-cell features loads where it runs: in this process only when the
+        # pass runs here (torch would otherwise stay resident here for the rest of the run,
+        # +0.5 GB; the check before the first node has already found its weights).
+        deep = deep_feature_function(features) if executor is None else None
         out = segment_slides(
             ok,
             tiles,
