@@ -10,9 +10,11 @@ a 40 × 40 crop (20 µm) at the pipeline's 0.5 µm/px; a four-stage CNN (24-48-9
 channels, global average pool, 128 features) learns the type with class-balanced,
 label-smoothed cross-entropy, augmented with right-angle rotations, flips, ±6 px shifts and
 a random stain change (HED × 0.7–1.3, ±0.03, gamma 0.8–1.25).
-Not shipped in the pipeline: measured only (40 epochs: ~12 min on 2 cores)::
+The shipped ``typenet`` embedder (``src/histocluster/features/weights/type_net.onnx``) was
+made so (40 epochs: 13 min on 2 cores)::
 
-    python bench/train_type_net.py ../shared/data/bench/crc --epochs 40 --out /tmp/type_net.pt
+    python bench/train_type_net.py ../shared/data/bench/crc --epochs 40 --out /tmp/type_net.pt \
+        --export src/histocluster/features/weights/type_net.onnx
     python bench/bench_cell_type_model.py ../shared/data/bench/consep --type-net /tmp/type_net.pt
 
 ``--validate N`` keeps N images out and prints their macro-F1 after every epoch.
@@ -33,7 +35,7 @@ from PIL import Image
 from skimage.color import hed2rgb, rgb2hed
 from sklearn.metrics import f1_score
 
-from histocluster.features.type_net import CROP, WORK_MPP, build_type_net, to_input
+from histocluster.features.type_net import CROP, WORK_MPP, build_type_net, export_onnx, to_input
 
 SHIFT = 6  # training crops are cut from CROP + 2 * SHIFT windows
 
@@ -72,7 +74,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("bench", type=Path, help="a typed points set (crc)")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="the torch checkpoint (.pt)")
+    parser.add_argument("--export", type=Path, help="also write the network as this ONNX model (what ships)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--validate", type=int, default=0, help="images kept out and scored")
     parser.add_argument("--seed", type=int, default=0)
@@ -136,6 +139,8 @@ def main() -> None:
         args.out,
     )
     print(f"wrote {args.out}")
+    if args.export:
+        print(f"wrote {export_onnx(args.out, args.export)}")
 
 
 if __name__ == "__main__":

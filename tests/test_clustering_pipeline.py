@@ -201,7 +201,7 @@ def test_type_network_and_morphology_combined_in_a_real_run(clustered):
     block = np.asarray(embeddings.matrix)
     share = (block[:, len(morphology) :] ** 2).sum() / (block[:, : len(morphology)] ** 2).sum()
     assert 0.15 < share < 0.35  # 1 : 0.5²
-    assert "Type-network embedder: type_net.pt" in messages(records)
+    assert "Type-network embedder: type_net.onnx" in messages(records)
 
 
 def test_type_network_settings_that_cannot_work_stop_the_run_before_any_work(clustered, tmp_path):

@@ -40,11 +40,33 @@ def run_pass(slide, settings: TypeNetSettings):
     return process_slide(record, tiles, KnownLabels(labels), pass_settings(features=features), deep)
 
 
-def test_shipped_weights_are_in_the_package_and_name_four_types():
-    net, classes = load_type_net()
-    assert SHIPPED_WEIGHTS.is_file() and SHIPPED_WEIGHTS.stat().st_size < 2_000_000
-    assert classes == ["epithelial", "fibroblast", "inflammatory", "others"]
-    assert not net.training
+def test_shipped_model_is_in_the_package_runs_in_onnxruntime_and_names_four_types():
+    net = load_type_net()
+    assert SHIPPED_WEIGHTS.suffix == ".onnx" and SHIPPED_WEIGHTS.stat().st_size < 2_000_000
+    assert net.session is not None and net.module is None
+    assert net.classes == ["epithelial", "fibroblast", "inflammatory", "others"]
+
+
+def test_a_checkpoint_and_its_onnx_export_give_the_same_features(tmp_path):
+    import torch
+
+    from histocluster.features.type_net import build_type_net, export_onnx
+
+    torch.manual_seed(0)
+    module = build_type_net(3)
+    for layer in module.modules():  # running statistics that are not 0 / 1, as after training
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.running_mean.uniform_(-0.5, 0.5)
+            layer.running_var.uniform_(0.5, 2.0)
+    checkpoint = tmp_path / "random.pt"
+    torch.save({"classes": ["a", "b", "c"], "state_dict": module.state_dict()}, checkpoint)
+    exported = export_onnx(checkpoint, tmp_path / "random.onnx")
+    crops = np.random.default_rng(1).integers(0, 255, (5, CROP, CROP, 3), dtype=np.uint8)
+    in_torch, in_onnx = load_type_net(checkpoint), load_type_net(exported)
+    assert in_torch.module is not None and in_onnx.session is not None and in_onnx.classes == ["a", "b", "c"]
+    a, b = crop_features(in_torch, crops, rotations=1), crop_features(in_onnx, crops, rotations=1)
+    assert a.shape == (5, WIDTH + 3) and np.allclose(a, b, atol=1e-4)
+    assert not np.allclose(a[0], a[1], atol=1e-3)  # different crops differ
 
 
 def test_type_network_embeds_every_cell_in_the_pass(slide):
@@ -71,28 +93,52 @@ def test_features_do_not_change_when_the_cell_is_turned():
     crop[0, 14:26, 12:22] = (70, 40, 120)  # an elongated dark nucleus, off the centre line
     crop[0, 2:10, 30:38] = (120, 60, 140)  # and a neighbour in one corner
     turned = np.rot90(crop, 1, axes=(1, 2)).copy()
-    net, _ = load_type_net()
+    net = load_type_net()
     averaged = crop_features(net, np.concatenate([crop, turned]), rotations=8)
     assert np.allclose(averaged[0], averaged[1], atol=1e-4)
     single = crop_features(net, np.concatenate([crop, turned]), rotations=1)
     assert not np.allclose(single[0], single[1], atol=1e-3)  # one view alone does depend on it
 
 
-def test_without_torch_the_error_says_what_to_install(monkeypatch):
+def test_without_torch_the_shipped_model_runs_and_a_checkpoint_says_what_to_install(tmp_path, monkeypatch):
     import importlib.util
 
+    checkpoint = tmp_path / "mine.pt"
+    checkpoint.write_bytes(b"a torch checkpoint")
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
     )
-    with pytest.raises(TypeNetWeightsError, match=r"not installed: pip install 'histocluster\[train\]'"):
-        TypeNetEmbedder(TypeNetSettings())
+    assert TypeNetEmbedder(TypeNetSettings()).classes[0] == "epithelial"  # the default install's path
+    # And for real: a process in which torch cannot be imported computes the features.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from histocluster.features.type_net import crop_features, load_type_net\n"
+        "out = crop_features(load_type_net(), np.full((2, 40, 40, 3), 128, np.uint8), rotations=8)\n"
+        "assert out.shape == (2, 132) and np.isfinite(out).all() and 'torch' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
+        "print('ok')"
+    )
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "ok"
+    )
+    with pytest.raises(
+        TypeNetWeightsError, match=r"torch is not installed: pip install 'histocluster\[train\]'"
+    ):
+        TypeNetEmbedder(TypeNetSettings(weights_path=str(checkpoint)))
 
 
 def test_missing_or_foreign_weights_are_a_clear_error(tmp_path):
     with pytest.raises(TypeNetWeightsError, match="nowhere.pt"):
         TypeNetEmbedder(TypeNetSettings(weights_path=str(tmp_path / "nowhere.pt")))
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(TypeNetWeightsError, match="not a type-network checkpoint"):
-        TypeNetEmbedder(TypeNetSettings(weights_path=str(bad)))
+    for name in ("bad.pt", "bad.onnx"):
+        bad = tmp_path / name
+        bad.write_bytes(b"not a model")
+        with pytest.raises(TypeNetWeightsError, match="not a type-network model"):
+            TypeNetEmbedder(TypeNetSettings(weights_path=str(bad)))

@@ -39,7 +39,7 @@ class TypeNetSettings:
     """Settings of the ``typenet`` embedder (:mod:`histocluster.features.type_net`)."""
 
     weights_path: str | None = Field(
-        None, description="a checkpoint from bench/train_type_net.py; null = the shipped one"
+        None, description="a .pt or .onnx from bench/train_type_net.py; null = the shipped model"
     )
     rotations: Literal[1, 8] = Field(
         1, description="1, or features averaged over 8 rotations/flips (5× slower, CoNSeP +0.01)"

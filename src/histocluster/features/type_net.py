@@ -9,8 +9,10 @@ of CRCHistoPhenotypes (70 colorectal H&E images at 20×; ``bench/train_type_net.
 stain, rotation and shift augmentation). Each cell gets a 20 µm crop centred on it at
 0.5 µm/px (40 × 40 pixels); its features are the network's 128 pooled features and its
 log-probability of each type (``rotations: 8`` averages each over the crop's 8
-right-angle rotations and flips: 5 × slower, on CoNSeP +0.01 macro-F1). The weights ship
-with the package (1.1 MB); ``weights_path`` takes others written by the training script.
+right-angle rotations and flips: 5 × slower, on CoNSeP +0.01 macro-F1). The network ships
+with the package as an ONNX model (1.1 MB) run by onnxruntime, so the default install (no
+torch) has it; ``weights_path`` takes others written by the training script (a ``.pt``
+checkpoint runs in torch; ``--export`` writes the ONNX model).
 
 It learnt from colorectal tissue: on other organs its features still describe nuclear
 shape, texture and surroundings, but its type guesses mean less.
@@ -19,6 +21,7 @@ shape, texture and surroundings, but its type guesses mean less.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
@@ -36,7 +39,10 @@ WORK_MPP = 0.5
 #: Width of the pooled features, and of a cell's features with the shipped weights' 4 types.
 WIDTH = 128
 FEATURES = WIDTH + 4
-SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "type_net.pt"
+#: The shipped network, as an ONNX model run by onnxruntime (in the default install);
+#: checkpoints from ``bench/train_type_net.py`` (``.pt``) run in torch.
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "type_net.onnx"
+ONNX_INPUT, ONNX_OUTPUT = "crops", "features"
 
 
 class TypeNetWeightsError(UserInputError):
@@ -85,61 +91,150 @@ def build_type_net(classes: int, widths: tuple[int, ...] = (24, 48, 96, WIDTH)):
     return TypeNet()
 
 
-def to_input(crops: np.ndarray):
-    """uint8 (or 0–1 float) crops N × h × w × 3 → the network's normalised N × 3 × h × w tensor."""
-    torch, _, _ = _torch_modules()
+def to_input_array(crops: np.ndarray) -> np.ndarray:
+    """uint8 (or 0–1 float) crops N × h × w × 3 → the network's normalised float32 N × 3 × h × w."""
     x = crops.astype(np.float32) / 255 if crops.dtype == np.uint8 else crops.astype(np.float32)
-    return torch.from_numpy((np.ascontiguousarray(x.transpose(0, 3, 1, 2)) - 0.5) / 0.25)
+    return (np.ascontiguousarray(x.transpose(0, 3, 1, 2)) - 0.5) / 0.25
+
+
+def to_input(crops: np.ndarray):
+    """:func:`to_input_array` as a torch tensor (for training)."""
+    torch, _, _ = _torch_modules()
+    return torch.from_numpy(to_input_array(crops))
 
 
 def type_net_weights(path: str | Path | None = None) -> Path:
-    """The checkpoint to load (the shipped one when ``path`` is None), or a
+    """The model file to load (the shipped ONNX model when ``path`` is None), or a
     :class:`TypeNetWeightsError` naming the missing file, or saying that torch, which runs
-    the network, is not installed (the default install has none)."""
-    if importlib.util.find_spec("torch") is None:
-        raise TypeNetWeightsError(
-            "segmentation.cell_features.deep: typenet runs the type network in torch, which is not "
-            "installed: pip install 'histocluster[train]' (for the CPU build first: pip install torch "
-            "--index-url https://download.pytorch.org/whl/cpu), or set segmentation.cell_features.deep: none"
-        )
+    a ``.pt`` checkpoint, is not installed (the default install has none)."""
     path = Path(path).expanduser() if path else SHIPPED_WEIGHTS
     if not path.is_file():
         raise TypeNetWeightsError(
             f"type network weights not found: {path} (segmentation.cell_features.typenet.weights_path)"
         )
+    if path.suffix != ".onnx" and importlib.util.find_spec("torch") is None:
+        raise TypeNetWeightsError(
+            f"{path}: a torch checkpoint, and torch is not installed: pip install 'histocluster[train]' "
+            "(for the CPU build first: pip install torch --index-url https://download.pytorch.org/whl/cpu), "
+            "or export it with bench/train_type_net.py --export and point weights_path at the .onnx file"
+        )
     return path
 
 
-def load_type_net(path: str | Path | None = None):
-    """The network (eval mode) and its class names from a checkpoint written by
-    ``bench/train_type_net.py`` (the shipped one by default)."""
-    torch, _, _ = _torch_modules()
-    path = type_net_weights(path)
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        net = build_type_net(len(saved["classes"]))
-        net.load_state_dict(saved["state_dict"])
-    except Exception as exc:
-        raise TypeNetWeightsError(
-            f"{path}: not a type-network checkpoint from bench/train_type_net.py ({type(exc).__name__}: {exc})"
-        ) from None
-    return net.eval(), [str(c) for c in saved["classes"]]
+def _foreign(path: Path, exc: Exception) -> TypeNetWeightsError:
+    return TypeNetWeightsError(
+        f"{path}: not a type-network model from bench/train_type_net.py ({type(exc).__name__}: {exc})"
+    )
 
 
-def crop_features(net, crops: np.ndarray, rotations: int = 8) -> np.ndarray:
+class TypeNetRunner:
+    """The type network ready to run: :meth:`forward` maps normalised crops (N × 3 × 40 × 40,
+    float32) to their pooled features and type log-probabilities (N × (128 + types)).
+    An ONNX model runs in onnxruntime (``threads``: 0 = its default), a ``.pt`` checkpoint
+    in torch."""
+
+    def __init__(self, path: str | Path | None = None, threads: int = 0) -> None:
+        self.path = type_net_weights(path)
+        self.module = self.session = None
+        if self.path.suffix == ".onnx":
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            try:
+                self.session = onnxruntime.InferenceSession(
+                    str(self.path), options, providers=["CPUExecutionProvider"]
+                )
+                meta = self.session.get_modelmeta().custom_metadata_map
+                self.classes = [str(c) for c in json.loads(meta["classes"])]
+            except Exception as exc:  # noqa: BLE001 — any load failure is the file's fault
+                raise _foreign(self.path, exc) from None
+            return
+        torch, _, _ = _torch_modules()
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            module = build_type_net(len(saved["classes"]))
+            module.load_state_dict(saved["state_dict"])
+        except Exception as exc:  # noqa: BLE001
+            raise _foreign(self.path, exc) from None
+        self.module, self.classes = module.eval(), [str(c) for c in saved["classes"]]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if self.session is not None:
+            return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(x, np.float32)})[0]
+        torch, _, _ = _torch_modules()
+        with torch.inference_mode():
+            f = self.module.features(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+            return torch.cat([f, torch.log_softmax(self.module.head(f), 1)], 1).numpy()
+
+
+def load_type_net(path: str | Path | None = None, threads: int = 0) -> TypeNetRunner:
+    """The type network of ``path`` (the shipped ONNX model by default), ready to run."""
+    return TypeNetRunner(path, threads)
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the ``.pt`` checkpoint's network as an ONNX model at ``out``: input ``crops``
+    (n, 3, 40, 40), output ``features`` (n, 128 + types: pooled features, then type
+    log-probabilities); the class names in the model's metadata. Written beside ``out`` and
+    renamed: never a half-written model under the final name."""
+    import tempfile
+    import warnings
+
+    import onnx
+
+    torch, _, nn = _torch_modules()
+    runner = TypeNetRunner(checkpoint)
+    if runner.module is None:
+        raise TypeNetWeightsError(f"{checkpoint}: export needs a .pt checkpoint")
+
+    class Exported(nn.Module):
+        def __init__(self, net) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            f = self.net.features(x)
+            return torch.cat([f, torch.log_softmax(self.net.head(f), 1)], 1)
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
+        staged = Path(folder) / out.name
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+            warnings.filterwarnings("ignore", "You are using the legacy TorchScript", DeprecationWarning)
+            torch.onnx.export(
+                Exported(runner.module).eval(),
+                (torch.zeros(1, 3, CROP, CROP),),
+                str(staged),
+                input_names=[ONNX_INPUT],
+                output_names=[ONNX_OUTPUT],
+                dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+        model = onnx.load(str(staged))
+        model.metadata_props.add(key="classes", value=json.dumps(runner.classes))
+        model.doc_string = "histocluster type network (bench/train_type_net.py)"
+        onnx.checker.check_model(model)
+        onnx.save(model, str(staged))
+        staged.replace(out)
+    return out
+
+
+def crop_features(net: TypeNetRunner, crops: np.ndarray, rotations: int = 8) -> np.ndarray:
     """Per crop (uint8, CROP × CROP at WORK_MPP): the pooled features and the log-probability
     of each type, each the mean over ``rotations`` (1 or 8) right-angle rotations and flips."""
-    torch, _, _ = _torch_modules()
-    x = to_input(crops)
+    x = to_input_array(crops)
     views = [(k, flip) for k in range(4) for flip in (False, True)][:rotations]
-    feats, logp = 0.0, 0.0
-    with torch.inference_mode():
-        for k, flip in views:
-            t = torch.rot90(x, k, (2, 3))
-            f = net.features(t.flip(3) if flip else t)
-            feats = feats + f.numpy()
-            logp = logp + torch.log_softmax(net.head(f), 1).numpy()
-    return (np.hstack([feats, logp]) / len(views)).astype(np.float32)
+    total = 0.0
+    for k, flip in views:
+        view = np.rot90(x, k, axes=(2, 3))
+        total = total + net.forward(view[..., ::-1] if flip else view)
+    return (total / len(views)).astype(np.float32)
 
 
 class TypeNetEmbedder:
@@ -147,13 +242,14 @@ class TypeNetEmbedder:
 
     name = "typenet"
 
-    def __init__(self, settings: TypeNetSettings) -> None:
+    def __init__(self, settings: TypeNetSettings, threads: int = 0) -> None:
         self.settings = settings
-        self.net, self.classes = load_type_net(settings.weights_path)
+        self.net = load_type_net(settings.weights_path, threads)
+        self.classes = self.net.classes
         self.columns = [f"typenet:f{k}" for k in range(WIDTH)] + [f"typenet:logp_{c}" for c in self.classes]
         logger.info(
             "Type-network embedder: %s (%s), %d rotations",
-            settings.weights_path or SHIPPED_WEIGHTS.name,
+            self.net.path.name,
             ", ".join(self.classes),
             settings.rotations,
         )

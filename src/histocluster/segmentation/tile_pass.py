@@ -102,10 +102,12 @@ def cell_columns(features: CellFeatureSettings) -> list[str]:
     return CELL_COLUMNS + (PIXEL_COLUMNS if features.texture else [])
 
 
-def deep_feature_function(features: CellFeatureSettings) -> Callable[[TileCells], np.ndarray] | None:
+def deep_feature_function(
+    features: CellFeatureSettings, threads: int = 0
+) -> Callable[[TileCells], np.ndarray] | None:
     """A network's features of a tile's cells when ``features.deep`` asks for them
     (ResNet-50 or the type network; the network and its weights load here, before any tile
-    is read), else None."""
+    is read; ``threads`` for the type network's onnxruntime, 0 = its default), else None."""
     if features.deep == "resnet50":
         from histocluster.features.resnet import ResNetEmbedder
 
@@ -113,7 +115,7 @@ def deep_feature_function(features: CellFeatureSettings) -> Callable[[TileCells]
     if features.deep == "typenet":
         from histocluster.features.type_net import TypeNetEmbedder
 
-        return TypeNetEmbedder(features.typenet).tile_features
+        return TypeNetEmbedder(features.typenet, threads).tile_features
     return None
 
 
@@ -355,7 +357,7 @@ def _worker_tools(params_json: str):
     from histocluster.segmentation.settings import SegmentationParams
 
     params = SegmentationParams.model_validate_json(params_json)
-    return make_segmenter(params), deep_feature_function(params.cell_features)
+    return make_segmenter(params), deep_feature_function(params.cell_features, threads=1)
 
 
 def segment_chunk(slide: dict, tiles: pd.DataFrame, params_json: str, settings: PassSettings) -> SlideResult:
