@@ -229,3 +229,28 @@ def test_standardise_within_groups_in_place_and_out_of_order():
     )
     for g in ("a", "b"):
         assert np.allclose(shuffled[groups[order] == g].mean(axis=0), 0, atol=1e-5)
+
+
+def test_network_features_of_another_network_or_missing_for_some_cells_are_named(small_slide, caplog):
+    import logging
+
+    from histocluster.clustering.embedding import MissingFeaturesError, embed
+    from histocluster.clustering.settings import ClusteringParams
+
+    path, labels, rgb = small_slide
+    slides, _, cells = _tables(path, labels, rgb)
+    ids = cells["cell_id"].to_numpy()
+    params = ClusteringParams(
+        embedders={"morphology": 1.0, "typenet": 1.0},
+        morphology=MorphologySettings(texture=False, context_neighbours=0),
+    )
+    resnet = Embeddings(ids, np.ones((len(ids), 4), np.float32), [f"resnet50:{k}" for k in range(4)])
+    with pytest.raises(
+        MissingFeaturesError, match="stored resnet50 features: set segmentation.cell_features.deep: typenet"
+    ):
+        embed(slides, cells, resnet, params)
+    first = Embeddings(ids[:1], np.ones((1, 4), np.float32), [f"typenet:{k}" for k in range(4)])
+    with caplog.at_level(logging.ERROR):
+        out = embed(slides, cells, first, params)
+    assert list(out.cell_ids) == list(ids[:1])
+    assert f"1 of {len(ids)} cells have no typenet features" in caplog.text

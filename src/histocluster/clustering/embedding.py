@@ -100,8 +100,8 @@ def embed(
             "Clustering: %d of %d cells have no %s features (their tiles failed in the "
             "segmentation pass) and are left out",
             (~usable).sum(),
-            network,
             len(cells),
+            network,
         )
         matrix = keep_rows(matrix, usable)
     logger.info("Embedded %d cells: %d dims (%s)", usable.sum(), matrix.shape[1], ", ".join(params.embedders))
