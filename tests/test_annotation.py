@@ -262,6 +262,7 @@ def _report(
     table: pd.DataFrame,
     slide_id: str = "s<1>",
     checks: pd.DataFrame | None = None,
+    clustered_on: str = "",
     scale: dict | None = None,
 ) -> str:
     slides = pd.DataFrame(
@@ -296,8 +297,33 @@ def _report(
     tiles = pd.DataFrame({"tile_id": ["t"]})
     quality = pd.DataFrame({"tile_id": ["t"], "slide_id": [slide_id], "keep": [True], "reason": [""]})
     return report.build_report(
-        slides, tiles, quality, slide_cell_stats(table), summary, labels, counts, pictures, "label", checks
+        slides,
+        tiles,
+        quality,
+        slide_cell_stats(table),
+        summary,
+        labels,
+        counts,
+        pictures,
+        "label",
+        checks,
+        clustered_on=clustered_on,
     )
+
+
+def test_report_says_what_the_clusters_were_made_from():
+    from histocluster.clustering.settings import ClusteringParams
+
+    values = ClusteringParams(embedders={"morphology": 1.0, "typenet": 0.5}).model_dump()
+    words = report.clustering_in_words(values)
+    assert words == (
+        "morphology features (weight 1) + type-network features (weight 0.5), standardised within "
+        "each slide; PCA to 50 dimensions; k-means (one cluster per 100 cells), across slides"
+    )
+    page = _report(_cells(), clustered_on=words)
+    clusters = page[page.index('<section id="clusters">') : page.index('<section id="galleries">')]
+    assert f'<p class="clustered-on">Clustered on {words}.</p>' in clusters
+    assert 'class="clustered-on"' not in _report(_cells())  # nothing said when nothing is known
 
 
 def test_report_shows_a_slide_that_fails_its_check_in_red_with_the_fix():

@@ -151,6 +151,37 @@ SUMMARY_TABLE_COLUMNS = (
 )
 
 
+#: How the report names each embedder.
+EMBEDDER_NAMES = {
+    "morphology": "morphology features",
+    "resnet50": "ResNet-50 features",
+    "typenet": "type-network features",
+}
+
+
+def clustering_in_words(values: Mapping) -> str:
+    """What the clusters were made from, in words, from the clustering parameters (a
+    mapping such as ``ClusteringParams.model_dump()``): the embedders and their weights,
+    the standardisation, the reduction and the clusterer."""
+    embedders = values["embedders"]
+    features = " + ".join(f"{EMBEDDER_NAMES.get(k, k)} (weight {w:g})" for k, w in embedders.items())
+    within = "within each slide" if values["standardise_within"] == "slide" else "over all cells"
+    reduction = values["reduction"]
+    reduced = (
+        "no reduction"
+        if reduction["method"] == "none"
+        else f"{reduction['method'].upper()} to {reduction['n_components']} dimensions"
+    )
+    clusterer = values["clusterer"]
+    how = clusterer["method"]
+    if how == "kmeans":
+        k = clusterer["kmeans"]["n_clusters"]
+        per = clusterer["kmeans"]["cells_per_cluster"]
+        how = f"k-means ({f'one cluster per {per} cells' if k == 'auto' else f'{k} clusters'})"
+    scope = "across slides" if clusterer["scope"] == "global" else "per slide"
+    return f"{features}, standardised {within}; {reduced}; {how}, {scope}"
+
+
 def build_report(
     slides: pd.DataFrame,
     tiles: pd.DataFrame,
@@ -163,6 +194,7 @@ def build_report(
     coloured_by: str,
     checks: pd.DataFrame | None = None,
     workbench: Workbench | None = None,
+    clustered_on: str = "",
 ) -> str:
     """The report of one run.
 
@@ -182,6 +214,8 @@ def build_report(
         checks: the slide checks (cells per mm², median nucleus area, verdict and fix per
             slide); a slide that is not ``ok`` is shown in red with its fix.
         workbench: the labels file, vocabulary and command the naming workbench shows.
+        clustered_on: what the clusters were made from, in words (features, reduction,
+            clusterer: :func:`clustering_in_words`).
     """
     workbench = workbench or Workbench()
     ok = slides[slides["status"] == "ok"]
@@ -268,6 +302,7 @@ def build_report(
             "segmentation": segmentation,
             "has_cells": bool(n_objects),
             "cluster_plots": cluster_plots,
+            "clustered_on": clustered_on,
             "cluster_table": table_html(summary[[c for c in SUMMARY_TABLE_COLUMNS if c in summary.columns]])
             if len(summary)
             else None,

@@ -36,7 +36,7 @@ from histocluster.reporting.drawing import (
     slide_overview,
     tile_overlay,
 )
-from histocluster.reporting.html_report import Workbench, build_report
+from histocluster.reporting.html_report import Workbench, build_report, clustering_in_words
 from histocluster.reporting.settings import AnnotationParams
 from histocluster.reporting.spatialdata_export import CellsSpatialData
 from histocluster.reporting.viewer_json import viewer_json
@@ -362,14 +362,20 @@ def write_report(
     segmentation_checks: Lazy,
     params: AnnotationParams,
     classification,
+    clustering=None,
 ) -> str:
     """The self-contained HTML report (:func:`histocluster.reporting.html_report.build_report`),
     from the tables and the pictures earlier nodes saved; its naming workbench names the
     labels file and vocabulary of ``classification`` (the classification parameters, as
-    their model or a mapping)."""
+    their model or a mapping), and it says what the clusters were made from
+    (``clustering``, the clustering parameters likewise)."""
     values = classification.model_dump() if hasattr(classification, "model_dump") else dict(classification)
     vocabulary = values.get("label_sets", {}).get(values.get("label_set"), {}).get("labels", [])
     workbench = Workbench(values.get("labels_file", Workbench.labels_file), list(vocabulary))
+    clustered_on = ""
+    if clustering is not None:
+        values = clustering.model_dump() if hasattr(clustering, "model_dump") else dict(clustering)
+        clustered_on = clustering_in_words(values)
     page = build_report(
         slides,
         tiles,
@@ -393,6 +399,7 @@ def write_report(
         report_cells["coloured_by"],
         slide_checks,
         workbench,
+        clustered_on,
     )
     stats = report_cells["slides"]
     logger.info(

@@ -120,6 +120,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "segmentation_check_figure",
                     "params:annotation",
                     "params:classification",
+                    "params:clustering",
                 ],
                 outputs="report_html",
                 name="write_report",
