@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from PIL import Image
 
 from histocluster.features.settings import CellFeatureSettings
 from histocluster.segmentation.tile_pass import PassSettings
@@ -242,6 +243,16 @@ def two_cells():
     rgb[a] = (60, 30, 110)
     rgb[b] = (170, 150, 200)
     return labels, rgb
+
+
+@pytest.fixture
+def image_slide(tmp_path):
+    """:func:`two_cells` saved as a PNG slide: its slide record, label map and pixels."""
+    labels, rgb = two_cells()
+    path = tmp_path / "two.png"
+    Image.fromarray(rgb).save(path)
+    slide = {"slide_id": "two", "path": str(path), "width": rgb.shape[1], "height": rgb.shape[0]}
+    return slide, labels, rgb
 
 
 class KnownLabels:

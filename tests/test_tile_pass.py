@@ -20,16 +20,7 @@ from histocluster.segmentation.tile_pass import (
 from histocluster.wsi import slides as slide_readers
 from histocluster.wsi.settings import QualityThresholds
 
-from .conftest import KnownLabels, one_tile, pass_settings, two_cells
-
-
-@pytest.fixture
-def image_slide(tmp_path):
-    labels, rgb = two_cells()
-    path = tmp_path / "two.png"
-    Image.fromarray(rgb).save(path)
-    slide = {"slide_id": "two", "path": str(path), "width": rgb.shape[1], "height": rgb.shape[0]}
-    return slide, labels, rgb
+from .conftest import KnownLabels, one_tile, pass_settings
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from histocluster.features.settings import CellFeatureSettings, TypeNetSettings
 from histocluster.features.type_net import (
@@ -21,15 +20,12 @@ from histocluster.features.type_net import (
 )
 from histocluster.segmentation.tile_pass import crop_margin, process_slide
 
-from .conftest import KnownLabels, one_tile, pass_settings, two_cells
+from .conftest import KnownLabels, one_tile, pass_settings
 
 
 @pytest.fixture
-def slide(tmp_path):
-    labels, rgb = two_cells()
-    path = tmp_path / "two.png"
-    Image.fromarray(rgb).save(path)
-    record = {"slide_id": "two", "path": str(path), "width": rgb.shape[1], "height": rgb.shape[0]}
+def slide(image_slide):
+    record, labels, rgb = image_slide
     return record, pd.DataFrame([one_tile(rgb.shape[1], rgb.shape[0])]), labels
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from histocluster.errors import UserInputError
 from histocluster.features.cell_pixels import TileCells, crop_cells
+from histocluster.features.onnx_models import cpu_session, write_onnx
 from histocluster.features.settings import TypeNetSettings
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,11 @@ def build_type_net(classes: int, widths: tuple[int, ...] = (24, 48, 96, WIDTH)):
         def forward(self, x):
             return self.head(self.drop(self.features(x)))
 
+        def embed(self, x):
+            """The pooled features, then the type log-probabilities (what the embedder gives)."""
+            f = self.features(x)
+            return torch.cat([f, torch.log_softmax(self.head(f), 1)], 1)
+
     return TypeNet()
 
 
@@ -137,16 +143,8 @@ class TypeNetRunner:
         self.path = type_net_weights(path)
         self.module = self.session = None
         if self.path.suffix == ".onnx":
-            import onnxruntime
-
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
             try:
-                self.session = onnxruntime.InferenceSession(
-                    str(self.path), options, providers=["CPUExecutionProvider"]
-                )
+                self.session = cpu_session(self.path, threads)
                 meta = self.session.get_modelmeta().custom_metadata_map
                 self.classes = [str(c) for c in json.loads(meta["classes"])]
             except Exception as exc:  # noqa: BLE001 — any load failure is the file's fault
@@ -166,8 +164,7 @@ class TypeNetRunner:
             return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(x, np.float32)})[0]
         torch, _, _ = _torch_modules()
         with torch.inference_mode():
-            f = self.module.features(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
-            return torch.cat([f, torch.log_softmax(self.module.head(f), 1)], 1).numpy()
+            return self.module.embed(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
 
 
 def load_type_net(path: str | Path | None = None, threads: int = 0) -> TypeNetRunner:
@@ -180,11 +177,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
     (n, 3, 40, 40), output ``features`` (n, 128 + types: pooled features, then type
     log-probabilities); the class names in the model's metadata. Written beside ``out`` and
     renamed: never a half-written model under the final name."""
-    import tempfile
-    import warnings
-
-    import onnx
-
     torch, _, nn = _torch_modules()
     runner = TypeNetRunner(checkpoint)
     if runner.module is None:
@@ -196,33 +188,17 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
             self.net = net
 
         def forward(self, x):
-            f = self.net.features(x)
-            return torch.cat([f, torch.log_softmax(self.net.head(f), 1)], 1)
+            return self.net.embed(x)
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
-        staged = Path(folder) / out.name
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-            warnings.filterwarnings("ignore", "You are using the legacy TorchScript", DeprecationWarning)
-            torch.onnx.export(
-                Exported(runner.module).eval(),
-                (torch.zeros(1, 3, CROP, CROP),),
-                str(staged),
-                input_names=[ONNX_INPUT],
-                output_names=[ONNX_OUTPUT],
-                dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
-        model = onnx.load(str(staged))
-        model.metadata_props.add(key="classes", value=json.dumps(runner.classes))
-        model.doc_string = "histocluster type network (bench/train_type_net.py)"
-        onnx.checker.check_model(model)
-        onnx.save(model, str(staged))
-        staged.replace(out)
-    return out
+    return write_onnx(
+        Exported(runner.module).eval(),
+        torch.zeros(1, 3, CROP, CROP),
+        out,
+        (ONNX_INPUT, ONNX_OUTPUT),
+        {0: "batch"},
+        {"classes": json.dumps(runner.classes)},
+        "histocluster type network (bench/train_type_net.py)",
+    )
 
 
 def crop_features(net: TypeNetRunner, crops: np.ndarray, rotations: int = 8) -> np.ndarray:

@@ -173,17 +173,11 @@ class OnnxNucleiNetwork:
         Raises:
             UserInputError: the file is not an ONNX model of the nuclei network.
         """
-        import onnxruntime
+        from histocluster.features.onnx_models import cpu_session
 
         self.path = Path(path)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only: its warnings are about graph rewrites
         try:
-            self.session = onnxruntime.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
+            self.session = cpu_session(self.path, threads)
         except Exception as error:  # noqa: BLE001 — any load failure is the file's fault
             raise UserInputError(f"{self.path}: not an ONNX model ({error})") from error
         inputs = [(i.name, len(i.shape)) for i in self.session.get_inputs()]

@@ -284,50 +284,26 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> Path:
     """
     import hashlib
     import json
-    import tempfile
-    import warnings
 
-    import onnx
-
+    from histocluster.features.onnx_models import write_onnx
     from histocluster.segmentation.network_runtime import ONNX_INPUT, ONNX_OUTPUT
 
     checkpoint = network_weights_path(checkpoint)
     network = ExportUNet(read_network(checkpoint))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    dynamic = {0: "batch", 2: "height", 3: "width"}
-    # Written beside ``out`` and renamed: never a half-written model under the final name.
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
-        staged = Path(folder) / out.name
-        # The TorchScript exporter: one self-contained file (the newer one writes the
-        # weights beside it).
-        with warnings.catch_warnings():
-            # The TorchScript exporter is deprecated since torch 2.9 and still ships (2.14).
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-            warnings.filterwarnings("ignore", "You are using the legacy TorchScript", DeprecationWarning)
-            torch.onnx.export(
-                network,
-                (torch.zeros(1, 3, 64, 64),),
-                str(staged),
-                input_names=[ONNX_INPUT],
-                output_names=[ONNX_OUTPUT],
-                dynamic_axes={ONNX_INPUT: dynamic, ONNX_OUTPUT: dynamic},
-                opset_version=17,
-                dynamo=False,
-            )
-        model = onnx.load(str(staged))
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        metadata = {
-            "source_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
-            "channels": json.dumps(list(saved["channels"])),
-            "trained_on": json.dumps(saved.get("trained_on", [])),
-            "command": str(saved.get("command", "")),
-            "work_mpp": str(saved.get("work_mpp", WORK_MPP)),
-        }
-        for key, value in metadata.items():
-            model.metadata_props.add(key=key, value=value)
-        model.doc_string = "histocluster nuclei U-Net (scripts/export_nuclei_net.py)"
-        onnx.checker.check_model(model)
-        onnx.save(model, str(staged))
-        staged.replace(out)
-    return out
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    metadata = {
+        "source_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+        "channels": json.dumps(list(saved["channels"])),
+        "trained_on": json.dumps(saved.get("trained_on", [])),
+        "command": str(saved.get("command", "")),
+        "work_mpp": str(saved.get("work_mpp", WORK_MPP)),
+    }
+    return write_onnx(
+        network,
+        torch.zeros(1, 3, 64, 64),
+        out,
+        (ONNX_INPUT, ONNX_OUTPUT),
+        {0: "batch", 2: "height", 3: "width"},
+        metadata,
+        "histocluster nuclei U-Net (scripts/export_nuclei_net.py)",
+    )

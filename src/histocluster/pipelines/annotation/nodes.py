@@ -343,6 +343,12 @@ def count_cells(table: pd.DataFrame, params: AnnotationParams) -> tuple[dict, Im
     return result, counts_figure(result), report_cells
 
 
+def _as_mapping(params) -> dict:
+    """Another pipeline's parameters as a mapping: Kedro hands this pipeline's nodes
+    another pipeline's parameters as their model or as a plain mapping."""
+    return params.model_dump() if hasattr(params, "model_dump") else dict(params)
+
+
 def write_report(
     slides: pd.DataFrame,
     tiles: pd.DataFrame,
@@ -369,13 +375,10 @@ def write_report(
     labels file and vocabulary of ``classification`` (the classification parameters, as
     their model or a mapping), and it says what the clusters were made from
     (``clustering``, the clustering parameters likewise)."""
-    values = classification.model_dump() if hasattr(classification, "model_dump") else dict(classification)
+    values = _as_mapping(classification)
     vocabulary = values.get("label_sets", {}).get(values.get("label_set"), {}).get("labels", [])
     workbench = Workbench(values.get("labels_file", Workbench.labels_file), list(vocabulary))
-    clustered_on = ""
-    if clustering is not None:
-        values = clustering.model_dump() if hasattr(clustering, "model_dump") else dict(clustering)
-        clustered_on = clustering_in_words(values)
+    clustered_on = clustering_in_words(_as_mapping(clustering)) if clustering is not None else ""
     page = build_report(
         slides,
         tiles,
