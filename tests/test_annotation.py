@@ -250,6 +250,34 @@ def test_overlay_draws_outlines_where_the_cells_are():
     assert grey[49:59, 4:13].any()  # the noise cell, drawn distinctly
 
 
+def test_overlay_texts_never_cover_one_another():
+    """Two cells side by side and one far away, each with a text: the less confident of the
+    pair gets none (its box would overlap the other's), so every text written can be read."""
+    from skimage.measure import label, regionprops
+
+    square = [shapely.box(x, 100, x + 8, 108) for x in (20, 26, 120)]
+    cells = pd.DataFrame(
+        {
+            "polygon": shapely.to_wkb(square),
+            "bbox_x0": [20.0, 26.0, 120.0],
+            "bbox_y0": [100.0] * 3,
+            "bbox_x1": [28.0, 34.0, 128.0],
+            "bbox_y1": [108.0] * 3,
+            "cluster_confidence": [0.9, 0.5, 0.8],
+        }
+    )
+    image = Image.new("RGB", (200, 200), (0, 0, 0))
+    colours = pd.Series([(255, 0, 0)] * 3)
+    texts = pd.Series(["A 0.90", "B 0.50", "C 0.80"])
+    drawn = np.asarray(drawing.draw_cells(image, cells, lambda x, y: (x, y), colours, texts, max_texts=10))
+    red = (drawn == (255, 0, 0)).all(axis=-1)  # the outlines left uncovered
+    boxes = regionprops(label(drawn.any(axis=-1) & ~red))  # each text box with its text
+    assert len(boxes) == 2  # one box by the pair, one by the far cell
+    near, far = sorted(boxes, key=lambda b: b.centroid[1])
+    assert near.bbox[1] == pytest.approx(far.bbox[1] - 100, abs=1)  # the pair's box is A's, at x 20
+    assert near.area == far.area  # not A's and B's boxes run together
+
+
 def test_gallery_has_a_tile_per_crop_and_a_title():
     crops = [np.full((32, 32, 3), 30 * k, np.uint8) for k in range(7)]
     image = drawing.gallery(crops, [f"c{k}" for k in range(7)], "cluster 3: 7 cells\nlymphocyte", columns=5)
@@ -473,7 +501,7 @@ def test_overlays_read_a_tile_shared_by_two_clusters_once_and_drop_it_after_its_
         return np.full((4, 4, 3), len(reads), np.uint8)
 
     monkeypatch.setattr(nodes, "open_slide", lambda path: contextlib.nullcontext(None))
-    monkeypatch.setattr(nodes, "read_tile", fake_read)
+    monkeypatch.setattr(nodes, "read_tile_on_slide", fake_read)
     shared = nodes._SharedTiles()
     for tile_id in ("a", "b", "a"):
         shared.want(tile_id)

@@ -254,3 +254,27 @@ def test_network_features_of_another_network_or_missing_for_some_cells_are_named
         out = embed(slides, cells, first, params)
     assert list(out.cell_ids) == list(ids[:1])
     assert f"1 of {len(ids)} cells have no typenet features" in caplog.text
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_pictures_of_an_edge_tile_stop_at_the_slide_edge(small_slide, scale):
+    """A tile at the slide's right and bottom edge reaches past it: the pictures of it (the
+    segmentation check, the overlays) show only what is on the slide, not a white band."""
+    from histocluster.pipelines.annotation.nodes import _check
+    from histocluster.wsi.tile_grid import on_slide_size, read_tile_on_slide
+
+    path, _, rgb = small_slide
+    height, width = rgb.shape[:2]  # 60 × 120
+    tile = tile_record(64, 0.5, x=80, y=30, scale=scale)
+    # On the slide: (120 − 80) / scale columns and (60 − 30) / scale rows of the 64² tile.
+    assert on_slide_size(tile, (width, height)) == (40 // scale, 30 // scale)
+    with open_slide(path) as reader:
+        whole, on_slide = read_tile(reader, tile), read_tile_on_slide(reader, tile)
+    assert on_slide.shape == (30 // scale, 40 // scale, 3)
+    assert np.array_equal(on_slide, whole[: 30 // scale, : 40 // scale])
+    assert (whole[30 // scale + 1 :] == 255).all()  # what was cut away is the white fill
+    inside = tile_record(16, 0.5, x=0, y=0, scale=scale)  # wholly on the slide: unchanged
+    assert on_slide_size(inside, (width, height)) == (16, 16)
+    cells = _tables(path, *small_slide[1:])[2]
+    figure = _check(str(path), tile, cells, "t", 2)
+    assert figure.size == (2 * 2 * (40 // scale) + 8, 2 * (30 // scale) + 22)

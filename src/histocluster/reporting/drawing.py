@@ -44,7 +44,8 @@ def draw_cells(
 ) -> Image.Image:
     """Outlines of ``cells`` on ``image``, ``width`` px wide; ``to_pixels(x, y)`` maps
     level-0 to image coordinates. Noise cells are dashed-looking (thin, grey) whatever the
-    colour; ``texts`` are written for at most ``max_texts`` cells (the most confident first)."""
+    colour; ``texts`` are written for at most ``max_texts`` cells, the most confident first,
+    each only where it covers no text already written (so every text can be read)."""
     draw = ImageDraw.Draw(image)
     font = _font(10)
     fills = [tuple(int(v) for v in colour) for colour in colours]
@@ -67,12 +68,19 @@ def draw_cells(
         for k in range(len(cells)):
             draw.rectangle([x0[k], y0[k], x1[k], y1[k]], outline=fills[k], width=1)
     if texts is not None:
-        order = np.argsort(-cells["cluster_confidence"].to_numpy())[:max_texts]
+        order = np.argsort(-cells["cluster_confidence"].to_numpy(), kind="stable")
         labels = texts.to_numpy()
+        placed: list[tuple[float, float, float, float]] = []
         for k in order:
+            if len(placed) >= max_texts:
+                break
             text = str(labels[k])
             left, top, right, bottom = draw.textbbox((x0[k], y0[k] - 11), text, font=font)
-            draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=(255, 255, 255))
+            box = (left - 1, top - 1, right + 1, bottom + 1)
+            if any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                continue  # it would cover a more confident cell's text: left out, not overlapped
+            placed.append(box)
+            draw.rectangle(list(box), fill=(255, 255, 255))
             draw.text((x0[k], y0[k] - 11), text, fill=tuple(int(v * 0.6) for v in fills[k]), font=font)
     return image
 

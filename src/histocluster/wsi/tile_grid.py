@@ -189,6 +189,24 @@ def read_tile(reader: SlideReader, tile: pd.Series | dict) -> np.ndarray:
     return reader.read_scaled(box, (int(tile["out_w"]), int(tile["out_h"])))
 
 
+def on_slide_size(tile: pd.Series | dict, dimensions: tuple[int, int]) -> tuple[int, int]:
+    """Width and height, in tile pixels from the tile's top-left corner, of the part of the
+    tile that lies on the slide: a tile at the slide's right or bottom edge reaches past it,
+    and :func:`read_tile` fills that part with white."""
+    sx, sy = tile_scale(tile)
+    width, height = dimensions
+    w = min(int(tile["out_w"]), int(np.ceil((width - tile["x"]) / sx)))
+    h = min(int(tile["out_h"]), int(np.ceil((height - tile["y"]) / sy)))
+    return max(w, 1), max(h, 1)
+
+
+def read_tile_on_slide(reader: SlideReader, tile: pd.Series | dict) -> np.ndarray:
+    """:func:`read_tile` without what lies past the slide's right and bottom edges, for
+    pictures (the tile's top-left pixel, and so every coordinate in it, is unchanged)."""
+    w, h = on_slide_size(tile, reader.dimensions)
+    return read_tile(reader, tile)[:h, :w]
+
+
 def tile_scale(tile: dict) -> tuple[float, float]:
     """Level-0 pixels per tile pixel (x, y)."""
     return tile["w"] / tile["out_w"], tile["h"] / tile["out_h"]

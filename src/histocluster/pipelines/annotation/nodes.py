@@ -42,7 +42,7 @@ from histocluster.reporting.spatialdata_export import CellsSpatialData
 from histocluster.reporting.viewer_json import viewer_json
 from histocluster.run_lineage import require_same_cells
 from histocluster.wsi.slides import open_slide
-from histocluster.wsi.tile_grid import read_tile
+from histocluster.wsi.tile_grid import read_tile_on_slide
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class _SharedTiles:
         rgb = self.pixels.get(tile_id)
         if rgb is None:
             with open_slide(path) as reader:
-                rgb = read_tile(reader, tile)
+                rgb = read_tile_on_slide(reader, tile)
         self.uses[tile_id] -= 1
         if self.uses[tile_id] > 0:
             self.pixels[tile_id] = rgb
@@ -273,7 +273,7 @@ def draw_overlays(
 
 def _check(path: str, tile: dict, cells: pd.DataFrame, title: str, zoom: int) -> Image.Image:
     with open_slide(path) as reader:
-        rgb = read_tile(reader, tile)
+        rgb = read_tile_on_slide(reader, tile)
     return segmentation_check(rgb, tile, cells, title, zoom)
 
 
