@@ -662,3 +662,25 @@ def test_objects_named_as_not_cells_are_left_out_of_the_cell_figures_in_any_case
     assert "<th>cells</th><td>2 (+1 named as not cells, left out)</td>" in run
     card = page[page.index('<section id="slides">') : page.index('<section id="filtering">')]
     assert "2 cells (+1 named as not cells, left out)" in card
+
+
+def test_an_overlay_outlines_its_less_confident_cells_thin_not_hide_them():
+    """With ``filtered`` (the default) the cells below ``min_confidence`` are still outlined,
+    1 px in their colour, so a nucleus without an outline on an overlay is a missed one."""
+    from histocluster.pipelines.annotation.nodes import _overlay
+    from histocluster.reporting.settings import AnnotationParams
+
+    table = _cells().assign(colour=[(255, 0, 0)] * 3, cluster_confidence=[0.05, 0.9, 0.0])
+    tile = tile_record(64, 0.5, x=1000, y=2000, scale=2)
+
+    class Pixels:  # the tile as read: plain white
+        def read(self, path, tile):
+            return np.full((64, 64, 3), 255, np.uint8)
+
+    def red_in_first_cell(filtered: bool) -> int:
+        params = AnnotationParams.model_validate({"overlay": {"filtered": filtered, "texts": False}})
+        image = np.asarray(_overlay("slide", tile, table, np.arange(3), params, Pixels()))
+        return int(((image[..., 0] == 255) & (image[..., 1] == 0))[10:31, 10:31].sum())
+
+    thin, full = red_in_first_cell(True), red_in_first_cell(False)
+    assert 0 < thin < full  # outlined, and thinner than a confident cell's outline

@@ -86,21 +86,28 @@ def draw_cells(
 
 
 def tile_overlay(
-    rgb: np.ndarray, tile: dict, cells: pd.DataFrame, colours: pd.Series, texts, boxes, max_texts
+    rgb: np.ndarray,
+    tile: dict,
+    cells: pd.DataFrame,
+    colours: pd.Series,
+    texts,
+    boxes,
+    max_texts,
+    faint: pd.DataFrame | None = None,
+    faint_colours: pd.Series | None = None,
 ) -> Image.Image:
-    """One tile (its own pixels, at the tiling resolution) with its cells drawn."""
+    """One tile (its own pixels, at the tiling resolution) with its cells drawn; ``faint``
+    cells (an overlay's less confident ones) 1 px wide in ``faint_colours``, without text
+    or box, under the others — shown, so that no nucleus looks missed."""
     sx, sy = tile["w"] / tile["out_w"], tile["h"] / tile["out_h"]
+
+    def to_pixels(x, y):
+        return (x - tile["x"]) / sx, (y - tile["y"]) / sy
+
     image = Image.fromarray(rgb)
-    return draw_cells(
-        image,
-        cells,
-        lambda x, y: ((x - tile["x"]) / sx, (y - tile["y"]) / sy),
-        colours,
-        texts,
-        boxes,
-        max_texts,
-        cells["is_noise"],
-    )
+    if faint is not None and len(faint):
+        draw_cells(image, faint, to_pixels, faint_colours, noise=faint["is_noise"], width=1)
+    return draw_cells(image, cells, to_pixels, colours, texts, boxes, max_texts, cells["is_noise"])
 
 
 def slide_overview(

@@ -12,8 +12,10 @@ from histocluster.strict_model import Strict
 class OverlayParams(Strict):
     all_tiles: bool = Field(False, description="also one overlay per tile with cells (upstream's full set)")
     tiles_per_cluster: int = Field(2, ge=0, description="tiles holding a cluster's most confident cells")
-    min_confidence: float = Field(0.1, ge=0, le=1, description="cells below are not annotated (filtered)")
-    filtered: bool = Field(True, description="annotate only cells at or above min_confidence")
+    min_confidence: float = Field(
+        0.1, ge=0, le=1, description="cells below are drawn thin, without text (filtered)"
+    )
+    filtered: bool = Field(True, description="outline and text in full only cells at or above min_confidence")
     boxes: bool = False
     texts: bool = True
     max_texts: int = Field(30, ge=0, description="labels written per image, most confident first")

@@ -218,8 +218,9 @@ def _overlay(
     rgb = shared.read(path, tile)
     cells = table.iloc[rows]  # the tile's cells, taken when it is drawn
     o = params.overlay
-    shown = cells[cells["cluster_confidence"] >= o.min_confidence] if o.filtered else cells
-    shown = shown.reset_index(drop=True)
+    confident = cells["cluster_confidence"].to_numpy() >= o.min_confidence
+    shown = (cells[confident] if o.filtered else cells).reset_index(drop=True)
+    faint = cells[~confident].reset_index(drop=True) if o.filtered else None
     texts = None
     if o.texts:
         texts = pd.Series(
@@ -231,7 +232,17 @@ def _overlay(
             ],
             dtype=object,
         )
-    return tile_overlay(rgb, tile, shown, shown["colour"], texts, o.boxes, o.max_texts)
+    return tile_overlay(
+        rgb,
+        tile,
+        shown,
+        shown["colour"],
+        texts,
+        o.boxes,
+        o.max_texts,
+        faint,
+        None if faint is None else faint["colour"],
+    )
 
 
 def draw_overlays(
