@@ -292,6 +292,8 @@ def _report(
     checks: pd.DataFrame | None = None,
     clustered_on: str = "",
     scale: dict | None = None,
+    summary_columns: dict | None = None,
+    vocabulary: list[str] | None = None,
 ) -> str:
     slides = pd.DataFrame(
         [
@@ -312,6 +314,7 @@ def _report(
     table = table.assign(slide_id=slide_id)
     summary = pd.DataFrame(
         {"cluster_id": [0, 1], "size": [1, 1], "noise": [False, False], "n_slides": [1, 1]}
+        | (summary_columns or {})
     )
     labels = pd.DataFrame({"cluster_id": [0], "label": ['<b>bold</b> & "x"'], "status": ["labelled"]})
     counts = {"all": {"cells": 3, "labels": {'<b>bold</b> & "x"': 2, "unlabelled": 1}}}
@@ -335,6 +338,7 @@ def _report(
         pictures,
         "label",
         checks,
+        workbench=report.Workbench(vocabulary=vocabulary or []),
         clustered_on=clustered_on,
     )
 
@@ -684,3 +688,18 @@ def test_an_overlay_outlines_its_less_confident_cells_thin_not_hide_them():
 
     thin, full = red_in_first_cell(True), red_in_first_cell(False)
     assert 0 < thin < full  # outlined, and thinner than a confident cell's outline
+
+
+def test_the_workbench_offers_the_type_networks_suggestions_only_when_there_are_some():
+    plain = _report(_cells())
+    assert 'id="fill-network"' not in plain and "type network:" not in plain
+    page = _report(
+        _cells(),
+        summary_columns={"network_type": ["others", None], "network_share": [0.75, None]},
+        vocabulary=["epithelial", "other"],
+    )
+    card = page[page.index('id="cluster-0"') : page.index('id="cluster-1"')]
+    # In the vocabulary's spelling ("others" → "other"), with the share of the cluster's cells.
+    assert '<span class="network-type">other</span> (75% of its cells)' in card
+    assert 'data-network="other"' in card
+    assert 'id="fill-network"' in page and 'data-network=""' in page[page.index('id="cluster-1"') :]

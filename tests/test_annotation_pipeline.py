@@ -102,7 +102,17 @@ def test_viewer_json_galleries_overlays_overviews_and_counts(annotated):
     galleries = sorted((report_dir / "cluster_gallery").glob("*.png"))
     assert len(galleries) == (summary["cluster_id"] >= 0).sum()
     overlays = list((report_dir / "cell_overlay").rglob("*.png"))
-    assert overlays and all(Image.open(p).size == (512, 512) for p in overlays)
+    # Each the 512² tile, cut where the slide ends (the kidney image is smaller than a tile).
+    from histocluster.wsi.tile_grid import on_slide_size
+
+    slides, tiles = load(root, "slides", "tiles")
+    size = slides.set_index("slide_id")[["width", "height"]]
+    expected = {
+        t["tile_id"]: on_slide_size(t, tuple(size.loc[t["slide_id"]])) for t in tiles.to_dict("records")
+    }
+    shown = {p.stem.split("_", 2)[2]: Image.open(p).size for p in overlays}
+    assert overlays and shown == {t: expected[t] for t in shown}
+    assert (512, 512) in shown.values() and any(s != (512, 512) for s in shown.values())
     overviews = sorted(p.stem for p in (report_dir / "cell_overview").glob("*.png"))
     assert overviews == ["cmu-1-small-region", "kidney-48-5"]
     counts = json.loads((report_dir / "counts.json").read_text())
@@ -112,11 +122,12 @@ def test_viewer_json_galleries_overlays_overviews_and_counts(annotated):
     assert (report_dir / "label_counts.png").is_file()
     checks = sorted((report_dir / "segmentation_check" / "cmu-1-small-region").glob("*.png"))
     assert [p.name.split("_")[:2] for p in checks] == [["0", "densest"], ["1", "darkest"]]
-    for path in checks:  # the 512² tile twice at 2×, the right one with green outlines
+    for path in checks:  # the tile (cut where the slide ends) twice at 2×, green outlines on the right
         image = Image.open(path).convert("RGB")
-        assert image.size == (2 * 1024 + 8, 1024 + 22)
-        right = image.crop((1024 + 8, 22, 2 * 1024 + 8, 1024 + 22))
-        left = image.crop((0, 22, 1024, 1024 + 22))
+        w, h = (2 * side for side in expected[path.stem.split("_", 2)[2]])
+        assert image.size == (2 * w + 8, h + 22)
+        right = image.crop((w + 8, 22, 2 * w + 8, h + 22))
+        left = image.crop((0, 22, w, h + 22))
         assert (0, 230, 0) in {c for _, c in right.getcolors(1 << 20)}
         assert (0, 230, 0) not in {c for _, c in left.getcolors(1 << 20)}
 

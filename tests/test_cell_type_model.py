@@ -252,6 +252,67 @@ def test_workbench_round_trip_in_headless_chromium(tmp_path, cmu_slide):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)"
+)
+def test_the_type_networks_suggestions_fill_the_workbench_and_reach_the_outputs(tmp_path, cmu_slide):
+    """With ``deep: typenet`` each card says which type the network gave most of the
+    cluster's cells; the button fills the empty names with them (in the vocabulary's
+    spelling), a person corrects one, and ``relabel`` applies what was downloaded."""
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    root = make_project(tmp_path / "project", [cmu_slide])
+    typenet = {
+        "segmentation.cell_features.deep": "typenet",
+        "segmentation.cell_features.typenet.rotations": 1,
+        "clustering.embedders": {"morphology": 1.0, "typenet": 1.0},
+    }
+    kedro_run(root, **FAST, **typenet)
+    clusters, summary, deep = load(root, "clusters", "cluster_summary", "cell_deep_features")
+    # The suggestion, worked out here from the stored features: each cell's type of highest
+    # log-probability, the type most cells of the cluster got.
+    at = [k for k, c in enumerate(deep.columns) if c.startswith("typenet:logp_")]
+    types = np.array([deep.columns[k].removeprefix("typenet:logp_") for k in at])
+    own = pd.DataFrame({"cell_id": deep.cell_ids, "type": types[np.asarray(deep.matrix)[:, at].argmax(1)]})
+    members = clusters[clusters["cluster_id"] >= 0].merge(own, on="cell_id")
+    expected = members.groupby("cluster_id")["type"].agg(lambda t: t.value_counts().sort_index().idxmax())
+    named = summary[~summary["noise"].astype(bool)].set_index("cluster_id")
+    assert named["network_type"].to_dict() == expected.to_dict()
+    spelled = {c: "other" if t == "others" else t for c, t in expected.items()}  # the vocabulary's "other"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(_newest_report(root).as_uri())
+        for cluster_id, word in spelled.items():
+            assert page.locator(f"#cluster-{cluster_id} .network-type").inner_text() == word
+        assert all(
+            v == "" for v in page.locator("input.cluster-name").evaluate_all("els => els.map(e => e.value)")
+        )
+        page.click("#fill-network")
+        filled = {
+            int(k): v
+            for k, v in page.locator("input.cluster-name").evaluate_all(
+                "els => els.map(e => [e.dataset.cluster, e.value])"
+            )
+        }
+        assert filled == spelled
+        corrected = min(spelled)
+        page.fill(f"input.cluster-name[data-cluster='{corrected}']", "lymphocyte")
+        with page.expect_download() as download:
+            page.click("#download-labels")
+        download.value.save_as(root / "conf/local/cluster_labels.yml")
+        browser.close()
+    kedro_run(root, "relabel", **typenet)
+    cluster_labels, cell_labels = load(root, "cluster_labels", "cell_labels")
+    by_id = cluster_labels.set_index("cluster_id")
+    assert by_id.loc[corrected, "label"] == "lymphocyte"
+    assert {c: by_id.loc[c, "label"] for c in spelled if c != corrected} == {
+        c: w for c, w in spelled.items() if c != corrected
+    }
+    assert (by_id["source"] == "human").all()
+    assert set(cell_labels.loc[cell_labels["cluster_id"] == corrected, "label"]) == {"lymphocyte"}
+
+
+@pytest.mark.slow
 def test_names_survive_reclustering_and_a_stale_file_is_not_applied_by_number(tmp_path, cmu_slide):
     root = make_project(tmp_path / "project", [cmu_slide])
     kedro_run(root, **FAST)

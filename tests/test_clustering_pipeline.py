@@ -195,7 +195,9 @@ def test_type_network_and_morphology_combined_in_a_real_run(clustered):
         kedro_run(root, pipeline, log=records, **params)
     cells, deep, embeddings = load(root, "cells", "cell_deep_features", "cell_embeddings")
     assert sorted(deep.cell_ids) == sorted(cells["cell_id"]) and deep.dim == 132
-    assert deep.columns[0] == "typenet:0"
+    assert deep.columns[0] == "typenet:f0" and deep.columns[-4:] == [
+        f"typenet:logp_{c}" for c in ("epithelial", "fibroblast", "inflammatory", "others")
+    ]
     morphology = [c for c in embeddings.columns if c.startswith("morphology:")]
     assert embeddings.dim == len(morphology) + 132
     block = np.asarray(embeddings.matrix)

@@ -113,3 +113,5 @@ def test_network_features_computed_in_worker_processes_equal_those_computed_here
     assert len(here) == len(cells) > 50 and here.dim == 132
     order = pd.Series(range(len(spread)), index=spread.cell_ids).loc[here.cell_ids].to_numpy()
     assert np.allclose(np.asarray(here.matrix), np.asarray(spread.matrix)[order], atol=1e-4)
+    # The network's names for its columns come back from the workers too (the types it gives).
+    assert spread.columns == here.columns and here.columns[-1] == "typenet:logp_others"

@@ -138,3 +138,58 @@ def test_missing_or_foreign_weights_are_a_clear_error(tmp_path):
         bad.write_bytes(b"not a model")
         with pytest.raises(TypeNetWeightsError, match="not a type-network model"):
             TypeNetEmbedder(TypeNetSettings(weights_path=str(bad)))
+
+
+def test_each_cluster_gets_the_type_most_of_its_cells_got_from_the_network():
+    """The network's type of a cell is the type of its highest log-probability; a cluster's
+    suggestion is the type most of its cells got, with their share; noise and cells without
+    network features are left out; features without the network's types give nothing."""
+    from histocluster.clustering.summary import network_type_shares
+    from histocluster.features.embeddings import Embeddings
+    from histocluster.features.type_net import network_cell_types
+
+    logp = np.log(
+        np.array(
+            [
+                [0.7, 0.2, 0.1],
+                [0.1, 0.8, 0.1],
+                [0.6, 0.3, 0.1],
+                [0.2, 0.2, 0.6],
+                [0.1, 0.1, 0.8],
+                [0.9, 0.05, 0.05],
+            ],
+            np.float32,
+        )
+    )
+    features = np.hstack([np.zeros((6, 2), np.float32), logp])
+    features[3] = np.nan  # a cell the network never saw
+    ids = np.array(list("abcdef"), dtype=object)
+    columns = [
+        "typenet:f0",
+        "typenet:f1",
+        "typenet:logp_epithelial",
+        "typenet:logp_fibroblast",
+        "typenet:logp_others",
+    ]
+    deep = Embeddings(ids, features, columns)
+    types = network_cell_types(deep, chunk=4)  # two blocks
+    assert types["network_type"].tolist() == [
+        "epithelial",
+        "fibroblast",
+        "epithelial",
+        None,
+        "others",
+        "epithelial",
+    ]
+    assert types["network_probability"].iloc[[0, 1, 4]].tolist() == pytest.approx([0.7, 0.8, 0.8])
+    assert np.isnan(types["network_probability"].iloc[3])
+    clusters = pd.DataFrame({"cell_id": ids, "cluster_id": [0, 0, 0, 1, 1, -1]})
+    shares = network_type_shares(clusters, deep).set_index("cluster_id")
+    # cluster 0: epithelial, fibroblast, epithelial → epithelial 2/3; cluster 1: d has no
+    # type, e others → others 1/1; f is noise.
+    assert shares.index.tolist() == [0, 1]
+    assert shares["network_type"].tolist() == ["epithelial", "others"]
+    assert shares["network_share"].tolist() == pytest.approx([2 / 3, 1.0])
+    numbered = Embeddings(ids, features, [f"resnet50:{k}" for k in range(5)])
+    assert network_cell_types(numbered) is None and network_cell_types(None) is None
+    assert network_type_shares(clusters, numbered) is None

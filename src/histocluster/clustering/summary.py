@@ -20,6 +20,7 @@ from PIL import Image
 
 from histocluster.clustering.clusterers import NOISE
 from histocluster.features.cell_pixels import cell_crops_by_id
+from histocluster.features.type_net import network_cell_types
 from histocluster.segmentation.measurements import SHAPE_COLUMNS, STAIN_COLUMNS
 
 REPRESENTATIVE_COLUMNS = ["cluster_id", "rank", "cell_id", "slide_id", "tile_id", "confidence"]
@@ -106,6 +107,34 @@ def summarise(cells: pd.DataFrame, clusters: pd.DataFrame, representatives: pd.D
     reps = representatives.sort_values(["cluster_id", "rank"]).groupby("cluster_id")["cell_id"].agg(list)
     summary["representatives"] = [list(reps.get(c, [])) for c in summary["cluster_id"]]
     return summary[SUMMARY_COLUMNS]
+
+
+def network_type_shares(clusters: pd.DataFrame, deep_features) -> pd.DataFrame | None:
+    """Per cluster (noise excluded): the type most of its cells got from the type network
+    (``network_type``: each cell's type of highest log-probability,
+    :func:`histocluster.features.type_net.network_cell_types`) and the share of its cells
+    with a network type that got it (``network_share``); ties go to the type first by name.
+    A suggestion for a person naming the cluster, not a name. None when ``deep_features``
+    hold no type network's output."""
+    cell_types = network_cell_types(deep_features)
+    if cell_types is None:
+        return None
+    typed = clusters.loc[clusters["cluster_id"] != NOISE, ["cell_id", "cluster_id"]].merge(
+        cell_types[["cell_id", "network_type"]].dropna(), on="cell_id", how="inner"
+    )
+    if typed.empty:
+        return pd.DataFrame({"cluster_id": pd.Series(dtype=int), "network_type": [], "network_share": []})
+    counts = typed.groupby(["cluster_id", "network_type"]).size().rename("n").reset_index()
+    counts = counts.sort_values(["cluster_id", "n", "network_type"], ascending=[True, False, True])
+    top = counts.groupby("cluster_id").head(1).set_index("cluster_id")
+    share = top["n"] / typed.groupby("cluster_id").size()
+    return pd.DataFrame(
+        {
+            "cluster_id": top.index.astype(int),
+            "network_type": top["network_type"].to_numpy(),
+            "network_share": share.to_numpy(),
+        }
+    )
 
 
 def crop_key(cluster_id: int, rank: int, cell_id: str) -> str:

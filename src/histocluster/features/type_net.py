@@ -26,6 +26,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from histocluster.errors import UserInputError
 from histocluster.features.cell_pixels import TileCells, crop_cells
@@ -44,6 +45,8 @@ FEATURES = WIDTH + 4
 #: checkpoints from ``bench/train_type_net.py`` (``.pt``) run in torch.
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "type_net.onnx"
 ONNX_INPUT, ONNX_OUTPUT = "crops", "features"
+#: Column prefix of the network's log-probability of each type in a cell's features.
+LOGP_PREFIX = "typenet:logp_"
 
 
 class TypeNetWeightsError(UserInputError):
@@ -242,3 +245,28 @@ class TypeNetEmbedder:
                 self.net, crop_cells(item, crop_px, CROP, part), s.rotations
             )
         return out
+
+
+def network_cell_types(deep, chunk: int = 100_000) -> pd.DataFrame | None:
+    """Each cell's type by the type network, from the features the segmentation pass
+    stored (``segmentation.cell_features.deep: typenet``; an
+    :class:`~histocluster.features.embeddings.Embeddings`): ``cell_id``, ``network_type``
+    (the type of highest log-probability; None for a cell without network features) and
+    ``network_probability``. None when the features hold no type network's output."""
+    columns = list(getattr(deep, "columns", None) or [])
+    at = [k for k, name in enumerate(columns) if name.startswith(LOGP_PREFIX)]
+    if deep is None or not at:
+        return None
+    classes = np.array([columns[k][len(LOGP_PREFIX) :] for k in at], dtype=object)
+    n = len(deep.cell_ids)
+    best = np.full(n, None, dtype=object)
+    probability = np.full(n, np.nan, dtype=np.float32)
+    for start in range(0, n, chunk):  # a block of rows at a time: the matrix may be memory-mapped
+        logp = np.asarray(deep.matrix[start : start + chunk], dtype=np.float32)[:, at]
+        known = np.isfinite(logp).all(axis=1)
+        top = np.argmax(np.where(known[:, None], logp, 0.0), axis=1)
+        p = np.exp(logp - logp.max(axis=1, keepdims=True))  # the log-probabilities, renormalised
+        p = p[np.arange(len(top)), top] / p.sum(axis=1)
+        rows = np.arange(start, start + len(top))[known]
+        best[rows], probability[rows] = classes[top[known]], p[known]
+    return pd.DataFrame({"cell_id": deep.cell_ids, "network_type": best, "network_probability": probability})

@@ -32,6 +32,7 @@ from markupsafe import Markup
 from PIL import Image
 
 from histocluster.labelling.cluster_labels import FILE_NOT_USED, labels_file_state
+from histocluster.labelling.labels_file import match_vocabulary
 from histocluster.lazy import materialise
 from histocluster.reporting.colours import label_colours
 from histocluster.wsi.scale import describe_source
@@ -94,7 +95,9 @@ def cluster_cards(
 ) -> list[dict]:
     """One card per cluster (noise excluded) in naming order (ranked clusters first, by rank;
     then the rest by id): id, size, per-slide counts, current name, its source and agreement,
-    the person's name (prefilled in the field), rank, and the gallery picture."""
+    the person's name (prefilled in the field), rank, the gallery picture, and the type the
+    type network gave most of its cells with their share (``network_type`` of the summary,
+    when the run has it)."""
     labels = cluster_labels.set_index("cluster_id") if len(cluster_labels) else pd.DataFrame()
     cards = []
     for row in clusters.to_dict("records"):
@@ -113,9 +116,21 @@ def cluster_cards(
                 "human": named.get("label") if named.get("source") == "human" else "",
                 "rank": None if rank is None or pd.isna(rank) else int(rank),
                 "url": data_url(picture, max_side) if picture is not None else None,
+                "network": row["network_type"] if pd.notna(row.get("network_type")) else None,
+                "network_share": float(row.get("network_share") or 0.0),
             }
         )
     return sorted(cards, key=lambda c: (c["rank"] is None, c["rank"] or 0, c["cluster_id"]))
+
+
+def _network_in_vocabulary(cards: list[dict], vocabulary: list[str]) -> None:
+    """The type network's suggestion on each card in the vocabulary's spelling where it is
+    the same word or a close one (its ``others`` → ``other``; ``inflammatory`` stays)."""
+    matched, outside = match_vocabulary(
+        {k: c["network"] for k, c in enumerate(cards) if c["network"]}, vocabulary
+    )
+    for k, word in matched.items():
+        cards[k]["network"] = outside.get(word) or word
 
 
 def render(context: dict) -> str:
@@ -148,6 +163,8 @@ SUMMARY_TABLE_COLUMNS = (
     "mean_area_um2",
     "mean_eccentricity",
     "mean_hematoxylin_mean",
+    "network_type",
+    "network_share",
 )
 
 
@@ -284,7 +301,9 @@ def build_report(
     states = set(cluster_labels["labels_file"].dropna()) if "labels_file" in cluster_labels else set()
     by_model = any(labels_file_state(state) == FILE_NOT_USED for state in states)
     used = sorted({c["label"] for c in cards} - {"unlabelled", "review"})
-    suggestions = list(dict.fromkeys([*workbench.vocabulary, *used]))
+    _network_in_vocabulary(cards, workbench.vocabulary)
+    network = sorted({c["network"] for c in cards if c["network"]})
+    suggestions = list(dict.fromkeys([*workbench.vocabulary, *used, *network]))
     label_plot = _picture(plots, "label_counts")
     label_counts = counts.get("all", {}).get("labels", {})
     colours = label_colours(label_counts)  # as in the pictures and the GeoJSON
@@ -315,6 +334,7 @@ def build_report(
                 "clustering": str(keys[0]) if len(keys) == 1 else None,
                 "file_state": "; ".join(sorted(str(s) for s in states if s != "none")),
                 "by_model": by_model,
+                "network": bool(network),
                 "prenamed": [
                     {
                         "cluster_id": c["cluster_id"],

@@ -74,6 +74,7 @@ class SlideResult:
     cells: pd.DataFrame
     deep_ids: list[np.ndarray] = field(default_factory=list)
     deep_rows: list[np.ndarray] = field(default_factory=list)
+    deep_columns: list[str] = field(default_factory=list)  # the network's names for its features
     previews: dict[str, bytes] = field(default_factory=dict)
     masks: dict[str, CompressedLabels] = field(default_factory=dict)
     unreadable_tiles: int = 0  # rejected with their read error as the reason
@@ -102,20 +103,31 @@ def cell_columns(features: CellFeatureSettings) -> list[str]:
     return CELL_COLUMNS + (PIXEL_COLUMNS if features.texture else [])
 
 
-def deep_feature_function(
-    features: CellFeatureSettings, threads: int = 0
-) -> Callable[[TileCells], np.ndarray] | None:
+@dataclass
+class NetworkFeatures:
+    """A network's features of a tile's cells (called with a :class:`TileCells`), and the
+    names of its feature columns (empty: they are numbered)."""
+
+    features: Callable[[TileCells], np.ndarray]
+    columns: list[str] = field(default_factory=list)
+
+    def __call__(self, item: TileCells) -> np.ndarray:
+        return self.features(item)
+
+
+def deep_feature_function(features: CellFeatureSettings, threads: int = 0) -> NetworkFeatures | None:
     """A network's features of a tile's cells when ``features.deep`` asks for them
     (ResNet-50 or the type network; the network and its weights load here, before any tile
     is read; ``threads`` for the type network's onnxruntime, 0 = its default), else None."""
     if features.deep == "resnet50":
         from histocluster.features.resnet import ResNetEmbedder
 
-        return ResNetEmbedder(features.resnet50).tile_features
+        return NetworkFeatures(ResNetEmbedder(features.resnet50).tile_features)
     if features.deep == "typenet":
         from histocluster.features.type_net import TypeNetEmbedder
 
-        return TypeNetEmbedder(features.typenet, threads).tile_features
+        embedder = TypeNetEmbedder(features.typenet, threads)
+        return NetworkFeatures(embedder.tile_features, list(embedder.columns))
     return None
 
 
@@ -224,6 +236,7 @@ def process_slide(
     slide_size = (int(slide["width"]), int(slide["height"]))
     margin = crop_margin(tiles, settings.features)
     result = SlideResult(slide_id, pd.DataFrame(columns=QUALITY_COLUMNS), empty_cells())
+    result.deep_columns = list(getattr(deep, "columns", None) or [])
     quality_rows: list[dict] = []
     frames: list[pd.DataFrame] = []
     n_cells = 0
@@ -343,6 +356,7 @@ def merge_results(slide_id: str, parts: list[SlideResult], features: CellFeature
     for part in parts:
         merged.deep_ids += part.deep_ids
         merged.deep_rows += part.deep_rows
+        merged.deep_columns = merged.deep_columns or part.deep_columns
         merged.previews.update(part.previews)
         merged.masks.update(part.masks)
         merged.unreadable_tiles += part.unreadable_tiles
@@ -406,7 +420,7 @@ def segment_slides(
 
     by_id = slides.set_index("slide_id")
     quality = [pd.DataFrame(columns=QUALITY_COLUMNS)]
-    frames, deep_ids, deep_rows = [], [], []
+    frames, deep_ids, deep_rows, deep_columns = [], [], [], []
     masks: dict[str, CompressedLabels] = {}
     previews: dict[str, bytes] = {}
     failed: list[str] = []
@@ -465,6 +479,7 @@ def segment_slides(
             frames.append(result.cells)
             deep_ids += result.deep_ids
             deep_rows += result.deep_rows
+            deep_columns = deep_columns or getattr(result, "deep_columns", [])
             masks.update(result.masks)
             readable = slide_tiles[slide_tiles["tile_id"].isin(result.previews)]  # unreadable: no preview
             for tile_id in sheet_tiles(readable, result.quality, sheet_tiles_per_group):
@@ -486,7 +501,11 @@ def segment_slides(
         pd.concat([q for q in quality if len(q)] or quality[:1], ignore_index=True).astype({"keep": bool}),
         cells.reindex(columns=cell_columns(settings.features)),
         Embeddings(
-            deep_cells, deep_matrix, [f"{settings.features.deep}:{k}" for k in range(deep_matrix.shape[1])]
+            deep_cells,
+            deep_matrix,
+            deep_columns
+            if len(deep_columns) == deep_matrix.shape[1]
+            else [f"{settings.features.deep}:{k}" for k in range(deep_matrix.shape[1])],
         ),
         masks,
         previews,

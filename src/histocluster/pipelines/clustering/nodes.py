@@ -23,6 +23,7 @@ from histocluster.clustering.reduction import cell_map, fit_reduce
 from histocluster.clustering.settings import ClusteringParams
 from histocluster.clustering.summary import (
     crop_gallery_members,
+    network_type_shares,
     pick_gallery_members,
     pick_representatives,
     summarise,
@@ -89,11 +90,18 @@ def cluster(
 
 
 def summarise_clusters(
-    cells: pd.DataFrame, clusters: pd.DataFrame, params: ClusteringParams
+    cells: pd.DataFrame, clusters: pd.DataFrame, deep_features: Embeddings | None, params: ClusteringParams
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Representatives and the cluster summary (:mod:`histocluster.clustering.summary`)."""
+    """Representatives and the cluster summary (:mod:`histocluster.clustering.summary`);
+    with the type network's features (``segmentation.cell_features.deep: typenet``) also
+    the type most of each cluster's cells got from it and their share (``network_type``,
+    ``network_share``): the report offers it as a suggested name."""
     representatives = pick_representatives(clusters, params.representatives.n, params.representatives.pool)
-    return summarise(cells, clusters, representatives), representatives
+    summary = summarise(cells, clusters, representatives)
+    shares = network_type_shares(clusters, deep_features)
+    if shares is not None:
+        summary = summary.merge(shares, on="cluster_id", how="left")
+    return summary, representatives
 
 
 def pick_gallery_cells(

@@ -36,7 +36,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 summarise_clusters,
-                inputs=["cells", "clusters", "params:clustering"],
+                inputs=["cells", "clusters", "cell_deep_features", "params:clustering"],
                 outputs=["cluster_summary", "cluster_representatives"],
                 name="summarise_clusters",
             ),
