@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_label_efficiency import clustered, load_cells, oracle_names  # noqa: E402
 
 from histocluster.clustering.settings import ClusterSettings, KMeansSettings  # noqa: E402
+from histocluster.clustering.summary import network_type_shares  # noqa: E402
 from histocluster.features.embeddings import Embeddings  # noqa: E402
 from histocluster.features.morphology import morphology_embedding  # noqa: E402
 from histocluster.features.settings import CellFeatureSettings, MorphologySettings  # noqa: E402
@@ -57,10 +58,11 @@ def macro_f1(y_true, y_pred) -> float:
 
 def type_net_block(
     bench: Path, cells: pd.DataFrame, mpp: float, weights: Path, rotations: int = 8
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The type network's features + log-probabilities of every cell (rows of ``cells``),
     cut and computed as the segmentation pass does (``segmentation.cell_features.deep:
-    typenet``), and its own type for each (the argmax, in the network's class names)."""
+    typenet``), its own type for each (the argmax, in the network's class names), and the
+    features' column names."""
     from PIL import Image
 
     from histocluster.features.cell_pixels import TileCells
@@ -77,7 +79,7 @@ def type_net_block(
         centres = cells[["centroid_x", "centroid_y"]].to_numpy()[rows] + margin  # continuous coordinates
         item = TileCells(tile, padded, np.zeros(padded.shape[:2], np.int32), np.arange(len(rows)), centres)
         out[rows] = embedder.tile_features(item)
-    return out, np.array(embedder.classes, dtype=object)[out[:, WIDTH:].argmax(1)]
+    return out, np.array(embedder.classes, dtype=object)[out[:, WIDTH:].argmax(1)], list(embedder.columns)
 
 
 #: CRCHistoPhenotypes' types as CoNSeP names them (fibroblasts are among CoNSeP's spindle cells).
@@ -106,6 +108,30 @@ def name_and_train(x, y, cells, rows, per_cell, seed, classifiers, r=9):
     embeddings = Embeddings(part["cell_id"].to_numpy(), x[rows])
     models = {kind: train(embeddings, examples, classifier=kind, random_state=seed) for kind in classifiers}
     return len(names), cell_labels["label"].to_numpy(dtype=object), models
+
+
+def suggestions_row(x, y, cells, network: Embeddings, per_cell: int, seeds: int) -> str:
+    """The clusters of all images (as in (a)) each named after the type network's suggestion
+    (the type most of its cells got from the network: what the report's workbench offers;
+    :func:`histocluster.clustering.summary.network_type_shares`), no decision spent: macro-F1
+    over every cell, and how many clusters' suggestion is the name the oracle gives them."""
+    f1, same, total = [], 0, 0
+    for seed in range(seeds):
+        k = max(2, round(len(cells) / per_cell))
+        settings = ClusterSettings(kmeans=KMeansSettings(n_clusters=k), random_state=seed)
+        _, clusters = clustered(x, cells, settings)
+        shares = network_type_shares(clusters, network).set_index("cluster_id")["network_type"]
+        suggested = (
+            clusters["cluster_id"].map(shares).map(CRC_TO_CONSEP).fillna("none").to_numpy(dtype=object)
+        )
+        f1.append(macro_f1(y, suggested))
+        names, _ = oracle_names(clusters, y, 9)
+        same += sum(CRC_TO_CONSEP.get(shares.get(c), None) == n for c, n in names.items())
+        total += len(names)
+    return (
+        f"{'':18} {0:9d}  {'type network (suggestions)':28s} {np.mean(f1):8.3f}   "
+        f"(a cluster's suggestion is the oracle's name for {same / total:.0%} of {total / seeds:.0f} clusters)"
+    )
 
 
 def main() -> None:
@@ -148,7 +174,8 @@ def main() -> None:
     )
     y = cells["cell_type"].to_numpy().astype(object)
     if args.type_net:
-        z, own = type_net_block(args.bench, cells, mpp, args.type_net, args.type_net_rotations)
+        z, own, z_columns = type_net_block(args.bench, cells, mpp, args.type_net, args.type_net_rotations)
+        raw_network = Embeddings(cells["cell_id"].to_numpy(), z.copy(), z_columns)
         z = (z - z.mean(0)) / z.std(0).clip(1e-6)
         x = np.hstack([x, z * np.sqrt((x**2).sum(1).mean() / (z**2).sum(1).mean())]).astype(np.float32)
         own = np.array([CRC_TO_CONSEP.get(t, t) for t in own], dtype=object)
@@ -193,6 +220,8 @@ def main() -> None:
                 f"{np.mean(row['a_test']):8.3f} {b}"
             )
         print(f"{'':18} {np.mean(decisions_b):9.0f}  decisions spent on the train images in (b)")
+        if args.type_net:
+            print(suggestions_row(x, y, cells, raw_network, per_cell, args.seeds))
     # The embedding's own limit for (b): the same classifier given the true type of *every*
     # cell of the named half (no clusters, no budget), applied to the other half.
     print("\n(b) with every cell of the named half given its true type (the embedding's limit):")
