@@ -703,3 +703,36 @@ def test_the_workbench_offers_the_type_networks_suggestions_only_when_there_are_
     assert '<span class="network-type">other</span> (75% of its cells)' in card
     assert 'data-network="other"' in card
     assert 'id="fill-network"' in page and 'data-network=""' in page[page.index('id="cluster-1"') :]
+
+
+def test_a_slide_overview_outlines_the_cells_of_a_small_slide_and_dots_those_of_a_large_one():
+    import shapely.affinity
+
+    cell = _cells().iloc[[0]]  # a disc 17 tile px across, 2 level-0 px a tile px: 34 across
+    here = cell.assign(  # moved to the slide's top-left corner
+        centroid_x=cell["centroid_x"] - 1000,
+        centroid_y=cell["centroid_y"] - 2000,
+        bbox_x0=cell["bbox_x0"] - 1000,
+        bbox_x1=cell["bbox_x1"] - 1000,
+        polygon=[
+            shapely.to_wkb(
+                shapely.affinity.translate(shapely.from_wkb(cell["polygon"].iloc[0]), -1000, -2000)
+            )
+        ],
+    )
+    red = pd.Series([(255, 0, 0)])
+    thumbnail = np.full((80, 80, 3), 255, np.uint8)
+
+    def red_box(image):
+        ys, xs = np.nonzero((np.asarray(image) == (255, 0, 0)).all(axis=-1))
+        return xs.min(), ys.min(), xs.max(), ys.max()
+
+    # A small slide (80 level-0 px drawn 800 px across): the nucleus spans ~340 picture px.
+    small = drawing.slide_overview(thumbnail, 80, here, red, {}, "small", min_side=800)
+    x0, y0, x1, y1 = red_box(small)
+    assert 300 <= x1 - x0 <= 360 and 300 <= y1 - y0 <= 360  # its outline, at its size …
+    assert tuple(np.asarray(small)[(y0 + y1) // 2, (x0 + x1) // 2]) != (255, 0, 0)  # … not filled
+    # A large slide (100 level-0 px per picture px): the nucleus is under a pixel: a dot.
+    large = drawing.slide_overview(thumbnail, 8000, cell, red, {}, "large", min_side=80)
+    x0, y0, x1, y1 = red_box(large)
+    assert x1 - x0 <= 4 and y1 - y0 <= 4

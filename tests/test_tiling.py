@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -108,3 +109,26 @@ def test_read_tile_at_target_resolution(cmu_slide):
     assert np.abs(pixels.astype(int) - expected.astype(int)).mean() < 6
     shifted = np.roll(expected, 40, axis=1)
     assert np.abs(pixels.astype(int) - shifted.astype(int)).mean() > 10  # the check can fail
+
+
+def test_pictures_of_a_small_slide_are_read_finer_than_its_tissue_thumbnail(tmp_path):
+    """A 1200 × 300 image has a 4 µm/px thumbnail of 150 × 38 px at 0.5 µm/px: its pictures
+    read it again at 800 px across (1.5 level-0 px a pixel), not the thumbnail enlarged."""
+    from histocluster.wsi.pictures import tiling_overview
+    from histocluster.wsi.slides import picture_thumbnail
+
+    yy, xx = np.mgrid[0:300, 0:1200]
+    rgb = np.stack([xx % 256, yy % 256, (xx // 7) % 256], axis=-1).astype(np.uint8)  # detail at every pixel
+    path = tmp_path / "region.png"
+    Image.fromarray(rgb).save(path)
+    coarse = np.asarray(Image.fromarray(rgb).resize((150, 38), Image.Resampling.BOX))
+    fine = picture_thumbnail(path, coarse)
+    assert fine.shape == (200, 800, 3)
+    expected = np.asarray(Image.fromarray(rgb).resize((800, 200), Image.Resampling.LANCZOS)).astype(int)
+    assert np.abs(fine.astype(int) - expected).mean() < 2  # the slide's own pixels, read at 800 px
+    assert picture_thumbnail(path, np.zeros((900, 10, 3), np.uint8)).shape == (900, 10, 3)  # large enough
+    assert picture_thumbnail(path, rgb).shape == rgb.shape  # nothing finer to read
+    mask = np.ones((38, 150), bool)
+    tiles = pd.DataFrame({"x": [0], "y": [0], "w": [512], "h": [300]})
+    picture = tiling_overview(fine, mask, tiles, (1200 / 800, 300 / 200), "region")
+    assert picture.width >= 800  # drawn at the finer picture's size (the mask follows it)

@@ -110,6 +110,11 @@ def tile_overlay(
     return draw_cells(image, cells, to_pixels, colours, texts, boxes, max_texts, cells["is_noise"])
 
 
+#: A slide overview outlines each cell, rather than a dot, when the median nucleus is this
+#: many picture pixels across.
+OUTLINE_FROM_PX = 6
+
+
 def slide_overview(
     thumbnail: np.ndarray,
     slide_width: int,
@@ -119,13 +124,22 @@ def slide_overview(
     title: str,
     min_side: int = 800,
 ) -> Image.Image:
-    """The slide's thumbnail with every cell as a dot in its colour, a legend and a title.
-    Small thumbnails are enlarged (nearest neighbour) to ``min_side`` so cells stay visible."""
+    """The slide's thumbnail with every cell as a dot in its colour, a legend and a title;
+    where the picture is fine enough that a nucleus spans ``OUTLINE_FROM_PX`` pixels (a small
+    slide), each cell's outline instead. Small thumbnails are enlarged (nearest neighbour) to
+    ``min_side`` so cells stay visible."""
     factor = max(1, -(-min_side // max(thumbnail.shape[:2])))
     if factor > 1:
         thumbnail = np.kron(thumbnail, np.ones((factor, factor, 1), dtype=thumbnail.dtype))
     scale = slide_width / thumbnail.shape[1]  # level-0 px per picture px
     image = Image.fromarray(thumbnail).convert("RGB")
+    if len(cells) and {"polygon", "bbox_x0", "bbox_x1"} <= set(cells.columns):
+        side = float(np.median(cells["bbox_x1"].to_numpy(float) - cells["bbox_x0"].to_numpy(float))) / scale
+        if side >= OUTLINE_FROM_PX:
+            draw_cells(
+                image, cells, lambda x, y: (x / scale, y / scale), colours, width=1 if side < 12 else 2
+            )
+            return _with_legend(image, legend, title)
     draw = ImageDraw.Draw(image)
     radius = max(1, round(min(image.size) / 800))
     xs = cells["centroid_x"].to_numpy() / scale

@@ -27,9 +27,16 @@ def tiling_overview(
     """The thumbnail with background dimmed, the tissue outline in blue and each tile's
     footprint drawn (kept tiles green). ``scale`` is level-0 pixels per thumbnail pixel.
     When the tile table has a ``keep`` column, rejected tiles are drawn in red. Small
-    thumbnails are enlarged (nearest neighbour) to ``min_side`` so the grid stays legible."""
+    thumbnails are enlarged (nearest neighbour) to ``min_side`` so the grid stays legible; a
+    ``mask`` of another size than the thumbnail is resized to it (nearest neighbour)."""
     from skimage.segmentation import find_boundaries
 
+    if mask.shape != thumbnail.shape[:2]:  # a finer picture than the mask: the mask follows it
+        size = (thumbnail.shape[1], thumbnail.shape[0])
+        mask = (
+            np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST))
+            > 0
+        )
     factor = max(1, -(-min_side // max(thumbnail.shape[:2])))
     if factor > 1:
         thumbnail = np.kron(thumbnail, np.ones((factor, factor, 1), dtype=thumbnail.dtype))

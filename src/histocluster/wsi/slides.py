@@ -499,3 +499,17 @@ def failed_slide_row(source: SlideSource, error: str) -> dict[str, Any]:
     row.update(slide_id=source.slide_id, path=source.path, status="error", error=error)
     row["level_downsamples"] = []
     return row
+
+
+def picture_thumbnail(path: str | Path, thumbnail: np.ndarray, min_side: int = 800) -> np.ndarray:
+    """``thumbnail`` (the one the tissue mask was found on), or, when its longer side is under
+    ``min_side`` pixels and the slide has more, the slide read again at the downsample that
+    gives ``min_side`` (never finer than level 0): pictures of small slides (a region
+    exported as an image, a TMA core) show the tissue, not enlarged blocks of 4 µm pixels."""
+    if max(thumbnail.shape[:2]) >= min_side:
+        return thumbnail
+    with open_slide(path) as reader:
+        longest = max(reader.dimensions)
+        if longest <= max(thumbnail.shape[:2]):
+            return thumbnail
+        return reader.thumbnail(max(1.0, longest / min_side))

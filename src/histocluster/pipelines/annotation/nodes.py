@@ -41,7 +41,7 @@ from histocluster.reporting.settings import AnnotationParams
 from histocluster.reporting.spatialdata_export import CellsSpatialData
 from histocluster.reporting.viewer_json import viewer_json
 from histocluster.run_lineage import require_same_cells
-from histocluster.wsi.slides import open_slide
+from histocluster.wsi.slides import open_slide, picture_thumbnail
 from histocluster.wsi.tile_grid import read_tile_on_slide
 
 logger = logging.getLogger(__name__)
@@ -319,7 +319,7 @@ def draw_segmentation_checks(
 
 
 def _overview(slide: pd.Series, thumbnail: Callable[[], Image.Image], cells, names: dict, title: str):
-    image = np.asarray(materialise(thumbnail).convert("RGB"))
+    image = picture_thumbnail(slide["path"], np.asarray(materialise(thumbnail).convert("RGB")))
     return slide_overview(image, slide["width"], cells, cells["colour"], names, title)
 
 

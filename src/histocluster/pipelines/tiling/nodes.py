@@ -29,6 +29,7 @@ from histocluster.wsi.slides import (
     describe_slide,
     failed_slide_row,
     open_slide,
+    picture_thumbnail,
     require_unique_ids,
 )
 from histocluster.wsi.tile_grid import (
@@ -259,7 +260,7 @@ def draw_tiling_overviews(
     overviews = {}
     for row in _ok_slides(slides).to_dict("records"):
         slide_id = row["slide_id"]
-        rgb = np.asarray(_load(thumbnails, slide_id).convert("RGB"))
+        rgb = picture_thumbnail(row["path"], np.asarray(_load(thumbnails, slide_id).convert("RGB")))
         mask = np.asarray(_load(tissue_masks, slide_id)) > 0
         slide_tiles = tiles[tiles["slide_id"] == slide_id]
         title = f"{slide_id}: {len(slide_tiles)} tiles, tissue {100 * mask.mean():.0f}%"
