@@ -46,3 +46,26 @@ def test_real_slides(cmu_slide, tcga_slide, kidney_image):
     assert 0.25 < fractions[cmu_slide.name] < 0.5
     assert 0.5 < fractions[tcga_slide.name] < 0.75
     assert fractions[kidney_image.name] < 0.01
+
+
+def test_marking_ink_does_not_lift_the_threshold_over_a_region_that_is_all_tissue():
+    """An exported region with no glass: pale pink tissue (saturation 0.35) and a patch of
+    blue marking ink (0.9). Otsu alone splits ink from tissue and calls the tissue glass;
+    the ceiling keeps the tissue."""
+    image = np.empty((64, 64, 3), np.uint8)
+    image[:] = (230, 150, 200)
+    image[:20, :20] = (20, 60, 200)
+    mask = detect_tissue(image, 4.0, TissueSettings())
+    assert mask[25:, 25:].all() and mask.mean() > 0.9
+    unbounded = TissueSettings(max_saturation=1.0, max_optical_density=10.0)
+    assert not detect_tissue(image, 4.0, unbounded)[25:, 25:].any()  # what the ceiling prevents
+
+
+def test_a_small_image_keeps_a_piece_of_tissue_a_whole_slide_would_drop():
+    """A 16 × 16 px piece at 4 µm/px is 4,096 µm², under min_object_um2 (10,000): dropped on
+    a 400² px thumbnail (1.6 mm across), kept on a 64² px one (a 256 µm region), where it
+    is 6 % of the image (min_object_fraction 2 %)."""
+    for side, kept in ((64, True), (400, False)):
+        image = np.full((side, side, 3), 240, np.uint8)
+        image[10:26, 10:26] = (200, 90, 160)
+        assert detect_tissue(image, 4.0, TissueSettings())[10:26, 10:26].all() == kept, side

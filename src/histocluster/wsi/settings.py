@@ -15,8 +15,11 @@ class TissueSettings:
 
     min_saturation: float = Field(0.07, ge=0, le=1)
     min_optical_density: float = Field(0.15, ge=0)
+    max_saturation: float = Field(0.2, ge=0, le=1)
+    max_optical_density: float = Field(0.35, ge=0)
     closing_um: float = Field(16.0, ge=0)
     min_object_um2: float = Field(10_000.0, ge=0)
+    min_object_fraction: float = Field(0.02, ge=0, le=1)
     max_hole_um2: float = Field(5_000.0, ge=0)
 
 
