@@ -365,7 +365,7 @@ def test_report_shows_a_slide_that_fails_its_check_in_red_with_the_fix():
             {
                 "slide_id": "s<1>",
                 "status": "check",
-                "verdict": "at 0.5 µm/px assumed, tiling.default_mpp: 62 cells per mm² of tissue (usual 150–20,000)",
+                "verdict": "at 0.5 µm/px assumed, tiling.default_mpp: 62 cells per mm² of tissue (usual 150–30,000)",
                 "fix": "give s.svs's true µm/px in data/01_raw/slides/slides.csv",
                 "cells_per_mm2": 62.0,
                 "median_area_um2": 17.7,

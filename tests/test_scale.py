@@ -107,7 +107,7 @@ def test_cells_per_mm2_of_kept_tissue_and_the_median_area():
 
 def test_too_few_cells_at_a_guessed_scale_is_a_check_that_names_the_table_line():
     (row,) = check_slides(*tables(source="parameter", cells=5), PlausibleRanges()).to_dict("records")
-    assert row["status"] == "check" and "25 cells per mm² of tissue (usual 150–20,000)" in row["verdict"]
+    assert row["status"] == "check" and "25 cells per mm² of tissue (usual 150–30,000)" in row["verdict"]
     assert "the scale is probably wrong" in row["verdict"]
     assert "data/01_raw/slides/slides.csv (a line `s.svs,<µm/px>`)" in row["fix"]
 

@@ -63,7 +63,7 @@ class PlausibleRanges(Strict):
     """What a slide's cells usually look like at the right scale (the slide checks)."""
 
     cells_per_mm2: tuple[float, float] = Field(
-        (150.0, 20_000.0), description="nuclei per mm² of kept tissue, usual range"
+        (150.0, 30_000.0), description="nuclei per mm² of kept tissue, usual range"
     )
     median_area_um2: tuple[float, float] = Field((14.0, 150.0), description="median nucleus area, µm²")
     max_mpp: float = Field(2.0, gt=0, description="coarser than this, nuclei cannot be found")
