@@ -736,3 +736,19 @@ def test_a_slide_overview_outlines_the_cells_of_a_small_slide_and_dots_those_of_
     large = drawing.slide_overview(thumbnail, 8000, cell, red, {}, "large", min_side=80)
     x0, y0, x1, y1 = red_box(large)
     assert x1 - x0 <= 4 and y1 - y0 <= 4
+
+
+def test_the_slides_a_cluster_spans_read_in_one_line_however_many_there_are():
+    from histocluster.reporting.drawing import gallery_title, slides_in_words
+
+    assert slides_in_words({"b": 3, "a": 3, "c": 9}) == "c 9, a 3, b 3"  # most first, ties by name
+    cohort = {f"s{k:03d}": k + 1 for k in range(200)}  # 200 slides
+    words = slides_in_words(cohort, most=4)
+    assert words == "s199 200, s198 199, s197 198, s196 197 and 196 more slides (19,306 cells)"
+    assert sum(range(1, 197)) == 19_306  # the rest, counted by hand: 1 + 2 + … + 196
+    assert slides_in_words({f"s{k}": 1 for k in range(5)}, most=4).count(",") == 4  # 5 slides: all shown
+    assert slides_in_words({}) == "no slide"
+    title = gallery_title({"cluster_id": 3, "size": 20_100, "slide_counts": json.dumps(cohort)}, None)
+    assert (
+        title.splitlines()[0].startswith("cluster 3: 20,100 cells (s199 200,") and "196 more slides" in title
+    )

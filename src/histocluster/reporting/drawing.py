@@ -195,6 +195,21 @@ def gallery(crops: list[np.ndarray], captions: list[str], title: str, columns: i
     return canvas
 
 
+def slides_in_words(per_slide: dict[str, int], most: int = 4) -> str:
+    """The cells each slide gives a cluster, most first (ties by name): all of them when
+    there are at most ``most`` + 1 slides, else the first ``most`` and how many more slides
+    give how many cells — so a cluster of a 200-slide cohort still reads in one line."""
+    ranked = sorted(per_slide.items(), key=lambda kv: (-kv[1], kv[0]))
+    if not ranked:
+        return "no slide"
+    shown = ranked if len(ranked) <= most + 1 else ranked[:most]
+    words = ", ".join(f"{slide} {n:,}" for slide, n in shown)
+    rest = ranked[len(shown) :]
+    if rest:
+        words += f" and {len(rest)} more slides ({sum(n for _, n in rest):,} cells)"
+    return words
+
+
 def gallery_title(summary_row: dict, label_row: dict | None) -> str:
     """Two lines: the cluster's size and the cells each slide gives it, then its label with
     source and agreement."""
@@ -203,7 +218,7 @@ def gallery_title(summary_row: dict, label_row: dict | None) -> str:
     if label_row is not None and label_row.get("source") not in (None, "none"):
         line2 += f" ({label_row['source']}, agreement {float(label_row['agreement']):.2f})"
     per_slide = json.loads(summary_row.get("slide_counts") or "{}")
-    slides = ", ".join(f"{slide} {n:,}" for slide, n in per_slide.items()) or "no slide"
+    slides = slides_in_words(per_slide)
     return f"cluster {int(summary_row['cluster_id'])}: {int(summary_row['size']):,} cells ({slides})\n{line2}"
 
 

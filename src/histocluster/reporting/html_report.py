@@ -35,6 +35,7 @@ from histocluster.labelling.cluster_labels import FILE_NOT_USED, labels_file_sta
 from histocluster.labelling.labels_file import match_vocabulary
 from histocluster.lazy import materialise
 from histocluster.reporting.colours import label_colours
+from histocluster.reporting.drawing import slides_in_words
 from histocluster.wsi.scale import describe_source
 
 SECTIONS = ["slides", "filtering", "segmentation", "clusters", "galleries", "labels"]
@@ -109,7 +110,8 @@ def cluster_cards(
             {
                 "cluster_id": cluster_id,
                 "size": int(row["size"]),
-                "slides": json.loads(row.get("slide_counts") or "{}"),
+                "slides": slides_in_words(json.loads(row.get("slide_counts") or "{}"), most=8),
+                "n_slides": len(json.loads(row.get("slide_counts") or "{}")),
                 "label": named.get("label", "unlabelled"),
                 "source": named.get("source", "none"),
                 "agreement": float(named.get("agreement") or 0.0),
