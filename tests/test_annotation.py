@@ -294,6 +294,7 @@ def _report(
     scale: dict | None = None,
     summary_columns: dict | None = None,
     vocabulary: list[str] | None = None,
+    picture_slides: int | None = None,
 ) -> str:
     slides = pd.DataFrame(
         [
@@ -340,6 +341,7 @@ def _report(
         checks,
         workbench=report.Workbench(vocabulary=vocabulary or []),
         clustered_on=clustered_on,
+        picture_slides=picture_slides,
     )
 
 
@@ -752,3 +754,22 @@ def test_the_slides_a_cluster_spans_read_in_one_line_however_many_there_are():
     assert (
         title.splitlines()[0].startswith("cluster 3: 20,100 cells (s199 200,") and "196 more slides" in title
     )
+
+
+def test_a_cohorts_report_embeds_the_pictures_of_a_few_slides_failed_checks_first():
+    from histocluster.reporting.html_report import slides_pictured
+
+    ids = [f"s{k}" for k in range(6)]
+    checks = {"s4": {"status": "check"}, "s1": {"status": "ok"}, "s5": {"status": "no cells"}}
+    assert slides_pictured(ids, checks, 3) == {"s4", "s5", "s0"}  # what needs a look, then in order
+    assert slides_pictured(ids, checks, None) == set(ids) == slides_pictured(ids, {}, 6)
+    assert slides_pictured(ids, checks, 0) == set()
+    page = _report(_cells(), picture_slides=0)
+    card = page[page.index('<section id="slides">') : page.index('<section id="filtering">')]
+    assert "<img" not in card and "data/08_reporting/cell_overview/s&lt;1&gt;.png" in card
+    assert "The segmentation checks of 1 more slides are in" in page
+    default = _report(_cells())
+    assert (
+        "<img" in default[default.index('<section id="slides">') : default.index('<section id="filtering">')]
+    )
+    assert "more slides are in" not in default

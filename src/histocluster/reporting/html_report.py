@@ -125,6 +125,17 @@ def cluster_cards(
     return sorted(cards, key=lambda c: (c["rank"] is None, c["rank"] or 0, c["cluster_id"]))
 
 
+def slides_pictured(slide_ids: list[str], checks: dict, most: int | None) -> set[str]:
+    """The slides whose pictures the report embeds: all when ``most`` is None or covers
+    them, else the first ``most`` of those whose slide check is not ``ok`` (what needs a
+    look), then of the rest, in table order."""
+    if most is None or len(slide_ids) <= most:
+        return set(slide_ids)
+    flagged = [s for s in slide_ids if checks.get(s, {}).get("status", "ok") != "ok"]
+    rest = [s for s in slide_ids if s not in set(flagged)]
+    return set((flagged + rest)[:most])
+
+
 def _network_in_vocabulary(cards: list[dict], vocabulary: list[str]) -> None:
     """The type network's suggestion on each card in the vocabulary's spelling where it is
     the same word or a close one (its ``others`` → ``other``; ``inflammatory`` stays)."""
@@ -214,6 +225,7 @@ def build_report(
     checks: pd.DataFrame | None = None,
     workbench: Workbench | None = None,
     clustered_on: str = "",
+    picture_slides: int | None = None,
 ) -> str:
     """The report of one run.
 
@@ -235,6 +247,9 @@ def build_report(
         workbench: the labels file, vocabulary and command the naming workbench shows.
         clustered_on: what the clusters were made from, in words (features, reduction,
             clusterer: :func:`clustering_in_words`).
+        picture_slides: the slides whose pictures are embedded (:func:`slides_pictured`);
+            None: all. A cohort's report stays small enough to open; the others' pictures
+            are on disk and every slide keeps its card.
     """
     workbench = workbench or Workbench()
     ok = slides[slides["status"] == "ok"]
@@ -255,12 +270,14 @@ def build_report(
     }
     per_slide = cell_stats.set_index("slide_id")
     by_slide = checks.set_index("slide_id").to_dict("index") if checks is not None and len(checks) else {}
+    pictured = slides_pictured(ok["slide_id"].tolist(), by_slide, picture_slides)
     slide_cards = []
     for row in slides.itertuples(index=False):
         card = {"slide_id": row.slide_id, "error": None if row.status == "ok" else str(row.error)}
         if row.status == "ok":
-            tiling = _picture(pictures.get("tiling", {}), row.slide_id)
-            overview = _picture(pictures.get("overview", {}), row.slide_id)
+            shown = row.slide_id in pictured
+            tiling = _picture(pictures.get("tiling", {}), row.slide_id) if shown else None
+            overview = _picture(pictures.get("overview", {}), row.slide_id) if shown else None
             card.update(
                 width=row.width,
                 height=row.height,
@@ -272,12 +289,13 @@ def build_report(
                 artefacts=int(per_slide["artefacts"].get(row.slide_id, 0)),
                 tiling=data_url(tiling, 560) if tiling else None,
                 overview=data_url(overview, 560) if overview else None,
+                not_pictured=not shown,
             )
         slide_cards.append(card)
     sheets = [
         {"slide_id": slide_id, "url": data_url(_picture(pictures.get("contact_sheet", {}), slide_id), 1100)}
         for slide_id in ok["slide_id"]
-        if slide_id in pictures.get("contact_sheet", {})
+        if slide_id in pictures.get("contact_sheet", {}) and slide_id in pictured
     ]
     checks_drawn = pictures.get("segmentation_check", {})
     segmentation_checks = [
@@ -290,6 +308,7 @@ def build_report(
             ],
         }
         for slide_id in ok["slide_id"]
+        if slide_id in pictured
     ]
     segmentation = table_html(cell_stats) if n_objects else None
     plots = pictures.get("plot", {})
@@ -319,6 +338,8 @@ def build_report(
             "slides": slide_cards,
             "filtering": _filtering_table(tile_quality),
             "segmentation_checks": [c for c in segmentation_checks if c["tiles"]],
+            "not_pictured": len(ok) - len(pictured),
+            "picture_slides": picture_slides,
             "contact_sheets": sheets,
             "segmentation": segmentation,
             "has_cells": bool(n_objects),

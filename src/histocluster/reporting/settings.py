@@ -42,6 +42,13 @@ class AnnotationParams(Strict):
     overlay: OverlayParams = OverlayParams()
     gallery: GalleryParams = GalleryParams()
     segmentation_check: SegmentationCheckParams = SegmentationCheckParams()
+    report_picture_slides: int = Field(
+        12,
+        ge=0,
+        description="slides whose pictures (overviews, contact sheet, segmentation check) the report "
+        "embeds: those with a failed slide check first; every slide keeps its line, and every picture "
+        "is in data/08_reporting/",
+    )
     geojson_gzip_above: int = Field(
         50_000, ge=0, description="cells per slide above which GeoJSON is gzipped"
     )

@@ -414,6 +414,7 @@ def write_report(
         slide_checks,
         workbench,
         clustered_on,
+        params.report_picture_slides,
     )
     stats = report_cells["slides"]
     logger.info(
