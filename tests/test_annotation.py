@@ -390,7 +390,7 @@ def test_report_shows_a_slide_that_fails_its_check_in_red_with_the_fix():
 def test_report_is_one_page_with_every_section_and_says_what_is_missing():
     page = _report(_cells())
     assert page.startswith("<!DOCTYPE html>") and page.count("<section") == len(report.SECTIONS)
-    assert len(re.findall(r'src="data:image/jpeg;base64,[A-Za-z0-9+/=]+"', page)) >= 5
+    assert len(re.findall(r'src="data:image/webp;base64,[A-Za-z0-9+/=]+"', page)) >= 5
     assert "no clusters to show" not in page  # one gallery was given
     empty = _report(_cells().iloc[:0])
     assert "no cells were found" in empty and "no clusters: there are no cells" in empty

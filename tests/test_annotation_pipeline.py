@@ -139,7 +139,7 @@ def test_report_has_every_section_and_says_what_is_missing(annotated):
         assert re.search(rf"<section id=[\"']{section}[\"']>", page), section
     assert "kidney-48-5" in page and "<b>NO CELLS:</b> no tissue found" in page
     assert "segmentation check: cmu-1-small-region (2 tiles)" in page
-    assert page.count("data:image/jpeg;base64,") >= 5
+    assert page.count("data:image/webp;base64,") >= 5
     assert "Report:" in messages(records)
 
 
