@@ -5,11 +5,14 @@ reads, quality, segmentation, measurements, pixel features) with
 ``segmentation.parallel.n_workers`` = each of ``--workers`` (nothing stored, so every run
 segments every tile), and prints wall seconds, cells per wall-second and the speed-up over
 one worker. The worker processes' start-up (Dask LocalCluster, importing torch, loading the
-network) is included: it is what a run pays.
+network) is included: it is what a run pays. Memory, sampled every 0.1 s (psutil): the peak
+resident set of this process, of the largest worker process, and of all worker processes
+together.
 
 Usage:
     python bench/make_big_slide.py --out /tmp/big8k.tif --size 8192
     python bench/bench_parallel.py /tmp/big8k.tif [--workers 1 2] [--max-tiles 64]
+    python bench/bench_parallel.py /tmp/big8k.tif --set cell_features.deep=typenet   # segmentation keys
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +37,66 @@ from histocluster.wsi.settings import FilteringParams, TilingParams  # noqa: E40
 from histocluster.wsi.slides import SlideSource, slugify  # noqa: E402
 
 
+class PeakMemory:
+    """Peak resident memory (MiB) of this process, of its largest child process and of all
+    its children together, sampled every ``every`` seconds while in a ``with`` block."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        self.every, self.main, self.worker, self.workers = every, 0.0, 0.0, 0.0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            try:
+                self.main = max(self.main, me.memory_info().rss / 2**20)
+                sizes = []
+                for child in me.children(recursive=True):
+                    try:
+                        sizes.append(child.memory_info().rss / 2**20)
+                    except psutil.Error:  # gone between listing and reading
+                        pass
+                if sizes:
+                    self.worker, self.workers = max(self.worker, max(sizes)), max(self.workers, sum(sizes))
+            except psutil.Error:
+                pass
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _setting(text: str) -> dict:
+    """``a.b=c`` as ``{"a": {"b": c}}`` (c parsed as YAML: numbers, booleans, null)."""
+    import yaml
+
+    key, _, value = text.partition("=")
+    out: dict = {}
+    here = out
+    *parents, last = key.split(".")
+    for name in parents:
+        here = here.setdefault(name, {})
+    here[last] = yaml.safe_load(value)
+    return out
+
+
+def _merge(into: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -41,6 +105,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--max-tiles", type=int, default=None, help="tiles segmented (default: all)")
     parser.add_argument("--tiles-per-task", type=int, default=None, help="default: the parameter's")
+    parser.add_argument(
+        "--set", action="append", default=[], help="a segmentation parameter, e.g. cell_features.deep=typenet"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import torch
@@ -56,12 +123,26 @@ def main() -> None:
     print(f"{args.slide.name}: {len(tiles)} tiles at {tiling.target_mpp} µm/px")
     rows = []
     for workers in args.workers:
-        params = SegmentationParams.model_validate({"slide_store": None, "parallel": {"n_workers": workers}})
-        start = time.perf_counter()
-        _, cells, *_ = segment_tiles(slides, tiles, tiling, filtering, params)
-        wall = time.perf_counter() - start
+        values: dict = {"slide_store": None, "parallel": {"n_workers": workers}}
+        if args.tiles_per_task:
+            values["parallel"]["tiles_per_task"] = args.tiles_per_task
+        for text in args.set:
+            _merge(values, _setting(text))
+        params = SegmentationParams.model_validate(values)
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            _, cells, *_ = segment_tiles(slides, tiles, tiling, filtering, params)
+            wall = time.perf_counter() - start
         rows.append(
-            {"workers": workers, "wall_s": wall, "cells": len(cells), "cells_per_s": len(cells) / wall}
+            {
+                "workers": workers,
+                "wall_s": wall,
+                "cells": len(cells),
+                "cells_per_s": len(cells) / wall,
+                "peak_MiB_here": memory.main,
+                "peak_MiB_largest_worker": memory.worker if workers > 1 else float("nan"),
+                "peak_MiB_workers": memory.workers if workers > 1 else float("nan"),
+            }
         )
     table = pd.DataFrame(rows)
     table["speed_up"] = table["wall_s"].iloc[0] / table["wall_s"]
