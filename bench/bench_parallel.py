@@ -12,7 +12,7 @@ together.
 Usage:
     python bench/make_big_slide.py --out /tmp/big8k.tif --size 8192
     python bench/bench_parallel.py /tmp/big8k.tif [--workers 1 2] [--max-tiles 64]
-    python bench/bench_parallel.py /tmp/big8k.tif --set cell_features.deep=typenet   # segmentation keys
+    python bench/bench_parallel.py /tmp/big8k.tif --params cell_features.deep=typenet   # segmentation keys
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # the workers are the parallelism
 os.environ.setdefault("OPENCV_FOR_THREADS_NUM", "1")
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from kedro.framework.cli.utils import _split_params  # noqa: E402  (as bench_stages: kedro's --params)
 
 from histocluster.pipelines.segmentation.nodes import segment_tiles  # noqa: E402
 from histocluster.pipelines.tiling.nodes import describe_slides, detect_tissue_masks, plan_tiles  # noqa: E402
@@ -39,10 +41,11 @@ from histocluster.wsi.slides import SlideSource, slugify  # noqa: E402
 
 class PeakMemory:
     """Peak resident memory (MiB) of this process, of its largest child process and of all
-    its children together, sampled every ``every`` seconds while in a ``with`` block."""
+    its children together (NaN while none was seen: the run stayed in-process), sampled
+    every ``every`` seconds while in a ``with`` block."""
 
     def __init__(self, every: float = 0.1) -> None:
-        self.every, self.main, self.worker, self.workers = every, 0.0, 0.0, 0.0
+        self.every, self.main, self.worker, self.workers = every, 0.0, float("nan"), float("nan")
         self._stop = threading.Event()
 
     def _sample(self) -> None:
@@ -58,8 +61,9 @@ class PeakMemory:
                         sizes.append(child.memory_info().rss / 2**20)
                     except psutil.Error:  # gone between listing and reading
                         pass
-                if sizes:
-                    self.worker, self.workers = max(self.worker, max(sizes)), max(self.workers, sum(sizes))
+                if sizes:  # fmax: a NaN (nothing seen yet) gives way to the first figure
+                    self.worker = float(np.fmax(self.worker, max(sizes)))
+                    self.workers = float(np.fmax(self.workers, sum(sizes)))
             except psutil.Error:
                 pass
             self._stop.wait(self.every)
@@ -74,29 +78,6 @@ class PeakMemory:
         self._thread.join()
 
 
-def _setting(text: str) -> dict:
-    """``a.b=c`` as ``{"a": {"b": c}}`` (c parsed as YAML: numbers, booleans, null)."""
-    import yaml
-
-    key, _, value = text.partition("=")
-    out: dict = {}
-    here = out
-    *parents, last = key.split(".")
-    for name in parents:
-        here = here.setdefault(name, {})
-    here[last] = yaml.safe_load(value)
-    return out
-
-
-def _merge(into: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
-    return into
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -106,7 +87,9 @@ def main() -> None:
     parser.add_argument("--max-tiles", type=int, default=None, help="tiles segmented (default: all)")
     parser.add_argument("--tiles-per-task", type=int, default=None, help="default: the parameter's")
     parser.add_argument(
-        "--set", action="append", default=[], help="a segmentation parameter, e.g. cell_features.deep=typenet"
+        "--params",
+        default="",
+        help="segmentation parameters, as kedro run --params: cell_features.deep=typenet",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -123,12 +106,12 @@ def main() -> None:
     print(f"{args.slide.name}: {len(tiles)} tiles at {tiling.target_mpp} µm/px")
     rows = []
     for workers in args.workers:
-        values: dict = {"slide_store": None, "parallel": {"n_workers": workers}}
+        settings = [f"slide_store=null,parallel.n_workers={workers}", args.params]
         if args.tiles_per_task:
-            values["parallel"]["tiles_per_task"] = args.tiles_per_task
-        for text in args.set:
-            _merge(values, _setting(text))
-        params = SegmentationParams.model_validate(values)
+            settings.append(f"parallel.tiles_per_task={args.tiles_per_task}")
+        params = SegmentationParams.model_validate(
+            _split_params(None, None, ",".join(filter(None, settings)))
+        )
         with PeakMemory() as memory:
             start = time.perf_counter()
             _, cells, *_ = segment_tiles(slides, tiles, tiling, filtering, params)
@@ -140,8 +123,8 @@ def main() -> None:
                 "cells": len(cells),
                 "cells_per_s": len(cells) / wall,
                 "peak_MiB_here": memory.main,
-                "peak_MiB_largest_worker": memory.worker if workers > 1 else float("nan"),
-                "peak_MiB_workers": memory.workers if workers > 1 else float("nan"),
+                "peak_MiB_largest_worker": memory.worker,
+                "peak_MiB_workers": memory.workers,
             }
         )
     table = pd.DataFrame(rows)

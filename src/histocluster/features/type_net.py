@@ -225,7 +225,7 @@ class TypeNetEmbedder:
         self.settings = settings
         self.net = load_type_net(settings.weights_path, threads)
         self.classes = self.net.classes
-        self.columns = [f"typenet:f{k}" for k in range(WIDTH)] + [f"typenet:logp_{c}" for c in self.classes]
+        self.columns = [f"typenet:f{k}" for k in range(WIDTH)] + [f"{LOGP_PREFIX}{c}" for c in self.classes]
         logger.info(
             "Type-network embedder: %s (%s), %d rotations",
             self.net.path.name,

@@ -108,12 +108,13 @@ def cluster_cards(
         named = labels.loc[cluster_id].to_dict() if cluster_id in labels.index else {}
         rank = named.get("naming_rank")
         picture = _picture(galleries, f"cluster_{cluster_id:03d}")
+        per_slide = json.loads(row.get("slide_counts") or "{}")
         cards.append(
             {
                 "cluster_id": cluster_id,
                 "size": int(row["size"]),
-                "slides": slides_in_words(json.loads(row.get("slide_counts") or "{}"), most=8),
-                "n_slides": len(json.loads(row.get("slide_counts") or "{}")),
+                "slides": slides_in_words(per_slide, most=8),
+                "n_slides": len(per_slide),
                 "label": named.get("label", "unlabelled"),
                 "source": named.get("source", "none"),
                 "agreement": float(named.get("agreement") or 0.0),

@@ -479,7 +479,7 @@ def segment_slides(
             frames.append(result.cells)
             deep_ids += result.deep_ids
             deep_rows += result.deep_rows
-            deep_columns = deep_columns or getattr(result, "deep_columns", [])
+            deep_columns = deep_columns or result.deep_columns
             masks.update(result.masks)
             readable = slide_tiles[slide_tiles["tile_id"].isin(result.previews)]  # unreadable: no preview
             for tile_id in sheet_tiles(readable, result.quality, sheet_tiles_per_group):
