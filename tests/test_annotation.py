@@ -278,6 +278,13 @@ def test_overlay_texts_never_cover_one_another():
     assert near.area == far.area  # not A's and B's boxes run together
 
 
+def test_overlay_texts_leave_out_the_word_unlabelled():
+    """Before a cluster is named its cells' texts are the cluster and confidence only; once
+    named, the name stands between them (and a name is never dropped, even 'review')."""
+    texts = drawing.overlay_texts([14, 3, 5], ["unlabelled", "tumour", "review"], [0.14, 0.8251, 0.5])
+    assert texts.tolist() == ["14 0.14", "3 tumour 0.83", "5 review 0.50"]
+
+
 def test_gallery_has_a_tile_per_crop_and_a_title():
     crops = [np.full((32, 32, 3), 30 * k, np.uint8) for k in range(7)]
     image = drawing.gallery(crops, [f"c{k}" for k in range(7)], "cluster 3: 7 cells\nlymphocyte", columns=5)

@@ -15,6 +15,7 @@ import pandas as pd
 import shapely
 from PIL import Image, ImageDraw, ImageFont
 
+from histocluster.labelling.cluster_labels import UNLABELLED
 from histocluster.reporting.colours import NOISE_RGB
 
 
@@ -29,6 +30,19 @@ def _font(size: int = 12) -> ImageFont.ImageFont:
         return ImageFont.truetype(str(path), size=size)
     except OSError:
         return ImageFont.load_default(size=size)
+
+
+def overlay_texts(cluster_ids, labels, confidences) -> pd.Series:
+    """The text beside each cell of an overlay: its cluster, its label once it has one, and
+    its cluster confidence — ``"14 tumour 0.82"``, or ``"14 0.14"`` while the cell is
+    ``unlabelled`` (the word said nothing and made every text longer, so fewer fitted)."""
+    return pd.Series(
+        [
+            f"{c} {confidence:.2f}" if label == UNLABELLED else f"{c} {label} {confidence:.2f}"
+            for c, label, confidence in zip(cluster_ids, labels, confidences, strict=True)
+        ],
+        dtype=object,
+    )
 
 
 def draw_cells(

@@ -32,6 +32,7 @@ from histocluster.reporting.drawing import (
     cluster_gallery,
     counts_figure,
     gallery_crops_of,
+    overlay_texts,
     segmentation_check,
     slide_overview,
     tile_overlay,
@@ -223,15 +224,7 @@ def _overlay(
     faint = cells[~confident].reset_index(drop=True) if o.filtered else None
     texts = None
     if o.texts:
-        texts = pd.Series(
-            [
-                f"{c} {label} {conf:.2f}"
-                for c, label, conf in zip(
-                    shown["cluster_id"], shown["label"], shown["cluster_confidence"], strict=True
-                )
-            ],
-            dtype=object,
-        )
+        texts = overlay_texts(shown["cluster_id"], shown["label"], shown["cluster_confidence"])
     return tile_overlay(
         rgb,
         tile,
