@@ -712,6 +712,9 @@ def test_the_workbench_offers_the_type_networks_suggestions_only_when_there_are_
     assert '<span class="network-type">other</span> (75% of its cells)' in card
     assert 'data-network="other"' in card
     assert 'id="fill-network"' in page and 'data-network=""' in page[page.index('id="cluster-1"') :]
+    # A cluster without a name says so, without a source "(none)" after it.
+    unnamed = page[page.index('id="cluster-1"') :]
+    assert 'now: <b class="current-label">unlabelled</b></p>' in unnamed and "(none)" not in page
 
 
 def test_a_slide_overview_outlines_the_cells_of_a_small_slide_and_dots_those_of_a_large_one():
