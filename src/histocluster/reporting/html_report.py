@@ -139,14 +139,14 @@ def slides_pictured(slide_ids: list[str], checks: dict, most: int | None) -> set
     return set((flagged + rest)[:most])
 
 
-def _network_in_vocabulary(cards: list[dict], vocabulary: list[str]) -> None:
-    """The type network's suggestion on each card in the vocabulary's spelling where it is
-    the same word or a close one (its ``others`` → ``other``; ``inflammatory`` stays)."""
+def _network_in_vocabulary(cards: list[dict], vocabulary: list[str]) -> list[dict]:
+    """The cards with the type network's suggestion in the vocabulary's spelling where it
+    is the same word or a close one (its ``others`` → ``other``; ``inflammatory`` stays)."""
     matched, outside = match_vocabulary(
         {k: c["network"] for k, c in enumerate(cards) if c["network"]}, vocabulary
     )
-    for k, word in matched.items():
-        cards[k]["network"] = outside.get(word) or word
+    spelt = {k: outside.get(word) or word for k, word in matched.items()}
+    return [card | {"network": spelt[k]} if k in spelt else card for k, card in enumerate(cards)]
 
 
 def render(context: dict) -> str:
@@ -325,7 +325,7 @@ def build_report(
     states = set(cluster_labels["labels_file"].dropna()) if "labels_file" in cluster_labels else set()
     by_model = any(labels_file_state(state) == FILE_NOT_USED for state in states)
     used = sorted({c["label"] for c in cards} - {"unlabelled", "review"})
-    _network_in_vocabulary(cards, workbench.vocabulary)
+    cards = _network_in_vocabulary(cards, workbench.vocabulary)
     network = sorted({c["network"] for c in cards if c["network"]})
     suggestions = list(dict.fromkeys([*workbench.vocabulary, *used, *network]))
     label_plot = _picture(plots, "label_counts")
