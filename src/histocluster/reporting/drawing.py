@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from histocluster.labelling.cluster_labels import UNLABELLED
 from histocluster.reporting.colours import NOISE_RGB
+from histocluster.wsi.tile_grid import tile_scale
 
 
 @functools.lru_cache(maxsize=16)
@@ -113,7 +114,7 @@ def tile_overlay(
     """One tile (its own pixels, at the tiling resolution) with its cells drawn; ``faint``
     cells (an overlay's less confident ones) 1 px wide in ``faint_colours``, without text
     or box, under the others — shown, so that no nucleus looks missed."""
-    sx, sy = tile["w"] / tile["out_w"], tile["h"] / tile["out_h"]
+    sx, sy = tile_scale(tile)
 
     def to_pixels(x, y):
         return (x - tile["x"]) / sx, (y - tile["y"]) / sy
@@ -227,7 +228,7 @@ def slides_in_words(per_slide: dict[str, int], most: int = 4) -> str:
 def gallery_title(summary_row: dict, label_row: dict | None) -> str:
     """Two lines: the cluster's size and the cells each slide gives it, then its label with
     source and agreement."""
-    label = label_row.get("label", "unlabelled") if label_row is not None else "unlabelled"
+    label = label_row.get("label", UNLABELLED) if label_row is not None else UNLABELLED
     line2 = f"{label}"
     if label_row is not None and label_row.get("source") not in (None, "none"):
         line2 += f" ({label_row['source']}, agreement {float(label_row['agreement']):.2f})"
@@ -391,7 +392,7 @@ def segmentation_check(
     tile pixel drawn ``zoom`` × ``zoom`` so a nucleus without an outline is plain to see."""
     height, width = rgb.shape[:2]
     raw = Image.fromarray(rgb).resize((width * zoom, height * zoom), Image.Resampling.NEAREST)
-    sx, sy = tile["w"] / tile["out_w"], tile["h"] / tile["out_h"]
+    sx, sy = tile_scale(tile)
     drawn = draw_cells(
         raw.copy(),
         cells,

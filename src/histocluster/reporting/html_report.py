@@ -31,7 +31,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from PIL import Image
 
-from histocluster.labelling.cluster_labels import FILE_NOT_USED, labels_file_state
+from histocluster.labelling.cluster_labels import FILE_NOT_USED, REVIEW, UNLABELLED, labels_file_state
 from histocluster.labelling.labels_file import match_vocabulary
 from histocluster.lazy import materialise
 from histocluster.reporting.colours import label_colours
@@ -115,7 +115,7 @@ def cluster_cards(
                 "size": int(row["size"]),
                 "slides": slides_in_words(per_slide, most=8),
                 "n_slides": len(per_slide),
-                "label": named.get("label", "unlabelled"),
+                "label": named.get("label", UNLABELLED),
                 "source": named.get("source", "none"),
                 "agreement": float(named.get("agreement") or 0.0),
                 "human": named.get("label") if named.get("source") == "human" else "",
@@ -135,7 +135,8 @@ def slides_pictured(slide_ids: list[str], checks: dict, most: int | None) -> set
     if most is None or len(slide_ids) <= most:
         return set(slide_ids)
     flagged = [s for s in slide_ids if checks.get(s, {}).get("status", "ok") != "ok"]
-    rest = [s for s in slide_ids if s not in set(flagged)]
+    is_flagged = set(flagged)
+    rest = [s for s in slide_ids if s not in is_flagged]
     return set((flagged + rest)[:most])
 
 
@@ -324,7 +325,7 @@ def build_report(
     keys = cluster_labels["clustering"].dropna().unique() if "clustering" in cluster_labels else []
     states = set(cluster_labels["labels_file"].dropna()) if "labels_file" in cluster_labels else set()
     by_model = any(labels_file_state(state) == FILE_NOT_USED for state in states)
-    used = sorted({c["label"] for c in cards} - {"unlabelled", "review"})
+    used = sorted({c["label"] for c in cards} - {UNLABELLED, REVIEW})
     cards = _network_in_vocabulary(cards, workbench.vocabulary)
     network = sorted({c["network"] for c in cards if c["network"]})
     suggestions = list(dict.fromkeys([*workbench.vocabulary, *used, *network]))
